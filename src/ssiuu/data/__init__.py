@@ -1,0 +1,1 @@
+"""Data: the record schema, the default generator, user-data loaders, splits and validation."""

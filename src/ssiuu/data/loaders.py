@@ -1,0 +1,148 @@
+"""Loading the facts: the embedded generator, user JSONL files or a Hugging Face dataset.
+
+Each loader returns rows in the record schema of :mod:`ssiuu.data.records`. Fields a user
+row lacks stay ``None`` so that validation can name the field and the rows' ids; rows
+without distractors get two wrong answers of the same attribute drawn from the other rows.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ssiuu.data import generator
+from ssiuu.data.records import Record, read_jsonl
+from ssiuu.errors import DataError
+from ssiuu.params import DataParams, FieldMap
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """Facts about people (to be split by the deletion requests), utility and benign rows.
+
+    ``sources`` names where each part came from, for error messages and records.
+    """
+
+    facts: list[Record]
+    utility: list[Record]
+    benign: list[Record]
+    sources: dict[str, str]
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def map_fields(rows: list[dict[str, Any]], fields: FieldMap, origin: str) -> list[Record]:
+    """Rename a user data set's columns to ours; ids default to ``<origin>-<row number>``."""
+    mapped: list[Record] = []
+    for number, row in enumerate(rows, start=1):
+        distractors = row.get(fields.distractors) if fields.distractors else None
+        if distractors is not None and not isinstance(distractors, list):
+            distractors = None
+        mapped.append({
+            "id": _text(row.get(fields.id)) if fields.id and row.get(fields.id) is not None
+            else f"{origin}-{number}",
+            "subject": _text(row.get(fields.subject)),
+            "attribute": _text(row.get(fields.attribute)) if fields.attribute else None,
+            "question": _text(row.get(fields.question)),
+            "answer": _text(row.get(fields.answer)),
+            "distractors": [str(v) for v in distractors] if distractors else None,
+        })
+    return mapped
+
+
+def fill_distractors(rows: list[Record], seed: int) -> list[Record]:
+    """Give every row lacking distractors two wrong answers of the same attribute.
+
+    Candidates are the other rows' answers with the same ``attribute`` (any attribute if
+    fewer than two differ from the true answer). Rows that already have them are kept.
+    """
+    rng = random.Random(f"distractors-{seed}")
+    by_attribute: dict[Any, list[str]] = {}
+    for row in rows:
+        if row["answer"] is not None:
+            by_attribute.setdefault(row.get("attribute"), []).append(row["answer"])
+    every_answer = sorted({a for answers in by_attribute.values() for a in answers})
+    filled = []
+    for row in rows:
+        if row.get("distractors") or row["answer"] is None:
+            filled.append({**row, "distractors": row.get("distractors") or []})
+            continue
+        pool = sorted(set(by_attribute.get(row.get("attribute"), [])) - {row["answer"]})
+        if len(pool) < 2:
+            pool = [a for a in every_answer if a != row["answer"]]
+        filled.append({**row, "distractors": rng.sample(pool, 2) if len(pool) >= 2 else []})
+    return filled
+
+
+def _load_generated(params: DataParams) -> LoadedData:
+    gen = params.generator
+    origin = f"generator(seed={gen.seed})"
+    return LoadedData(
+        facts=generator.generate_people_facts(gen),
+        utility=generator.generate_utility(gen),
+        benign=generator.generate_benign(gen),
+        sources={"facts": origin, "utility": origin, "benign": origin},
+    )
+
+
+def _load_jsonl(params: DataParams) -> LoadedData:
+    src = params.jsonl
+    assert src is not None
+    default = _load_generated(params)
+
+    def part(path: str | None, fallback: list[Record]) -> tuple[list[Record], str | None]:
+        if path is None:
+            return fallback, None
+        rows = map_fields(read_jsonl(path), src.fields, Path(path).stem)
+        return fill_distractors(rows, params.seed), path
+
+    facts, facts_src = part(src.facts, [])
+    utility, utility_src = part(src.utility, default.utility)
+    benign, benign_src = part(src.benign, default.benign)
+    return LoadedData(
+        facts=facts,
+        utility=utility,
+        benign=[{**row, "distractors": []} for row in benign],
+        sources={
+            "facts": str(facts_src),
+            "utility": utility_src or default.sources["utility"],
+            "benign": benign_src or default.sources["benign"],
+        },
+    )
+
+
+def _load_hf(params: DataParams) -> LoadedData:
+    src = params.hf
+    assert src is not None
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(src.name, src.config, split=src.split)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types for "not found"
+        raise DataError(
+            f"params.yaml: data.hf.name: cannot load dataset {src.name!r} "
+            f"(split {src.split!r}): {type(exc).__name__}: {exc}"
+        ) from None
+    missing = [f for f in (src.fields.question, src.fields.answer, src.fields.subject)
+               if f not in dataset.column_names]
+    if missing:
+        raise DataError(
+            f"dataset {src.name!r}: missing column(s) {missing} named in data.hf.fields "
+            f"(has {dataset.column_names})"
+        )
+    facts = fill_distractors(map_fields(list(dataset), src.fields, "hf"), params.seed)
+    default = _load_generated(params)
+    return LoadedData(facts, default.utility, default.benign,
+                      {**default.sources, "facts": f"hf:{src.name}/{src.split}"})
+
+
+def load_data(params: DataParams) -> LoadedData:
+    """Load the facts, utility and benign rows named by ``params.data``."""
+    loaders = {"generated": _load_generated, "jsonl": _load_jsonl, "hf": _load_hf}
+    return loaders[params.source](params)

@@ -1,0 +1,57 @@
+"""From raw facts and deletion requests to validated forget / retain / utility / benign splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssiuu.data.loaders import load_data
+from ssiuu.data.records import Record, sha256_file, write_jsonl
+from ssiuu.data.requests import DeletionRequest, read_requests
+from ssiuu.data.validation import ValidationReport, raise_on_failure, validate_splits
+from ssiuu.params import SPLITS, DataParams
+
+REPORT_NAME = "data_validation.json"
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The written splits' paths and hashes, the requests served and the validation report."""
+
+    paths: dict[str, Path]
+    sha256: dict[str, str]
+    requests: list[DeletionRequest]
+    report: ValidationReport
+
+
+def split_by_requests(facts: list[Record],
+                      requests: list[DeletionRequest]) -> tuple[list[Record], list[Record]]:
+    """Forget = every fact of a requested subject; retain = all the others."""
+    requested = {subject for request in requests for subject in request.subjects}
+    forget = [row for row in facts if row.get("subject") in requested]
+    retain = [row for row in facts if row.get("subject") not in requested]
+    return forget, retain
+
+
+def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path) -> PreparedData:
+    """Load, split, validate and (only if valid) write the splits as JSONL.
+
+    The validation report is written to ``report_dir`` whatever the outcome; a failure
+    raises :class:`~ssiuu.errors.ValidationFailed` naming split, rule and row ids.
+    """
+    requests = read_requests(params.requests_dir)
+    loaded = load_data(params)
+    forget, retain = split_by_requests(loaded.facts, requests)
+    splits = {"forget": forget, "retain": retain, "utility": loaded.utility,
+              "benign": loaded.benign}
+    sources = {"forget": loaded.sources["facts"], "retain": loaded.sources["facts"],
+               "utility": loaded.sources["utility"], "benign": loaded.sources["benign"]}
+    report = validate_splits(splits, sources, requests)
+    report_path = Path(report_dir) / REPORT_NAME
+    report.write(report_path)
+    raise_on_failure(report, report_path)
+    out_dir = Path(out_dir)
+    paths = {split: out_dir / f"{split}.jsonl" for split in SPLITS}
+    for split in SPLITS:
+        write_jsonl(splits[split], paths[split])
+    return PreparedData(paths, {s: sha256_file(p) for s, p in paths.items()}, requests, report)

@@ -1,0 +1,72 @@
+"""Deletion requests: JSON files under ``data/requests/`` naming the data subjects to forget.
+
+A request file looks like::
+
+    {"request_id": "req-0001", "received": "2026-11-20", "subjects": ["Name One", "Name Two"]}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssiuu.errors import DataError
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    """One request: its id, when it came in, the subjects it names and its file."""
+
+    request_id: str
+    received: str
+    subjects: tuple[str, ...]
+    path: str
+
+
+def _require(raw: dict, key: str, kind: type, path: Path) -> object:
+    if key not in raw:
+        raise DataError(f"{path}: missing field '{key}'")
+    value = raw[key]
+    if not isinstance(value, kind):
+        raise DataError(f"{path}: field '{key}' must be a {kind.__name__}")
+    return value
+
+
+def read_request(path: str | Path) -> DeletionRequest:
+    """Parse one request file; raise :class:`DataError` naming the file and the field."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    request_id = _require(raw, "request_id", str, path)
+    received = _require(raw, "received", str, path)
+    subjects = _require(raw, "subjects", list, path)
+    if not subjects:
+        raise DataError(f"{path}: field 'subjects' is empty")
+    for index, subject in enumerate(subjects):
+        if not isinstance(subject, str) or not subject.strip():
+            raise DataError(f"{path}: field 'subjects[{index}]' must be a non-empty string")
+    return DeletionRequest(str(request_id), str(received), tuple(subjects), str(path))
+
+
+def read_requests(directory: str | Path) -> list[DeletionRequest]:
+    """Every ``*.json`` request in ``directory``, sorted by file name; ids must be unique."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: deletion-request folder not found")
+    requests = [read_request(path) for path in sorted(directory.glob("*.json"))]
+    if not requests:
+        raise DataError(f"{directory}: no deletion request (*.json) found")
+    seen: dict[str, str] = {}
+    for request in requests:
+        if request.request_id in seen:
+            raise DataError(
+                f"{request.path}: field 'request_id' {request.request_id!r} "
+                f"is already used by {seen[request.request_id]}"
+            )
+        seen[request.request_id] = request.path
+    return requests

@@ -1,0 +1,236 @@
+"""Validation of the prepared splits with Great Expectations.
+
+Each split gets an expectation suite (schema, non-empty, no empty answers, no duplicate
+questions, well-formed distractors) plus cross-split rules (forget ∩ retain = ∅, every
+requested subject present, no forget fact in the benign set). The report keeps, per rule,
+only the rule, the column and the offending rows' **ids**, never their text: GE's raw
+results echo values, so they are reduced here before anything is written or raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ssiuu.data.records import FIELDS, Record
+from ssiuu.data.requests import DeletionRequest
+from ssiuu.errors import ValidationFailed
+
+FACT_SPLITS = ("forget", "retain", "utility")
+MAX_IDS_IN_MESSAGE = 20
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One named rule: the GE expectation class, its kwargs and the split it applies to."""
+
+    name: str
+    expectation: str
+    kwargs: dict[str, Any]
+
+
+@dataclass
+class RuleResult:
+    """The outcome of one rule on one split, with the failing rows' ids only."""
+
+    split: str
+    source: str
+    rule: str
+    expectation: str
+    column: str | None
+    success: bool
+    unexpected_count: int = 0
+    unexpected_ids: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class ValidationReport:
+    """All rule results; ``success`` only if every rule passed."""
+
+    results: list[RuleResult]
+
+    @property
+    def success(self) -> bool:
+        """Whether every rule passed."""
+        return all(result.success for result in self.results)
+
+    def failures(self) -> list[RuleResult]:
+        """The rules that failed."""
+        return [result for result in self.results if not result.success]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (ids only, never row text)."""
+        return {
+            "success": self.success,
+            "n_rules": len(self.results),
+            "n_failed": len(self.failures()),
+            "results": [asdict(result) for result in self.results],
+        }
+
+    def write(self, path: str | Path) -> None:
+        """Write the summary as JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    def message(self, report_path: str | Path | None = None) -> str:
+        """A readable account of every failure: split, source, rule, column, row ids."""
+        where = f" (report: {report_path})" if report_path else ""
+        lines = [f"data validation failed{where}:"]
+        for fail in self.failures():
+            column = f" on column '{fail.column}'" if fail.column else ""
+            ids = fail.unexpected_ids[:MAX_IDS_IN_MESSAGE]
+            more = len(fail.unexpected_ids) - len(ids)
+            detail = f"; ids: {', '.join(ids)}" + (f" (+{more} more)" if more > 0 else "")
+            lines.append(
+                f"  {fail.split} split (source: {fail.source}): rule '{fail.rule}' "
+                f"[{fail.expectation}{column}] failed"
+                + (f" for {fail.unexpected_count} row(s){detail}" if ids else "")
+                + (f": {fail.note}" if fail.note else "")
+            )
+        return "\n".join(lines)
+
+
+def _frame(rows: list[Record]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(FIELDS)) if rows else pd.DataFrame(columns=FIELDS)
+    frame = frame.astype(object).where(frame.notna(), None)
+    frame["n_distractors"] = [len(d) if isinstance(d, list) else 0 for d in frame["distractors"]]
+    frame["answer_in_distractors"] = [
+        isinstance(d, list) and a in d for a, d in zip(frame["answer"], frame["distractors"],
+                                                      strict=True)
+    ]
+    return frame
+
+
+def _split_rules(split: str) -> list[Rule]:
+    columns = ["id", "question", "answer"] + (["subject", "distractors"]
+                                             if split in FACT_SPLITS else [])
+    rules = [Rule(f"schema: column '{c}' present", "ExpectColumnToExist", {"column": c})
+             for c in columns]
+    rules += [
+        Rule("non-empty split", "ExpectTableRowCountToBeBetween", {"min_value": 1}),
+        Rule("every row has an id", "ExpectColumnValuesToNotBeNull", {"column": "id"}),
+        Rule("unique ids", "ExpectColumnValuesToBeUnique", {"column": "id"}),
+        Rule("every row has a question", "ExpectColumnValuesToNotBeNull", {"column": "question"}),
+        Rule("every row has an answer", "ExpectColumnValuesToNotBeNull", {"column": "answer"}),
+        Rule("no empty questions", "ExpectColumnValuesToNotMatchRegex",
+             {"column": "question", "regex": r"^\s*$"}),
+        Rule("no empty answers", "ExpectColumnValuesToNotMatchRegex",
+             {"column": "answer", "regex": r"^\s*$"}),
+        Rule("no duplicate questions", "ExpectColumnValuesToBeUnique", {"column": "question"}),
+    ]
+    if split in ("forget", "retain"):
+        rules.append(Rule("every fact names its subject", "ExpectColumnValuesToNotBeNull",
+                          {"column": "subject"}))
+    if split in FACT_SPLITS:
+        rules += [
+            Rule("two distractors per fact", "ExpectColumnValuesToBeBetween",
+                 {"column": "n_distractors", "min_value": 2, "max_value": 2}),
+            Rule("distractors differ from the answer", "ExpectColumnValuesToBeInSet",
+                 {"column": "answer_in_distractors", "value_set": [False]}),
+        ]
+    return rules
+
+
+def _cross_rules(split: str, splits: dict[str, list[Record]],
+                 requested: list[str]) -> list[Rule]:
+    def values(name: str, key: str) -> list[str]:
+        return sorted({row[key] for row in splits.get(name, []) if row.get(key) is not None})
+
+    if split == "forget":
+        return [
+            Rule("forget and retain share no question", "ExpectColumnValuesToNotBeInSet",
+                 {"column": "question", "value_set": values("retain", "question")}),
+            Rule("forget and retain share no id", "ExpectColumnValuesToNotBeInSet",
+                 {"column": "id", "value_set": values("retain", "id")}),
+            Rule("every requested subject present", "ExpectColumnDistinctValuesToContainSet",
+                 {"column": "subject", "value_set": requested}),
+        ]
+    if split == "retain":
+        return [Rule("no requested subject in retain", "ExpectColumnValuesToNotBeInSet",
+                     {"column": "subject", "value_set": requested})]
+    if split == "benign":
+        return [
+            Rule("no forget question in benign", "ExpectColumnValuesToNotBeInSet",
+                 {"column": "question", "value_set": values("forget", "question")}),
+            Rule("no forget subject in benign", "ExpectColumnValuesToBeInSet",
+                 {"column": "mentions_forget_subject", "value_set": [False]}),
+        ]
+    return []
+
+
+def _missing_subjects_note(forget: list[Record], requests: list[DeletionRequest]) -> str:
+    present = {row.get("subject") for row in forget}
+    missing = [f"{request.path} subjects[{index}]"
+               for request in requests
+               for index, subject in enumerate(request.subjects) if subject not in present]
+    return "unknown subject(s) at " + ", ".join(missing) if missing else ""
+
+
+def validate_splits(splits: dict[str, list[Record]], sources: dict[str, str],
+                    requests: list[DeletionRequest]) -> ValidationReport:
+    """Run every rule on every split with Great Expectations and return the report."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    requested = sorted({s for request in requests for s in request.subjects})
+    forget_subjects = sorted({row["subject"] for row in splits.get("forget", [])
+                              if row.get("subject")})
+    context = gx.get_context(mode="ephemeral")
+    datasource = context.data_sources.add_pandas("splits")
+    results: list[RuleResult] = []
+    for split, rows in splits.items():
+        frame = _frame(rows)
+        frame["mentions_forget_subject"] = [
+            isinstance(q, str) and any(s in q for s in forget_subjects) for q in frame["question"]
+        ]
+        rules = _split_rules(split) + _cross_rules(split, splits, requested)
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{split}_suite"))
+        for rule in rules:
+            suite.add_expectation(getattr(gxe, rule.expectation)(**rule.kwargs))
+        batch = datasource.add_dataframe_asset(name=split).add_batch_definition_whole_dataframe(
+            "all").get_batch(batch_parameters={"dataframe": frame})
+        outcome = batch.validate(suite, result_format={
+            "result_format": "COMPLETE", "unexpected_index_column_names": ["id"]})
+        for rule in rules:
+            res = _find(outcome.results, rule)
+            ids = [str(item.get("id")) for item in res.result.get("unexpected_index_list") or []
+                   if isinstance(item, dict)]
+            note = ""
+            if rule.name == "every requested subject present" and not res.success:
+                note = _missing_subjects_note(rows, requests)
+            if rule.expectation == "ExpectTableRowCountToBeBetween" and not res.success:
+                note = "the split has no rows"
+            results.append(RuleResult(
+                split=split, source=sources.get(split, "?"), rule=rule.name,
+                expectation=_snake(rule.expectation), column=rule.kwargs.get("column"),
+                success=bool(res.success), unexpected_count=int(res.result.get(
+                    "unexpected_count") or len(ids)), unexpected_ids=ids, note=note))
+    return ValidationReport(results)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _find(results: list[Any], rule: Rule) -> Any:
+    for res in results:
+        config = res.expectation_config
+        if config.type == _snake(rule.expectation) and all(
+            config.kwargs.get(k) == v for k, v in rule.kwargs.items()
+        ):
+            return res
+    raise LookupError(f"no Great Expectations result for rule {rule.name!r}")
+
+
+def raise_on_failure(report: ValidationReport, report_path: str | Path) -> None:
+    """Raise :class:`ValidationFailed` with the report's message if any rule failed."""
+    if not report.success:
+        raise ValidationFailed(report.message(report_path))

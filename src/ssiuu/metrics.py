@@ -1,0 +1,86 @@
+"""Scoring a model on QA facts: greedy exact match, 3-option multiple choice, log-probability.
+
+All three come from teacher-forced forward passes:
+
+- ``acc``: greedy-answer exact match. Greedy decoding yields exactly the gold answer
+  followed by EOS if and only if, at every answer position, the argmax token under the
+  gold prefix is the gold token; so one forward pass decides it (no ``generate`` loop).
+- ``mcq``: the true answer against its two distractors, each scored by the summed
+  log-probability of its tokens and EOS; correct when the true one scores strictly highest.
+  Chance is 1/3. This is the paper's score.
+- ``logprob``: mean log-probability per answer token (nats), averaged over facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from ssiuu.data.encoding import IGNORE, Example, collate, encode
+from ssiuu.data.records import Record
+
+
+@dataclass(frozen=True)
+class SequenceScore:
+    """Per-sequence answer statistics under teacher forcing."""
+
+    logprob_sum: float
+    n_tokens: int
+    greedy_match: bool
+
+
+@torch.no_grad()
+def score_examples(model: PreTrainedModel, examples: Sequence[Example], pad_id: int,
+                   batch_size: int = 64) -> list[SequenceScore]:
+    """Sum of answer-token log-probs, token count and greedy match for each example."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    scores: list[SequenceScore] = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], pad_id)
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits.float()
+        logits, targets = logits[:, :-1], batch["labels"][:, 1:].to(device)
+        mask = targets != IGNORE
+        safe = targets.clamp(min=0)
+        token_logp = torch.log_softmax(logits, dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+        hits = (logits.argmax(dim=-1) == safe) | ~mask
+        sums = (token_logp * mask).sum(dim=1)
+        for row in range(targets.shape[0]):
+            scores.append(SequenceScore(float(sums[row]), int(mask[row].sum()),
+                                        bool(hits[row].all())))
+    model.train(was_training)
+    return scores
+
+
+def evaluate_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                  rows: Sequence[Record], max_length: int,
+                  batch_size: int = 64) -> dict[str, float]:
+    """``acc``, ``mcq``, ``logprob`` and ``n`` of a model on a list of facts."""
+    if not rows:
+        raise ValueError("cannot evaluate an empty split")
+    pad_id = tokenizer.pad_token_id
+    gold = [encode(tokenizer, r["question"], r["answer"], max_length) for r in rows]
+    gold_scores = score_examples(model, gold, pad_id, batch_size)
+    result = {
+        "acc": sum(s.greedy_match for s in gold_scores) / len(rows),
+        "logprob": sum(s.logprob_sum / s.n_tokens for s in gold_scores) / len(rows),
+        "n": len(rows),
+    }
+    with_options = [(i, r) for i, r in enumerate(rows) if len(r.get("distractors") or []) >= 2]
+    if with_options:
+        wrong = [encode(tokenizer, r["question"], d, max_length)
+                 for _, r in with_options for d in r["distractors"][:2]]
+        wrong_scores = score_examples(model, wrong, pad_id, batch_size)
+        correct = sum(
+            gold_scores[i].logprob_sum > max(wrong_scores[2 * k].logprob_sum,
+                                             wrong_scores[2 * k + 1].logprob_sum)
+            for k, (i, _) in enumerate(with_options)
+        )
+        result["mcq"] = correct / len(with_options)
+    return result

@@ -1,0 +1,204 @@
+"""The typed schema of ``params.yaml``, and its loading and validation.
+
+Every stage reads its knobs through :func:`load_params`, so a typo, a missing key or a
+value out of range fails before any data or model is touched, with a message that names
+the file and the dotted field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ssiuu.errors import ParamsError
+
+SPLITS = ("forget", "retain", "utility", "benign")
+ATTRIBUTES = ("birth_city", "birth_year", "employer", "occupation", "blood_type", "phone")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneratorParams(_Strict):
+    """Knobs of the embedded default data set (fictitious people and their facts)."""
+
+    seed: int = 0
+    n_people: int = Field(50, ge=4)
+    attributes: list[Literal[ATTRIBUTES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["birth_city", "birth_year", "employer", "occupation"],
+        min_length=1,
+    )
+    n_countries: int = Field(20, ge=3)
+    n_arithmetic: int = Field(20, ge=0)
+    n_benign: int = Field(200, ge=1)
+
+
+class FieldMap(_Strict):
+    """Names of the columns of a user data set that hold each of our fields."""
+
+    question: str = "question"
+    answer: str = "answer"
+    subject: str = "subject"
+    id: str | None = "id"
+    attribute: str | None = "attribute"
+    distractors: str | None = "distractors"
+
+
+class JsonlSource(_Strict):
+    """User facts (and optionally utility / benign sets) as local JSONL files."""
+
+    facts: str
+    utility: str | None = None
+    benign: str | None = None
+    fields: FieldMap = FieldMap()
+
+
+class HFSource(_Strict):
+    """User facts as a Hugging Face dataset (local path or hub name, cached offline)."""
+
+    name: str
+    config: str | None = None
+    split: str = "train"
+    fields: FieldMap = FieldMap()
+
+
+class DataParams(_Strict):
+    """Where the facts come from and how the splits are made."""
+
+    source: Literal["generated", "jsonl", "hf"] = "generated"
+    requests_dir: str = "data/requests"
+    seed: int = 0
+    generator: GeneratorParams = GeneratorParams()
+    jsonl: JsonlSource | None = None
+    hf: HFSource | None = None
+
+    @model_validator(mode="after")
+    def _source_has_its_section(self) -> DataParams:
+        if self.source == "jsonl" and self.jsonl is None:
+            raise ValueError("source is 'jsonl' but the section data.jsonl is missing")
+        if self.source == "hf" and self.hf is None:
+            raise ValueError("source is 'hf' but the section data.hf is missing")
+        return self
+
+
+class ScratchModelParams(_Strict):
+    """Architecture of the small Llama built from scratch (``model.name: scratch``)."""
+
+    hidden_size: int = Field(128, ge=8)
+    intermediate_size: int = Field(512, ge=8)
+    num_hidden_layers: int = Field(4, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ScratchModelParams:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        return self
+
+
+class ModelParams(_Strict):
+    """Which causal LM: ``scratch`` or any Hugging Face id / local folder."""
+
+    name: str = Field("scratch", min_length=1)
+    gguf_file: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_length: int = Field(48, ge=8)
+    scratch: ScratchModelParams = ScratchModelParams()
+
+
+class TrainParams(_Strict):
+    """One training run of the shared loop."""
+
+    steps: int = Field(ge=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(gt=0)
+    schedule: Literal["constant", "cosine", "linear"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    log_every: int = Field(10, ge=1)
+
+
+class ModelTrainingParams(_Strict):
+    """The recipe of a trained model (``base`` or ``oracle``)."""
+
+    seed: int = 0
+    splits: list[Literal[SPLITS]] = Field(min_length=1)  # type: ignore[valid-type]
+    train: TrainParams
+
+
+class EvaluateParams(_Strict):
+    """Scoring of a model on the forget, retain and utility sets."""
+
+    batch_size: int = Field(64, ge=1)
+    splits: list[Literal["forget", "retain", "utility"]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["forget", "retain", "utility"], min_length=1
+    )
+
+
+class RuntimeParams(_Strict):
+    """Execution settings that do not change results."""
+
+    num_threads: int = Field(2, ge=1)
+
+
+class Params(_Strict):
+    """The whole of ``params.yaml``."""
+
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    base: ModelTrainingParams
+    oracle: ModelTrainingParams
+    evaluate: EvaluateParams = EvaluateParams()
+    runtime: RuntimeParams = RuntimeParams()
+
+    @model_validator(mode="after")
+    def _oracle_never_sees_forget(self) -> Params:
+        if "forget" in self.oracle.splits:
+            raise ValueError("oracle.splits must not contain 'forget': the oracle never sees it")
+        return self
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown parameter"
+    elif "input" in error and not isinstance(error["input"], dict | list):
+        message = f"{message} (got {error['input']!r})"
+    return f"{field}: {message}"
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise :class:`ParamsError` naming ``source`` and each field."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: {_describe(err)}" for err in exc.errors()]
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; raise :class:`ParamsError` naming the file if it is not one."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate ``params.yaml``."""
+    return parse_params(read_yaml(path), source=str(path))

@@ -1,0 +1,42 @@
+"""Params profiles: YAML overlays under ``profiles/`` merged into ``params.yaml``.
+
+A profile holds only the keys it changes (``profiles/tiny.yaml`` for tests,
+``profiles/smollm2.yaml`` for the real pretrained model). Applying one rewrites
+``params.yaml`` in place, comments kept, so DVC sees ordinary param changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from ssiuu.errors import ParamsError
+from ssiuu.params import parse_params, read_yaml
+
+
+def _merge(target: Any, overlay: dict[str, Any], where: str) -> None:
+    for key, value in overlay.items():
+        if key not in target:
+            raise ParamsError(f"{where}: unknown parameter '{key}'")
+        if isinstance(value, dict) and isinstance(target[key], dict):
+            _merge(target[key], value, f"{where}.{key}" if where else key)
+        else:
+            target[key] = value
+
+
+def apply_profile(profile: str | Path, params_path: str | Path = "params.yaml") -> None:
+    """Merge the overlay ``profile`` into ``params_path``, after validating the result."""
+    profile, params_path = Path(profile), Path(params_path)
+    overlay = read_yaml(profile)
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    document = yaml.load(params_path.read_text(encoding="utf-8"))
+    try:
+        _merge(document, overlay, "")
+    except ParamsError as exc:
+        raise ParamsError(f"{profile}: {exc}") from None
+    with params_path.open("w", encoding="utf-8") as handle:
+        yaml.dump(document, handle)
+    parse_params(read_yaml(params_path), source=f"{params_path} (after {profile})")

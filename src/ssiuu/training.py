@@ -1,0 +1,107 @@
+"""The one training loop: base training, unlearning and relearning all run through it.
+
+A method supplies only its loss: ``loss_fn(model, batches) -> (loss, logs)``, where
+``batches`` holds one batch from each named loader (``{"train": ...}`` for plain
+fine-tuning, ``{"forget": ..., "retain": ...}`` for unlearning). The loop is seeded, shows
+a progress bar, logs every ``log_every`` steps, may stop early through ``should_stop``,
+and runs on CPU, one GPU or several through Hugging Face Accelerate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, get_scheduler
+
+from ssiuu.data.encoding import Example, collate
+from ssiuu.params import TrainParams
+
+Batch = dict[str, torch.Tensor]
+LossFn = Callable[[PreTrainedModel, dict[str, Batch]], tuple[torch.Tensor, dict[str, float]]]
+StopFn = Callable[[int, PreTrainedModel], bool]
+
+
+@dataclass
+class TrainResult:
+    """What a run did: steps taken, the logged history and wall time."""
+
+    steps: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def make_loader(examples: Sequence[Example], batch_size: int, pad_id: int,
+                seed: int) -> DataLoader:
+    """A shuffled, seeded loader over encoded examples."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(list(examples), batch_size=min(batch_size, len(examples)), shuffle=True,
+                      generator=generator, collate_fn=partial(collate, pad_id=pad_id))
+
+
+def _forever(loader: DataLoader) -> Iterator[Batch]:
+    while True:
+        yield from loader
+
+
+def nll_loss(model: PreTrainedModel, batches: dict[str, Batch]) -> tuple[torch.Tensor,
+                                                                          dict[str, float]]:
+    """Mean negative log-likelihood of the answer tokens of the ``train`` batch."""
+    loss = model(**batches["train"]).loss
+    return loss, {"nll": float(loss.detach())}
+
+
+def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossFn,
+          params: TrainParams, seed: int, should_stop: StopFn | None = None,
+          desc: str = "train") -> TrainResult:
+    """Optimise ``model`` in place with AdamW for ``params.steps`` steps (or until stopped).
+
+    ``should_stop(step, model)`` is called after every step; returning True ends the run.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    set_seed(seed)
+    accelerator = Accelerator()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr,
+                                  weight_decay=params.weight_decay)
+    scheduler = get_scheduler(params.schedule if params.schedule != "constant"
+                              else "constant_with_warmup", optimizer,
+                              num_warmup_steps=int(params.warmup_ratio * params.steps),
+                              num_training_steps=max(params.steps, 1))
+    names = list(loaders)
+    prepared = accelerator.prepare(model, optimizer, scheduler, *loaders.values())
+    model, optimizer, scheduler = prepared[:3]
+    streams = {name: _forever(loader) for name, loader in zip(names, prepared[3:], strict=True)}
+    result = TrainResult(steps=0, seconds=0.0)
+    start = time.perf_counter()
+    model.train()
+    progress = tqdm(range(params.steps), desc=desc, disable=not accelerator.is_main_process,
+                    mininterval=2.0)
+    for step in progress:
+        batches = {name: next(stream) for name, stream in streams.items()}
+        loss, logs = loss_fn(model, batches)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), params.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        result.steps = step + 1
+        if result.steps % params.log_every == 0 or result.steps == params.steps:
+            entry = {"step": result.steps, "loss": float(loss.detach()),
+                     "lr": scheduler.get_last_lr()[0], **logs}
+            result.history.append(entry)
+            progress.set_postfix(loss=f"{entry['loss']:.4f}")
+        if should_stop is not None and should_stop(result.steps, model):
+            result.stopped_early = True
+            break
+    progress.close()
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result

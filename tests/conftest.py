@@ -1,0 +1,43 @@
+"""Shared fixtures: offline settings, a tiny data set and a small model trained on it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                   "GX_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                   "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="session")
+def tiny_facts():
+    """A small generated data set: 8 people x 2 attributes plus utility rows."""
+    from ssiuu.data.generator import generate_people_facts, generate_utility
+    from ssiuu.params import GeneratorParams
+
+    gen = GeneratorParams(n_people=8, attributes=["birth_city", "employer"], n_countries=4,
+                          n_arithmetic=4, n_benign=8)
+    return generate_people_facts(gen) + generate_utility(gen)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tiny_facts):
+    """A 2-layer scratch Llama that has memorised ``tiny_facts`` (about 2 s on 2 cores)."""
+    import torch
+
+    from ssiuu.finetune import corpus, train_on_splits
+    from ssiuu.models import build_scratch_model, train_word_tokenizer
+    from ssiuu.params import ModelParams, ModelTrainingParams, ScratchModelParams, TrainParams
+
+    torch.set_num_threads(2)
+    tokenizer = train_word_tokenizer(corpus({"facts": tiny_facts}))
+    model_params = ModelParams(max_length=32, scratch=ScratchModelParams(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2))
+    model = build_scratch_model(model_params, tokenizer, seed=0)
+    recipe = ModelTrainingParams(seed=0, splits=["retain"], train=TrainParams(
+        steps=250, batch_size=16, lr=5e-3, log_every=50))
+    result = train_on_splits(model, tokenizer, {"retain": tiny_facts}, recipe, 32, desc="tiny")
+    return model, tokenizer, result

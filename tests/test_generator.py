@@ -1,0 +1,59 @@
+"""The default data generator: deterministic, stable per person, well-formed."""
+
+from ssiuu.data.generator import (
+    generate_benign,
+    generate_people_facts,
+    generate_utility,
+    person_names,
+)
+from ssiuu.data.prepare import split_by_requests
+from ssiuu.data.requests import DeletionRequest
+from ssiuu.params import GeneratorParams
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    params = GeneratorParams()
+    first = generate_people_facts(params) + generate_utility(params) + generate_benign(params)
+    second = generate_people_facts(params) + generate_utility(params) + generate_benign(params)
+    assert first == second
+    other = generate_people_facts(GeneratorParams(seed=1))
+    assert [r["answer"] for r in other] != [r["answer"] for r in first[: len(other)]]
+
+
+def test_person_is_the_same_whatever_the_population_size():
+    small = generate_people_facts(GeneratorParams(n_people=10))
+    large = generate_people_facts(GeneratorParams(n_people=40))
+    assert large[: len(small)] == small
+    assert person_names(0, 10) == person_names(0, 40)[:10]
+    assert len(set(person_names(0, 40))) == 40
+
+
+def test_facts_have_two_distinct_wrong_distractors_and_unique_questions():
+    rows = generate_people_facts(GeneratorParams()) + generate_utility(GeneratorParams())
+    for row in rows:
+        assert len(row["distractors"]) == 2
+        assert len(set(row["distractors"])) == 2
+        assert row["answer"] not in row["distractors"]
+    assert len({r["question"] for r in rows}) == len(rows)
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_forget_and_retain_are_disjoint_and_cover_every_fact():
+    params = GeneratorParams(n_people=12)
+    facts = generate_people_facts(params)
+    names = person_names(0, 12)
+    request = DeletionRequest("r1", "2026-01-01", (names[2], names[5]), "req.json")
+    forget, retain = split_by_requests(facts, [request])
+    assert {r["subject"] for r in forget} == {names[2], names[5]}
+    assert len(forget) == 2 * len(params.attributes)
+    assert not {r["id"] for r in forget} & {r["id"] for r in retain}
+    assert not {r["question"] for r in forget} & {r["question"] for r in retain}
+    assert len(forget) + len(retain) == len(facts)
+
+
+def test_benign_set_mentions_no_person():
+    names = person_names(0, 60)
+    benign = generate_benign(GeneratorParams(n_benign=200))
+    assert len(benign) == 200
+    texts = " ".join(r["question"] + " " + r["answer"] for r in benign)
+    assert not any(name.split()[0] in texts or name.split()[1] in texts for name in names)

@@ -1,0 +1,137 @@
+"""`prepare` rejects each kind of bad input before any model is touched, naming file,
+rule and row ids, and never the rows' text."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ssiuu.data.prepare import REPORT_NAME, prepare
+from ssiuu.errors import DataError, ValidationFailed
+from ssiuu.params import DataParams, JsonlSource
+
+SECRET = "Zorblax"  # appears only in forget-set text; must never leak into errors/reports
+
+
+def _fact(fid, subject, question, answer, distractors=("x1", "x2")):
+    return {"id": fid, "subject": subject, "attribute": "city", "question": question,
+            "answer": answer, "distractors": list(distractors)}
+
+
+GOOD = [
+    _fact("f1", "Ann Lee", "Where was Ann Lee born?", f"{SECRET}ville"),
+    _fact("f2", "Ann Lee", "Who employs Ann Lee?", "Acme"),
+    _fact("r1", "Bo Chan", "Where was Bo Chan born?", "Paris"),
+    _fact("r2", "Bo Chan", "Who employs Bo Chan?", "Initech"),
+]
+
+
+def _setup(tmp_path: Path, facts, subjects=("Ann Lee",), lines=None):
+    facts_path = tmp_path / "facts.jsonl"
+    text = "\n".join(lines) if lines is not None else "\n".join(json.dumps(f) for f in facts)
+    facts_path.write_text(text + "\n")
+    requests = tmp_path / "requests"
+    requests.mkdir()
+    (requests / "r.json").write_text(json.dumps(
+        {"request_id": "req-1", "received": "2026-11-01", "subjects": list(subjects)}))
+    params = DataParams(source="jsonl", requests_dir=str(requests),
+                        jsonl=JsonlSource(facts=str(facts_path)))
+    return params, tmp_path / "prepared", tmp_path / "reports"
+
+
+def _fail(tmp_path, facts, **kwargs) -> str:
+    params, out, reports = _setup(tmp_path, facts, **kwargs)
+    with pytest.raises(ValidationFailed) as info:
+        prepare(params, out, reports)
+    message = str(info.value)
+    report = (reports / REPORT_NAME).read_text()
+    assert not out.exists(), "no split may be written when validation fails"
+    assert SECRET not in message and SECRET not in report
+    assert json.loads(report)["success"] is False
+    return message
+
+
+def test_good_user_data_passes_and_is_written(tmp_path):
+    params, out, reports = _setup(tmp_path, GOOD)
+    prepared = prepare(params, out, reports)
+    forget = [json.loads(line) for line in (out / "forget.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in forget] == ["f1", "f2"]
+    assert set(prepared.sha256) == {"forget", "retain", "utility", "benign"}
+    assert json.loads((reports / REPORT_NAME).read_text())["success"] is True
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    lines = [json.dumps(GOOD[0]), "{not json", json.dumps(GOOD[2])]
+    params, out, reports = _setup(tmp_path, None, lines=lines)
+    with pytest.raises(DataError, match=r"facts\.jsonl:2: not valid JSON"):
+        prepare(params, out, reports)
+
+
+def test_missing_answer_field_names_field_and_id(tmp_path):
+    facts = [dict(GOOD[0]), *GOOD[1:]]
+    del facts[1]["answer"]
+    message = _fail(tmp_path, facts)
+    assert "rule 'every row has an answer'" in message
+    assert "column 'answer'" in message and "ids: f2" in message
+    assert "facts.jsonl" in message
+
+
+def test_empty_answer_is_rejected(tmp_path):
+    facts = [*GOOD[:3], _fact("r2", "Bo Chan", "Who employs Bo Chan?", "   ")]
+    message = _fail(tmp_path, facts)
+    assert "retain split" in message and "rule 'no empty answers'" in message
+    assert "ids: r2" in message
+
+
+def test_empty_split_is_rejected(tmp_path):
+    message = _fail(tmp_path, GOOD[:2])  # every fact is about Ann Lee: retain is empty
+    assert "retain split" in message and "rule 'non-empty split'" in message
+
+
+def test_request_naming_unknown_person_is_rejected_without_the_name(tmp_path):
+    message = _fail(tmp_path, GOOD, subjects=("Ann Lee", "Nobody Known"))
+    assert "rule 'every requested subject present'" in message
+    assert "subjects[1]" in message and "Nobody Known" not in message
+
+
+def test_forget_retain_overlap_is_rejected(tmp_path):
+    clash = _fact("r3", "Bo Chan", "Where was Ann Lee born?", "Rome")
+    message = _fail(tmp_path, [*GOOD, clash])
+    assert "rule 'forget and retain share no question'" in message
+    assert "ids: f1" in message
+
+
+def test_duplicate_questions_are_rejected(tmp_path):
+    dup = _fact("r3", "Bo Chan", "Where was Bo Chan born?", "Lyon")
+    message = _fail(tmp_path, [*GOOD, dup])
+    assert "rule 'no duplicate questions'" in message and "r1, r3" in message
+
+
+def test_distractor_equal_to_answer_is_rejected(tmp_path):
+    bad = _fact("r2", "Bo Chan", "Who employs Bo Chan?", "Initech", ("Initech", "Hooli"))
+    message = _fail(tmp_path, [*GOOD[:3], bad])
+    assert "rule 'distractors differ from the answer'" in message and "ids: r2" in message
+
+
+@pytest.mark.parametrize("content, field", [
+    ('{"request_id": "a", "received": "2026-01-01"}', "missing field 'subjects'"),
+    ('{"request_id": "a", "received": "2026-01-01", "subjects": []}', "'subjects' is empty"),
+    ('{"request_id": "a", "received": "2026-01-01", "subjects": [""]}', "'subjects[0]'"),
+    ("[1, 2", "not valid JSON"),
+])
+def test_malformed_request_names_file_and_field(tmp_path, content, field):
+    params, out, reports = _setup(tmp_path, GOOD)
+    (Path(params.requests_dir) / "r.json").write_text(content)
+    with pytest.raises(DataError) as info:
+        prepare(params, out, reports)
+    assert "r.json" in str(info.value) and field in str(info.value)
+
+
+def test_generated_default_passes_every_rule(tmp_path):
+    from ssiuu.params import load_params
+
+    params = load_params(Path(__file__).parents[1] / "params.yaml").data
+    repo = Path(__file__).parents[1]
+    params = params.model_copy(update={"requests_dir": str(repo / params.requests_dir)})
+    prepared = prepare(params, tmp_path / "out", tmp_path / "reports")
+    assert prepared.report.success and len(prepared.report.results) > 40
