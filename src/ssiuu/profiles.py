@@ -7,6 +7,7 @@ A profile holds only the keys it changes (``profiles/tiny.yaml`` for tests,
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ def _merge(target: Any, overlay: dict[str, Any], where: str) -> None:
 
 
 def apply_profile(profile: str | Path, params_path: str | Path = "params.yaml") -> None:
-    """Merge the overlay ``profile`` into ``params_path``, after validating the result."""
+    """Merge the overlay ``profile`` into ``params_path``; nothing is written unless valid."""
     profile, params_path = Path(profile), Path(params_path)
     overlay = read_yaml(profile)
     yaml = YAML()
@@ -37,6 +38,8 @@ def apply_profile(profile: str | Path, params_path: str | Path = "params.yaml") 
         _merge(document, overlay, "")
     except ParamsError as exc:
         raise ParamsError(f"{profile}: {exc}") from None
-    with params_path.open("w", encoding="utf-8") as handle:
-        yaml.dump(document, handle)
-    parse_params(read_yaml(params_path), source=f"{params_path} (after {profile})")
+    buffer = io.StringIO()
+    yaml.dump(document, buffer)
+    merged = buffer.getvalue()
+    parse_params(YAML(typ="safe").load(merged), source=f"{params_path} (with {profile})")
+    params_path.write_text(merged, encoding="utf-8")

@@ -1,0 +1,77 @@
+"""Model and tokenizer build / save / load, and clear errors for unknown model sources."""
+
+import pytest
+import torch
+
+from ssiuu.errors import ModelSourceError
+from ssiuu.finetune import corpus
+from ssiuu.models import (
+    build_scratch_model,
+    load_model,
+    load_saved,
+    load_tokenizer,
+    resolve_model_source,
+    save_model,
+    train_word_tokenizer,
+)
+from ssiuu.params import ModelParams, ScratchModelParams
+
+SMALL = ModelParams(scratch=ScratchModelParams(hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=2, num_attention_heads=2,
+                                               num_key_value_heads=1))
+
+
+def test_word_tokenizer_covers_corpus_and_splits_digits(tiny_facts):
+    tokenizer = train_word_tokenizer(corpus({"facts": tiny_facts}))
+    for row in tiny_facts:
+        ids = tokenizer(f"Question: {row['question']} {row['answer']}").input_ids
+        assert ids[0] == tokenizer.bos_token_id
+        assert tokenizer.unk_token_id not in ids
+    assert tokenizer.unk_token_id in tokenizer("Qwertyuiop").input_ids
+    assert tokenizer(" 1974", add_special_tokens=False).input_ids == [
+        tokenizer.convert_tokens_to_ids(d) for d in "1974"]
+
+
+def test_scratch_model_is_seeded():
+    tokenizer = train_word_tokenizer(["a b c d"])
+    first = build_scratch_model(SMALL, tokenizer, seed=3)
+    again = build_scratch_model(SMALL, tokenizer, seed=3)
+    other = build_scratch_model(SMALL, tokenizer, seed=4)
+    weights = [p for p in first.state_dict().values()]
+    assert all(torch.equal(a, b) for a, b in zip(weights, again.state_dict().values(),
+                                                 strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(weights, other.state_dict().values(),
+                                                     strict=True))
+    assert first.config.num_hidden_layers == 2 and first.config.num_key_value_heads == 1
+
+
+def test_save_load_round_trip(tmp_path, tiny_facts):
+    tokenizer = train_word_tokenizer(corpus({"facts": tiny_facts}))
+    model = build_scratch_model(SMALL, tokenizer, seed=0)
+    save_model(model, tokenizer, tmp_path / "m")
+    loaded, loaded_tokenizer = load_saved(tmp_path / "m")
+    text = "Question: " + tiny_facts[0]["question"]
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    assert loaded_tokenizer(text).input_ids == ids[0].tolist()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, loaded(ids).logits)
+    reloaded = load_model(str(tmp_path / "m"))
+    assert type(reloaded).__name__ == "LlamaForCausalLM"
+    assert load_tokenizer(str(tmp_path / "m")).pad_token_id == tokenizer.pad_token_id
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("no-such-org/no-such-model", "not 'scratch', a local folder"),
+    ("package:no_such_package_xyz", "package 'no_such_package_xyz' is not installed"),
+    ("./missing/dir", "is not a model folder"),
+])
+def test_unknown_model_source_is_named(monkeypatch, name, expected):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelSourceError) as info:
+        resolve_model_source(name)
+    assert "model.name" in str(info.value) and expected in str(info.value)
+
+
+def test_load_saved_without_model_is_named(tmp_path):
+    with pytest.raises(ModelSourceError, match="config.json missing"):
+        load_saved(tmp_path)

@@ -1,0 +1,92 @@
+"""params.yaml is validated before anything runs, naming the file and the dotted field."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssiuu.cli import main as cli
+from ssiuu.errors import ParamsError
+from ssiuu.params import load_params, parse_params, read_yaml
+
+REPO = Path(__file__).parents[1]
+
+
+def _default() -> dict:
+    return read_yaml(REPO / "params.yaml")
+
+
+def test_shipped_params_and_profiles_are_valid(tmp_path):
+    load_params(REPO / "params.yaml")
+    for profile in sorted((REPO / "profiles").glob("*.yaml")):
+        target = tmp_path / f"{profile.stem}.yaml"
+        target.write_text((REPO / "params.yaml").read_text())
+        assert cli(["profile", str(profile), "--params", str(target)]) == 0
+        load_params(target)
+
+
+@pytest.mark.parametrize("path, value, expected", [
+    (("base", "train", "lr"), -1.0, "base.train.lr: Input should be greater than 0"),
+    (("base", "train", "steps"), "many", "base.train.steps: Input should be a valid integer"),
+    (("base", "train", "learning_rate"), 0.1, "base.train.learning_rate: unknown parameter"),
+    (("data", "source"), "csv", "data.source: Input should be 'generated', 'jsonl' or 'hf'"),
+    (("data", "generator", "attributes"), ["shoe_size"], "data.generator.attributes.0"),
+    (("oracle", "splits"), ["forget", "retain"], "oracle.splits must not contain 'forget'"),
+    (("model", "scratch", "num_attention_heads"), 3, "multiple of num_attention_heads"),
+])
+def test_bad_param_is_named(path, value, expected):
+    raw = _default()
+    node = raw
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw, source="params.yaml")
+    assert "params.yaml" in str(info.value) and expected in str(info.value)
+
+
+def test_missing_section_is_named():
+    raw = _default()
+    del raw["oracle"]
+    with pytest.raises(ParamsError, match="params.yaml: oracle: Field required"):
+        parse_params(raw)
+
+
+def test_unreadable_params_file_is_named(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("base: [unclosed\n")
+    with pytest.raises(ParamsError, match="params.yaml: not valid YAML"):
+        load_params(bad)
+    assert cli(["check", "--params", str(bad)]) == 2
+
+
+def test_profile_with_unknown_key_is_refused_and_params_untouched(tmp_path):
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    before = target.read_text()
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text(yaml.safe_dump({"base": {"train": {"stepz": 3}}}))
+    assert cli(["profile", str(overlay), "--params", str(target)]) == 2
+    assert target.read_text() == before
+
+
+def test_profile_overlay_changes_only_its_keys(tmp_path):
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    assert cli(["profile", str(REPO / "profiles" / "tiny.yaml"), "--params", str(target)]) == 0
+    merged = load_params(target)
+    default = load_params(REPO / "params.yaml")
+    assert merged.model.scratch.num_hidden_layers == 2
+    assert merged.data.generator.n_people == default.data.generator.n_people
+    assert merged.oracle.splits == default.oracle.splits
+    assert "# Every knob" in target.read_text(), "comments survive the merge"
+
+
+def test_profile_with_bad_value_leaves_params_untouched(tmp_path):
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    before = target.read_text()
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text(yaml.safe_dump({"base": {"train": {"lr": -1}}}))
+    assert cli(["profile", str(overlay), "--params", str(target)]) == 2
+    assert target.read_text() == before

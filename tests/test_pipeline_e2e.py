@@ -1,0 +1,102 @@
+"""End to end: the real `dvc repro` on the tiny profile, in a temporary git repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssiuu.profiles import apply_profile
+
+REPO = Path(__file__).parents[1]
+COPIED = ["pyproject.toml", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "data",
+          "stages", "src", "profiles", ".dvc/config", ".dvc/.gitignore"]
+SKIP = shutil.ignore_patterns("prepared", "__pycache__", "*.egg-info")
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and done.returncode:
+        raise AssertionError(f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def _dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return _run(cwd, sys.executable, "-m", "dvc", *args, check=check)
+
+
+def _metrics(repo: Path, name: str) -> dict:
+    return json.loads((repo / "metrics" / f"{name}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline")
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=SKIP)
+        else:
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    apply_profile(repo / "profiles" / "tiny.yaml", repo / "params.yaml")
+    _run(repo, "git", "init", "-q")
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-qm", "tiny pipeline")
+    _dvc(repo, "repro")
+    return repo
+
+
+def test_repro_gives_a_memorising_base_and_an_ignorant_oracle(tiny_repo):
+    base, oracle = _metrics(tiny_repo, "base"), _metrics(tiny_repo, "oracle")
+    assert base["forget_acc"] >= 0.95 and base["retain_acc"] >= 0.95
+    assert base["forget_mcq"] >= 0.95 and base["utility_acc"] >= 0.9
+    assert oracle["forget_acc"] <= 0.1 and oracle["retain_acc"] >= 0.95
+    assert oracle["forget_mcq"] <= base["forget_mcq"] - 0.3
+    assert oracle["forget_logprob"] < base["forget_logprob"] - 1.0
+    assert base["seed"] == 0 and base["forget_n"] == 20
+    report = json.loads((tiny_repo / "reports" / "data_validation.json").read_text())
+    assert report["success"] and report["n_failed"] == 0
+    shown = _dvc(tiny_repo, "metrics", "show", "--json").stdout
+    assert "forget_acc" in shown
+
+
+def test_second_repro_does_nothing(tiny_repo):
+    assert "Data and pipelines are up to date" in _dvc(tiny_repo, "status").stdout
+    out = _dvc(tiny_repo, "repro").stdout
+    assert "Running stage" not in out
+
+
+def test_changed_seed_reruns_only_what_depends_on_it(tiny_repo):
+    oracle_before = _metrics(tiny_repo, "oracle")
+    _run(tiny_repo, "git", "add", "-A")
+    _run(tiny_repo, "git", "commit", "-qm", "lock")
+    out = _dvc(tiny_repo, "exp", "run", "-S", "base.seed=1").stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"base", "evaluate@base"}
+    assert _metrics(tiny_repo, "base")["seed"] == 1
+    assert _metrics(tiny_repo, "oracle") == oracle_before
+
+
+def test_bad_request_fails_in_prepare_before_any_model(tiny_repo):
+    models_before = {p: p.read_bytes() for p in (tiny_repo / "models").rglob("*") if p.is_file()}
+    (tiny_repo / "data" / "requests" / "req-9999.json").write_text(json.dumps(
+        {"request_id": "req-9999", "received": "2026-11-24", "subjects": ["Nobody Here"]}))
+    failed = _dvc(tiny_repo, "repro", check=False)
+    assert failed.returncode != 0
+    output = failed.stdout + failed.stderr
+    assert "rule 'every requested subject present'" in output
+    assert "req-9999.json subjects[0]" in output and "Nobody Here" not in output
+    assert "Running stage 'base'" not in output
+    after = {p: p.read_bytes() for p in (tiny_repo / "models").rglob("*") if p.is_file()}
+    assert after == models_before
