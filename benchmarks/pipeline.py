@@ -1,0 +1,127 @@
+"""Wall time and peak memory of every DVC stage of the pipeline, as a table.
+
+Copies the project into a temporary git repository (so every stage really runs), applies
+an optional profile, sets the torch thread count, then runs ``dvc repro --single-item``
+stage by stage in DAG order, polling the resident memory of each stage's process tree.
+
+    python benchmarks/pipeline.py                 # the default, 2 threads
+    python benchmarks/pipeline.py --threads 1 2   # compare thread counts
+    python benchmarks/pipeline.py --profile tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import networkx as nx
+import psutil
+from dvc.repo import Repo
+from rich.console import Console
+from rich.table import Table
+
+from ssiuu.profiles import apply_profile
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ["pyproject.toml", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "data",
+          "stages", "src", "profiles", ".dvc/config", ".dvc/.gitignore"]
+
+
+def _copy_project(target: Path) -> None:
+    skip = shutil.ignore_patterns("prepared", "__pycache__", "*.egg-info")
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=skip)
+        else:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost",
+            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "GX_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1", "TQDM_DISABLE": "1"}
+
+
+def _measure(command: list[str], cwd: Path) -> tuple[float, float]:
+    """Run ``command``; return (wall seconds, peak RSS of its process tree in MiB)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    root = psutil.Process(process.pid)
+    peak = 0
+    while process.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    wall = time.perf_counter() - start
+    if process.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{process.stderr.read()[-3000:]}")
+    return wall, peak / 2**20
+
+
+def _stage_order(repo: Path) -> list[str]:
+    with Repo(str(repo)) as dvc_repo:
+        graph = dvc_repo.index.graph
+        return [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
+
+
+def run(profile: str | None, threads: int) -> list[tuple[str, float, float]]:
+    """Run the whole pipeline once; return (stage, seconds, peak MiB) rows."""
+    with tempfile.TemporaryDirectory(prefix="ssiuu-bench-") as tmp:
+        work = Path(tmp)
+        _copy_project(work)
+        if profile:
+            apply_profile(work / "profiles" / f"{profile}.yaml", work / "params.yaml")
+        params = (work / "params.yaml").read_text()
+        (work / "params.yaml").write_text(params.replace(
+            "num_threads: 2", f"num_threads: {threads}"))
+        for git in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench"]):
+            subprocess.run(["git", *git], cwd=work, env=_env(), check=True)
+        rows = []
+        for stage in _stage_order(work):
+            command = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
+            rows.append((stage, *_measure(command, work)))
+        return rows
+
+
+def main() -> None:
+    """Parse arguments, run, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", help="a profile of profiles/ to apply (default: none)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2],
+                        help="torch thread counts to compare (default: 2)")
+    args = parser.parse_args()
+    console = Console()
+    title = (f"ssiuu pipeline ({args.profile or 'default'} profile) on {platform.machine()}, "
+             f"{os.cpu_count()} CPUs")
+    table = Table(title=title)
+    for column in ("threads", "stage", "wall s", "peak RSS MiB"):
+        table.add_column(column, justify="right" if column != "stage" else "left")
+    for threads in args.threads:
+        rows = run(args.profile, threads)
+        for stage, seconds, peak in rows:
+            table.add_row(str(threads), stage, f"{seconds:.1f}", f"{peak:.0f}")
+        total = sum(seconds for _, seconds, _ in rows)
+        table.add_row(str(threads), "[b]total[/b]", f"[b]{total:.1f}[/b]",
+                      f"{max(peak for *_, peak in rows):.0f}", end_section=True)
+    console.print(table)
+    console.print("Each stage includes DVC's own start-up (`dvc repro --single-item`).")
+
+
+if __name__ == "__main__":
+    main()
