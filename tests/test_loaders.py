@@ -1,0 +1,92 @@
+"""User data: JSONL and Hugging Face datasets with field mapping, distractors filled in."""
+
+import json
+
+import pytest
+
+from ssiuu.data.loaders import fill_distractors, load_data
+from ssiuu.data.prepare import prepare
+from ssiuu.errors import DataError
+from ssiuu.params import DataParams, FieldMap, HFSource, JsonlSource
+
+PEOPLE = {"Ann Lee": ("Oslo", "Acme"), "Bo Chan": ("Lima", "Initech"),
+          "Cy Diaz": ("Kyiv", "Hooli"), "Di Eng": ("Pune", "Globex")}
+
+
+def _rows(question_key="q", answer_key="a", subject_key="person"):
+    rows = []
+    for name, (city, employer) in PEOPLE.items():
+        rows.append({question_key: f"Where was {name} born?", answer_key: city,
+                     subject_key: name, "kind": "city"})
+        rows.append({question_key: f"Who employs {name}?", answer_key: employer,
+                     subject_key: name, "kind": "employer"})
+    return rows
+
+
+FIELDS = FieldMap(question="q", answer="a", subject="person", id=None, attribute="kind",
+                  distractors=None)
+
+
+def _requests(tmp_path):
+    folder = tmp_path / "requests"
+    folder.mkdir()
+    (folder / "r.json").write_text(json.dumps(
+        {"request_id": "r", "received": "2026-11-01", "subjects": ["Bo Chan"]}))
+    return str(folder)
+
+
+def test_jsonl_with_other_column_names(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _rows()) + "\n")
+    params = DataParams(source="jsonl", requests_dir=_requests(tmp_path),
+                        jsonl=JsonlSource(facts=str(path), fields=FIELDS))
+    prepared = prepare(params, tmp_path / "out", tmp_path / "reports")
+    forget = [json.loads(x) for x in prepared.paths["forget"].read_text().splitlines()]
+    assert [r["id"] for r in forget] == ["facts-3", "facts-4"]
+    assert {r["answer"] for r in forget} == {"Lima", "Initech"}
+    for row in forget:
+        assert len(row["distractors"]) == 2 and row["answer"] not in row["distractors"]
+    cities = {city for city, _ in PEOPLE.values()}
+    assert set(forget[0]["distractors"]) <= cities - {"Lima"}
+
+
+def test_hf_dataset_from_a_local_folder(tmp_path):
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in _rows("prompt", "target", "who")) + "\n")
+    fields = FIELDS.model_copy(update={"question": "prompt", "answer": "target",
+                                       "subject": "who"})
+    params = DataParams(source="hf", requests_dir=_requests(tmp_path),
+                        hf=HFSource(name=str(folder), split="train", fields=fields))
+    loaded = load_data(params)
+    assert len(loaded.facts) == 8 and loaded.sources["facts"].startswith("hf:")
+    prepared = prepare(params, tmp_path / "out", tmp_path / "reports")
+    assert len(prepared.paths["retain"].read_text().splitlines()) == 6
+
+
+def test_hf_dataset_with_missing_mapped_column_is_named(tmp_path):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in _rows()) + "\n")
+    params = DataParams(source="hf", requests_dir=_requests(tmp_path),
+                        hf=HFSource(name=str(folder), fields=FieldMap(question="q")))
+    with pytest.raises(DataError, match=r"missing column\(s\) \['answer', 'subject'\]"):
+        load_data(params)
+
+
+def test_unknown_hf_dataset_is_named(tmp_path):
+    params = DataParams(source="hf", requests_dir=_requests(tmp_path),
+                        hf=HFSource(name="no-such-user/no-such-dataset"))
+    with pytest.raises(DataError, match="data.hf.name: cannot load dataset"):
+        load_data(params)
+
+
+def test_fill_distractors_keeps_given_ones_and_is_seeded():
+    rows = [{"id": str(i), "attribute": "x", "answer": str(i), "distractors": None}
+            for i in range(6)]
+    rows[0]["distractors"] = ["a", "b"]
+    first, again = fill_distractors(rows, seed=1), fill_distractors(rows, seed=1)
+    assert first == again and first[0]["distractors"] == ["a", "b"]
+    assert all(len(r["distractors"]) == 2 and r["answer"] not in r["distractors"]
+               for r in first)
