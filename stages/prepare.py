@@ -17,8 +17,8 @@ def main() -> None:
     params = load_params(args.params)
     configure(params.runtime.num_threads)
     prepared = prepare(params.data, args.out, args.report_dir)
-    counts = ", ".join(f"{split}={path}" for split, path in prepared.paths.items())
-    print(f"prepared {len(prepared.requests)} request(s); validated and wrote {counts}")
+    counts = ", ".join(f"{split}: {n} rows" for split, n in prepared.rows.items())
+    print(f"{len(prepared.requests)} request(s); validated and wrote {args.out} ({counts})")
 
 
 if __name__ == "__main__":

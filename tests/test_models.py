@@ -75,3 +75,27 @@ def test_unknown_model_source_is_named(monkeypatch, name, expected):
 def test_load_saved_without_model_is_named(tmp_path):
     with pytest.raises(ModelSourceError, match="config.json missing"):
         load_saved(tmp_path)
+
+
+def test_any_local_causal_lm_trains_and_scores(tmp_path, tiny_facts):
+    """A GPT-2 family model given by folder path goes through the same recipe and metrics."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ssiuu.finetune import initial_model, train_on_splits
+    from ssiuu.metrics import evaluate_rows
+    from ssiuu.params import ModelTrainingParams, TrainParams
+
+    tokenizer = train_word_tokenizer(corpus({"facts": tiny_facts}))
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2,
+                        n_positions=64, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    save_model(GPT2LMHeadModel(config), tokenizer, tmp_path / "gpt2-tiny")
+    params = ModelParams(name=str(tmp_path / "gpt2-tiny"), max_length=32)
+    model = initial_model(params, tokenizer, seed=0)
+    assert type(model).__name__ == "GPT2LMHeadModel"
+    before = evaluate_rows(model, tokenizer, tiny_facts, 32)["logprob"]
+    recipe = ModelTrainingParams(seed=0, splits=["retain"], train=TrainParams(
+        steps=30, batch_size=16, lr=3e-3))
+    train_on_splits(model, tokenizer, {"retain": tiny_facts}, recipe, 32, desc="gpt2")
+    assert evaluate_rows(model, tokenizer, tiny_facts, 32)["logprob"] > before + 1.0

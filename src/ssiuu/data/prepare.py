@@ -16,9 +16,10 @@ REPORT_NAME = "data_validation.json"
 
 @dataclass(frozen=True)
 class PreparedData:
-    """The written splits' paths and hashes, the requests served and the validation report."""
+    """The written splits' paths, row counts and hashes, the requests served, the report."""
 
     paths: dict[str, Path]
+    rows: dict[str, int]
     sha256: dict[str, str]
     requests: list[DeletionRequest]
     report: ValidationReport
@@ -54,4 +55,5 @@ def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path) -> 
     paths = {split: out_dir / f"{split}.jsonl" for split in SPLITS}
     for split in SPLITS:
         write_jsonl(splits[split], paths[split])
-    return PreparedData(paths, {s: sha256_file(p) for s, p in paths.items()}, requests, report)
+    return PreparedData(paths, {s: len(splits[s]) for s in SPLITS},
+                        {s: sha256_file(p) for s, p in paths.items()}, requests, report)

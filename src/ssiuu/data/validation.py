@@ -179,11 +179,13 @@ def validate_splits(splits: dict[str, list[Record]], sources: dict[str, str],
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     requested = sorted({s for request in requests for s in request.subjects})
     forget_subjects = sorted({row["subject"] for row in splits.get("forget", [])
                               if row.get("subject")})
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     datasource = context.data_sources.add_pandas("splits")
     results: list[RuleResult] = []
     for split, rows in splits.items():

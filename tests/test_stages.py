@@ -1,0 +1,48 @@
+"""Stage CLIs fail with exit code 2 and a message naming the file and the field."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).parents[1]
+
+
+def _stage(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(REPO / "stages" / script), *args], cwd=cwd,
+                          env=env, capture_output=True, text=True)
+
+
+def _workspace(tmp_path: Path, **changes) -> Path:
+    shutil.copytree(REPO / "data" / "requests", tmp_path / "data" / "requests")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def test_wrong_param_fails_prepare_naming_the_field(tmp_path):
+    work = _workspace(tmp_path, data__generator__n_people=2)
+    done = _stage(work, "prepare.py")
+    assert done.returncode == 2
+    assert "params.yaml: data.generator.n_people: Input should be greater than or equal to 4" \
+        in done.stderr
+    assert not (work / "data" / "prepared").exists()
+
+
+def test_unknown_model_name_fails_before_any_model(tmp_path):
+    work = _workspace(tmp_path, model__name="acme/does-not-exist")
+    assert _stage(work, "prepare.py").returncode == 0
+    done = _stage(work, "tokenizer.py")
+    assert done.returncode == 2
+    assert "model.name: 'acme/does-not-exist' is not 'scratch'" in done.stderr
+    assert not (work / "models").exists()
