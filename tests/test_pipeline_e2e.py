@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from ssiuu.profiles import apply_profile
+from ssiuu.workspace import copy_pipeline
 
 REPO = Path(__file__).parents[1]
-COPIED = ["pyproject.toml", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "data",
-          "stages", "src", "profiles", ".dvc/config", ".dvc/.gitignore"]
-SKIP = shutil.ignore_patterns("prepared", "__pycache__", "*.egg-info")
 
 pytestmark = pytest.mark.e2e
 
@@ -41,14 +38,7 @@ def _metrics(repo: Path, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline")
-    for name in COPIED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=SKIP)
-        else:
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, repo / name)
+    repo = copy_pipeline(REPO, tmp_path_factory.mktemp("pipeline"))
     apply_profile(repo / "profiles" / "tiny.yaml", repo / "params.yaml")
     _run(repo, "git", "init", "-q")
     _run(repo, "git", "add", "-A")

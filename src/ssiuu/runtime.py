@@ -26,6 +26,13 @@ def configure(num_threads: int) -> None:
     torch.set_num_threads(num_threads)
 
 
+def device() -> str:
+    """The device to score on: the first GPU if there is one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's ``main``; an :class:`SsiuuError` prints its message and exits 2."""
     try:
