@@ -60,7 +60,7 @@ def test_hf_dataset_from_a_local_folder(tmp_path):
     params = DataParams(source="hf", requests_dir=_requests(tmp_path),
                         hf=HFSource(name=str(folder), split="train", fields=fields))
     loaded = load_data(params)
-    assert len(loaded.facts) == 8 and loaded.sources["facts"].startswith("hf:")
+    assert len(loaded.facts) == 8 and loaded.sources["forget"].startswith("hf:")
     prepared = prepare(params, tmp_path / "out", tmp_path / "reports")
     assert len(prepared.paths["retain"].read_text().splitlines()) == 6
 

@@ -68,7 +68,7 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
 
 
 def test_missing_answer_field_names_field_and_id(tmp_path):
-    facts = [dict(GOOD[0]), *GOOD[1:]]
+    facts = [dict(row) for row in GOOD]
     del facts[1]["answer"]
     message = _fail(tmp_path, facts)
     assert "rule 'every row has an answer'" in message
@@ -135,3 +135,60 @@ def test_generated_default_passes_every_rule(tmp_path):
     params = params.model_copy(update={"requests_dir": str(repo / params.requests_dir)})
     prepared = prepare(params, tmp_path / "out", tmp_path / "reports")
     assert prepared.report.success and len(prepared.report.results) > 40
+
+
+def _explicit(tmp_path: Path, forget_lines, retain_rows, subjects=None):
+    forget = tmp_path / "forget.jsonl"
+    forget.write_text("\n".join(forget_lines) + "\n")
+    retain = tmp_path / "retain.jsonl"
+    retain.write_text("\n".join(json.dumps(r) for r in retain_rows) + "\n")
+    requests = tmp_path / "requests"
+    if subjects is not None:
+        requests.mkdir()
+        (requests / "r.json").write_text(json.dumps(
+            {"request_id": "req-1", "received": "2026-11-01", "subjects": list(subjects)}))
+    params = DataParams(source="jsonl", requests_dir=str(requests),
+                        jsonl=JsonlSource(forget=str(forget), retain=str(retain)))
+    return params, tmp_path / "prepared", tmp_path / "reports"
+
+
+def test_explicit_forget_and_retain_files_need_no_request(tmp_path):
+    params, out, reports = _explicit(tmp_path, [json.dumps(r) for r in GOOD[:2]], GOOD[2:])
+    prepared = prepare(params, out, reports)
+    assert prepared.rows["forget"] == 2 and prepared.rows["retain"] == 2
+    assert prepared.requests == []
+
+
+def test_malformed_forget_file_names_file_and_line(tmp_path):
+    params, out, reports = _explicit(tmp_path, [json.dumps(GOOD[0]), '{"id": "f2",'], GOOD[2:])
+    with pytest.raises(DataError, match=r"forget\.jsonl:2: not valid JSON"):
+        prepare(params, out, reports)
+    assert not out.exists()
+
+
+def test_explicit_forget_file_missing_a_field_names_the_forget_file(tmp_path):
+    broken = {k: v for k, v in GOOD[1].items() if k != "question"}
+    params, out, reports = _explicit(tmp_path, [json.dumps(GOOD[0]), json.dumps(broken)],
+                                     GOOD[2:])
+    with pytest.raises(ValidationFailed) as info:
+        prepare(params, out, reports)
+    message = str(info.value)
+    assert "forget split (source: " in message and "forget.jsonl)" in message
+    assert "rule 'every row has a question'" in message and "ids: f2" in message
+
+
+def test_explicit_splits_are_checked_against_requests(tmp_path):
+    params, out, reports = _explicit(tmp_path, [json.dumps(r) for r in GOOD[:2]], GOOD[2:],
+                                     subjects=["Bo Chan"])
+    with pytest.raises(ValidationFailed) as info:
+        prepare(params, out, reports)
+    message = str(info.value)
+    assert "rule 'every requested subject present'" in message
+    assert "rule 'no requested subject in retain'" in message and "r1, r2" in message
+
+
+def test_jsonl_source_needs_one_mode():
+    with pytest.raises(ValueError, match="either 'facts', or both 'forget' and 'retain'"):
+        JsonlSource(forget="f.jsonl")
+    with pytest.raises(ValueError, match="not both"):
+        JsonlSource(facts="a.jsonl", forget="f.jsonl", retain="r.jsonl")

@@ -49,12 +49,27 @@ class FieldMap(_Strict):
 
 
 class JsonlSource(_Strict):
-    """User facts (and optionally utility / benign sets) as local JSONL files."""
+    """User facts as local JSONL files, optionally with utility / benign sets.
 
-    facts: str
+    Either ``facts`` (split into forget / retain by the deletion requests) or an explicit
+    ``forget`` and ``retain`` pair (e.g. a benchmark's own splits).
+    """
+
+    facts: str | None = None
+    forget: str | None = None
+    retain: str | None = None
     utility: str | None = None
     benign: str | None = None
     fields: FieldMap = FieldMap()
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> JsonlSource:
+        explicit = (self.forget is not None, self.retain is not None)
+        if self.facts is None and explicit != (True, True):
+            raise ValueError("give either 'facts', or both 'forget' and 'retain'")
+        if self.facts is not None and any(explicit):
+            raise ValueError("give either 'facts' or 'forget' + 'retain', not both")
+        return self
 
 
 class HFSource(_Strict):

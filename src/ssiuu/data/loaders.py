@@ -20,15 +20,18 @@ from ssiuu.params import DataParams, FieldMap
 
 @dataclass(frozen=True)
 class LoadedData:
-    """Facts about people (to be split by the deletion requests), utility and benign rows.
+    """Facts about people, utility and benign rows, and where each split comes from.
 
-    ``sources`` names where each part came from, for error messages and records.
+    ``facts`` are split into forget / retain by the deletion requests, unless the source
+    gives those splits itself (``given_splits``). ``sources`` names the origin of each split
+    (forget, retain, utility, benign) for error messages and records.
     """
 
     facts: list[Record]
     utility: list[Record]
     benign: list[Record]
     sources: dict[str, str]
+    given_splits: dict[str, list[Record]] | None = None
 
 
 def _text(value: Any) -> str | None:
@@ -44,9 +47,9 @@ def map_fields(rows: list[dict[str, Any]], fields: FieldMap, origin: str) -> lis
         distractors = row.get(fields.distractors) if fields.distractors else None
         if distractors is not None and not isinstance(distractors, list):
             distractors = None
+        given_id = row.get(fields.id) if fields.id else None
         mapped.append({
-            "id": _text(row.get(fields.id)) if fields.id and row.get(fields.id) is not None
-            else f"{origin}-{number}",
+            "id": _text(given_id) if given_id is not None else f"{origin}-{number}",
             "subject": _text(row.get(fields.subject)),
             "attribute": _text(row.get(fields.attribute)) if fields.attribute else None,
             "question": _text(row.get(fields.question)),
@@ -87,7 +90,7 @@ def _load_generated(params: DataParams) -> LoadedData:
         facts=generator.generate_people_facts(gen),
         utility=generator.generate_utility(gen),
         benign=generator.generate_benign(gen),
-        sources={"facts": origin, "utility": origin, "benign": origin},
+        sources=dict.fromkeys(("forget", "retain", "utility", "benign"), origin),
     )
 
 
@@ -96,24 +99,29 @@ def _load_jsonl(params: DataParams) -> LoadedData:
     assert src is not None
     default = _load_generated(params)
 
-    def part(path: str | None, fallback: list[Record]) -> tuple[list[Record], str | None]:
-        if path is None:
-            return fallback, None
-        rows = map_fields(read_jsonl(path), src.fields, Path(path).stem)
-        return fill_distractors(rows, params.seed), path
+    def read(path: str) -> list[Record]:
+        return map_fields(read_jsonl(path), src.fields, Path(path).stem)
 
-    facts, facts_src = part(src.facts, [])
-    utility, utility_src = part(src.utility, default.utility)
-    benign, benign_src = part(src.benign, default.benign)
+    given = None
+    if src.facts is not None:
+        facts = fill_distractors(read(src.facts), params.seed)
+        sources = {"forget": src.facts, "retain": src.facts}
+    else:
+        assert src.forget is not None and src.retain is not None
+        forget, retain = read(src.forget), read(src.retain)
+        facts = fill_distractors(forget + retain, params.seed)
+        given = {"forget": facts[: len(forget)], "retain": facts[len(forget):]}
+        sources = {"forget": src.forget, "retain": src.retain}
+    utility = fill_distractors(read(src.utility), params.seed) if src.utility else default.utility
+    benign = read(src.benign) if src.benign else default.benign
     return LoadedData(
         facts=facts,
         utility=utility,
         benign=[{**row, "distractors": []} for row in benign],
-        sources={
-            "facts": str(facts_src),
-            "utility": utility_src or default.sources["utility"],
-            "benign": benign_src or default.sources["benign"],
-        },
+        sources={**sources,
+                 "utility": src.utility or default.sources["utility"],
+                 "benign": src.benign or default.sources["benign"]},
+        given_splits=given,
     )
 
 
@@ -138,8 +146,9 @@ def _load_hf(params: DataParams) -> LoadedData:
         )
     facts = fill_distractors(map_fields(list(dataset), src.fields, "hf"), params.seed)
     default = _load_generated(params)
+    origin = f"hf:{src.name}/{src.split}"
     return LoadedData(facts, default.utility, default.benign,
-                      {**default.sources, "facts": f"hf:{src.name}/{src.split}"})
+                      {**default.sources, "forget": origin, "retain": origin})
 
 
 def load_data(params: DataParams) -> LoadedData:

@@ -37,16 +37,23 @@ def split_by_requests(facts: list[Record],
 def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path) -> PreparedData:
     """Load, split, validate and (only if valid) write the splits as JSONL.
 
+    Facts are split by the deletion requests in ``params.requests_dir``; a source with its
+    own forget / retain files keeps them, and requests, if any, are still checked against
+    them (every requested subject in forget, none in retain).
+
     The validation report is written to ``report_dir`` whatever the outcome; a failure
     raises :class:`~ssiuu.errors.ValidationFailed` naming split, rule and row ids.
     """
-    requests = read_requests(params.requests_dir)
     loaded = load_data(params)
-    forget, retain = split_by_requests(loaded.facts, requests)
+    if loaded.given_splits is None:
+        requests = read_requests(params.requests_dir)
+        forget, retain = split_by_requests(loaded.facts, requests)
+    else:
+        requests = read_requests(params.requests_dir, required=False)
+        forget, retain = loaded.given_splits["forget"], loaded.given_splits["retain"]
     splits = {"forget": forget, "retain": retain, "utility": loaded.utility,
               "benign": loaded.benign}
-    sources = {"forget": loaded.sources["facts"], "retain": loaded.sources["facts"],
-               "utility": loaded.sources["utility"], "benign": loaded.sources["benign"]}
+    sources = loaded.sources
     report = validate_splits(splits, sources, requests)
     report_path = Path(report_dir) / REPORT_NAME
     report.write(report_path)

@@ -53,13 +53,18 @@ def read_request(path: str | Path) -> DeletionRequest:
     return DeletionRequest(str(request_id), str(received), tuple(subjects), str(path))
 
 
-def read_requests(directory: str | Path) -> list[DeletionRequest]:
-    """Every ``*.json`` request in ``directory``, sorted by file name; ids must be unique."""
+def read_requests(directory: str | Path, required: bool = True) -> list[DeletionRequest]:
+    """Every ``*.json`` request in ``directory``, sorted by file name; ids must be unique.
+
+    With ``required`` (the default), a missing folder or one without requests is an error.
+    """
     directory = Path(directory)
     if not directory.is_dir():
+        if not required:
+            return []
         raise DataError(f"{directory}: deletion-request folder not found")
     requests = [read_request(path) for path in sorted(directory.glob("*.json"))]
-    if not requests:
+    if not requests and required:
         raise DataError(f"{directory}: no deletion request (*.json) found")
     seen: dict[str, str] = {}
     for request in requests:

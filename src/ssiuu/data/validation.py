@@ -97,13 +97,17 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def _frame(rows: list[Record]) -> pd.DataFrame:
+def _frame(rows: list[Record], forget_subjects: list[str]) -> pd.DataFrame:
+    """The rows as a frame, plus the derived columns some rules check."""
     frame = pd.DataFrame(rows, columns=list(FIELDS)) if rows else pd.DataFrame(columns=FIELDS)
     frame = frame.astype(object).where(frame.notna(), None)
     frame["n_distractors"] = [len(d) if isinstance(d, list) else 0 for d in frame["distractors"]]
     frame["answer_in_distractors"] = [
         isinstance(d, list) and a in d for a, d in zip(frame["answer"], frame["distractors"],
                                                       strict=True)
+    ]
+    frame["mentions_forget_subject"] = [
+        isinstance(q, str) and any(s in q for s in forget_subjects) for q in frame["question"]
     ]
     return frame
 
@@ -173,6 +177,24 @@ def _missing_subjects_note(forget: list[Record], requests: list[DeletionRequest]
     return "unknown subject(s) at " + ", ".join(missing) if missing else ""
 
 
+def _rule_result(split: str, source: str, rule: Rule, outcome: Any, rows: list[Record],
+                 requests: list[DeletionRequest]) -> RuleResult:
+    """Reduce GE's result for one rule to the rule, its column and the failing rows' ids."""
+    ids = [str(item.get("id")) for item in outcome.result.get("unexpected_index_list") or []
+           if isinstance(item, dict)]
+    note = ""
+    if not outcome.success and rule.name == "every requested subject present":
+        note = _missing_subjects_note(rows, requests)
+    elif not outcome.success and rule.expectation == "ExpectTableRowCountToBeBetween":
+        note = "the split has no rows"
+    return RuleResult(
+        split=split, source=source, rule=rule.name, expectation=_snake(rule.expectation),
+        column=rule.kwargs.get("column"), success=bool(outcome.success),
+        unexpected_count=int(outcome.result.get("unexpected_count") or len(ids)),
+        unexpected_ids=ids, note=note,
+    )
+
+
 def validate_splits(splits: dict[str, list[Record]], sources: dict[str, str],
                     requests: list[DeletionRequest]) -> ValidationReport:
     """Run every rule on every split with Great Expectations and return the report."""
@@ -189,32 +211,17 @@ def validate_splits(splits: dict[str, list[Record]], sources: dict[str, str],
     datasource = context.data_sources.add_pandas("splits")
     results: list[RuleResult] = []
     for split, rows in splits.items():
-        frame = _frame(rows)
-        frame["mentions_forget_subject"] = [
-            isinstance(q, str) and any(s in q for s in forget_subjects) for q in frame["question"]
-        ]
         rules = _split_rules(split) + _cross_rules(split, splits, requested)
         suite = context.suites.add(gx.ExpectationSuite(name=f"{split}_suite"))
         for rule in rules:
             suite.add_expectation(getattr(gxe, rule.expectation)(**rule.kwargs))
         batch = datasource.add_dataframe_asset(name=split).add_batch_definition_whole_dataframe(
-            "all").get_batch(batch_parameters={"dataframe": frame})
+            "all").get_batch(batch_parameters={"dataframe": _frame(rows, forget_subjects)})
         outcome = batch.validate(suite, result_format={
             "result_format": "COMPLETE", "unexpected_index_column_names": ["id"]})
-        for rule in rules:
-            res = _find(outcome.results, rule)
-            ids = [str(item.get("id")) for item in res.result.get("unexpected_index_list") or []
-                   if isinstance(item, dict)]
-            note = ""
-            if rule.name == "every requested subject present" and not res.success:
-                note = _missing_subjects_note(rows, requests)
-            if rule.expectation == "ExpectTableRowCountToBeBetween" and not res.success:
-                note = "the split has no rows"
-            results.append(RuleResult(
-                split=split, source=sources.get(split, "?"), rule=rule.name,
-                expectation=_snake(rule.expectation), column=rule.kwargs.get("column"),
-                success=bool(res.success), unexpected_count=int(res.result.get(
-                    "unexpected_count") or len(ids)), unexpected_ids=ids, note=note))
+        results += [_rule_result(split, sources.get(split, "?"), rule,
+                                 _find(outcome.results, rule), rows, requests)
+                    for rule in rules]
     return ValidationReport(results)
 
 
