@@ -31,6 +31,8 @@ def main() -> None:
     model = initial_model(params.model, tokenizer, recipe.seed)
     result = train_on_splits(model, tokenizer, splits, recipe, params.model.max_length,
                              desc=args.role)
+    if not result.main_process:
+        return
     save_model(model, tokenizer, Path("models") / args.role)
     plot = Path("plots") / f"train_{args.role}.csv"
     plot.parent.mkdir(parents=True, exist_ok=True)

@@ -29,12 +29,17 @@ StopFn = Callable[[int, PreTrainedModel], bool]
 
 @dataclass
 class TrainResult:
-    """What a run did: steps taken, the logged history and wall time."""
+    """What a run did: steps taken, the logged history and wall time.
+
+    ``main_process`` is False on every process but the first under ``accelerate launch``:
+    only the main process should write outputs.
+    """
 
     steps: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
+    main_process: bool = True
 
 
 def make_loader(examples: Sequence[Example], batch_size: int, pad_id: int,
@@ -103,5 +108,7 @@ def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossF
             break
     progress.close()
     model.eval()
+    accelerator.wait_for_everyone()
+    result.main_process = accelerator.is_main_process
     result.seconds = time.perf_counter() - start
     return result
