@@ -192,3 +192,10 @@ def test_jsonl_source_needs_one_mode():
         JsonlSource(forget="f.jsonl")
     with pytest.raises(ValueError, match="not both"):
         JsonlSource(facts="a.jsonl", forget="f.jsonl", retain="r.jsonl")
+
+
+def test_field_missing_from_every_row_fails_the_schema_rule(tmp_path):
+    facts = [{k: v for k, v in row.items() if k != "answer"} for row in GOOD]
+    message = _fail(tmp_path, facts)
+    assert "rule 'schema: column 'answer' present'" in message
+    assert "every row has an answer" not in message

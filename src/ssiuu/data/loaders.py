@@ -41,21 +41,23 @@ def _text(value: Any) -> str | None:
 
 
 def map_fields(rows: list[dict[str, Any]], fields: FieldMap, origin: str) -> list[Record]:
-    """Rename a user data set's columns to ours; ids default to ``<origin>-<row number>``."""
+    """Rename a user data set's columns to ours; ids default to ``<origin>-<row number>``.
+
+    A field a row lacks stays absent, so validation can name it.
+    """
     mapped: list[Record] = []
     for number, row in enumerate(rows, start=1):
-        distractors = row.get(fields.distractors) if fields.distractors else None
-        if distractors is not None and not isinstance(distractors, list):
-            distractors = None
         given_id = row.get(fields.id) if fields.id else None
-        mapped.append({
-            "id": _text(given_id) if given_id is not None else f"{origin}-{number}",
-            "subject": _text(row.get(fields.subject)),
-            "attribute": _text(row.get(fields.attribute)) if fields.attribute else None,
-            "question": _text(row.get(fields.question)),
-            "answer": _text(row.get(fields.answer)),
-            "distractors": [str(v) for v in distractors] if distractors else None,
-        })
+        record: Record = {"id": _text(given_id) if given_id is not None
+                          else f"{origin}-{number}"}
+        for ours, theirs in (("subject", fields.subject), ("attribute", fields.attribute),
+                             ("question", fields.question), ("answer", fields.answer)):
+            if theirs is not None and theirs in row:
+                record[ours] = _text(row[theirs])
+        distractors = row.get(fields.distractors) if fields.distractors else None
+        if isinstance(distractors, list) and distractors:
+            record["distractors"] = [str(v) for v in distractors]
+        mapped.append(record)
     return mapped
 
 
@@ -68,12 +70,12 @@ def fill_distractors(rows: list[Record], seed: int) -> list[Record]:
     rng = random.Random(f"distractors-{seed}")
     by_attribute: dict[Any, list[str]] = {}
     for row in rows:
-        if row["answer"] is not None:
+        if row.get("answer") is not None:
             by_attribute.setdefault(row.get("attribute"), []).append(row["answer"])
     every_answer = sorted({a for answers in by_attribute.values() for a in answers})
     filled = []
     for row in rows:
-        if row.get("distractors") or row["answer"] is None:
+        if row.get("distractors") or row.get("answer") is None:
             filled.append({**row, "distractors": row.get("distractors") or []})
             continue
         pool = sorted(set(by_attribute.get(row.get("attribute"), [])) - {row["answer"]})
