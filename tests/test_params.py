@@ -60,14 +60,25 @@ def test_unreadable_params_file_is_named(tmp_path):
     assert cli(["check", "--params", str(bad)]) == 2
 
 
-def test_profile_with_unknown_key_is_refused_and_params_untouched(tmp_path):
+def test_profile_with_unknown_key_is_refused_and_params_untouched(tmp_path, capsys):
     target = tmp_path / "params.yaml"
     target.write_text((REPO / "params.yaml").read_text())
     before = target.read_text()
     overlay = tmp_path / "bad.yaml"
     overlay.write_text(yaml.safe_dump({"base": {"train": {"stepz": 3}}}))
     assert cli(["profile", str(overlay), "--params", str(target)]) == 2
+    assert "base.train.stepz: unknown parameter" in capsys.readouterr().err
     assert target.read_text() == before
+
+
+def test_profile_may_add_a_section_params_yaml_lacks(tmp_path):
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text(yaml.safe_dump({"data": {"source": "jsonl",
+                                                "jsonl": {"facts": "my/facts.jsonl"}}}))
+    assert cli(["profile", str(overlay), "--params", str(target)]) == 0
+    assert load_params(target).data.jsonl.facts == "my/facts.jsonl"
 
 
 def test_profile_overlay_changes_only_its_keys(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ssiuu.data.encoding import IGNORE, PROMPT, encode, encode_rows
+from ssiuu.errors import DataError
 from ssiuu.metrics import evaluate_rows, score_examples
 from ssiuu.models import build_scratch_model, train_word_tokenizer
 from ssiuu.params import ModelParams, ScratchModelParams, TrainParams
@@ -23,8 +24,9 @@ def test_encode_masks_the_prompt_and_ends_with_eos(trained_tiny, tiny_facts):
     assert example["labels"][:prompt_len] == [IGNORE] * prompt_len
     assert example["labels"][prompt_len:] == example["input_ids"][prompt_len:]
     assert example["input_ids"][-1] == tokenizer.eos_token_id
-    short = encode(tokenizer, tiny_facts[0]["question"], tiny_facts[0]["answer"], 6)
-    assert len(short["input_ids"]) == 6 and short["input_ids"][-1] == tokenizer.eos_token_id
+    with pytest.raises(DataError, match=r"row p0000-birth_city: \d+ tokens exceed "
+                                        r"model.max_length=6"):
+        encode_rows(tokenizer, tiny_facts[:1], 6)
 
 
 def test_base_training_memorises_the_facts(trained_tiny, tiny_facts):
@@ -71,7 +73,7 @@ def test_logprob_matches_a_direct_computation(trained_tiny, tiny_facts):
                    if tok != IGNORE)
     assert score.logprob_sum == pytest.approx(expected, abs=1e-4)
     assert score.n_tokens == sum(t != IGNORE for t in example["labels"])
-    padded = score_examples(model, [example, encode(tokenizer, "x", "y " * 10, 32)],
+    padded = score_examples(model, [example, encode(tokenizer, "x", "y " * 5, 32)],
                             tokenizer.pad_token_id)
     assert padded[0].logprob_sum == pytest.approx(score.logprob_sum, abs=1e-4)
 

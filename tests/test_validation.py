@@ -46,7 +46,12 @@ def _fail(tmp_path, facts, **kwargs) -> str:
     message = str(info.value)
     report = (reports / REPORT_NAME).read_text()
     assert not out.exists(), "no split may be written when validation fails"
-    assert SECRET not in message and SECRET not in report
+    requested = set(kwargs.get("subjects", ("Ann Lee",)))
+    forget_texts = {value for row in facts if row.get("subject") in requested
+                    for key, value in row.items()
+                    if key in ("subject", "question", "answer") and str(value).strip()}
+    for text in forget_texts | requested | {SECRET}:
+        assert text not in message and text not in report, f"forget text leaked: {text!r}"
     assert json.loads(report)["success"] is False
     return message
 

@@ -20,8 +20,9 @@ def read_splits(data_dir: str | Path, names: tuple[str, ...] = SPLITS) -> dict[s
 
 
 def corpus(splits: dict[str, list[Record]]) -> list[str]:
-    """Every prompt and answer text, the corpus the scratch tokenizer is trained on."""
-    return [PROMPT.format(question=row["question"]) + " " + row["answer"]
+    """Every prompt, answer and distractor: the corpus the scratch tokenizer is trained on."""
+    return [PROMPT.format(question=row["question"]) + " " + " ".join(
+                [row["answer"], *(row.get("distractors") or [])])
             for rows in splits.values() for row in rows]
 
 

@@ -20,7 +20,7 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from ssiuu.data.encoding import IGNORE, Example, collate, encode
+from ssiuu.data.encoding import IGNORE, Example, collate, encode, encode_rows
 from ssiuu.data.records import Record
 
 
@@ -65,7 +65,7 @@ def evaluate_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     if not rows:
         raise ValueError("cannot evaluate an empty split")
     pad_id = tokenizer.pad_token_id
-    gold = [encode(tokenizer, r["question"], r["answer"], max_length) for r in rows]
+    gold = encode_rows(tokenizer, rows, max_length)
     gold_scores = score_examples(model, gold, pad_id, batch_size)
     result = {
         "acc": sum(s.greedy_match for s in gold_scores) / len(rows),
@@ -74,7 +74,7 @@ def evaluate_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     }
     with_options = [(i, r) for i, r in enumerate(rows) if len(r.get("distractors") or []) >= 2]
     if with_options:
-        wrong = [encode(tokenizer, r["question"], d, max_length)
+        wrong = [encode(tokenizer, r["question"], d, max_length, r["id"])
                  for _, r in with_options for d in r["distractors"][:2]]
         wrong_scores = score_examples(model, wrong, pad_id, batch_size)
         correct = sum(

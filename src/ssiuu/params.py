@@ -27,13 +27,13 @@ class GeneratorParams(_Strict):
     """Knobs of the embedded default data set (fictitious people and their facts)."""
 
     seed: int = 0
-    n_people: int = Field(50, ge=4)
+    n_people: int = Field(50, ge=4, le=1000)
     attributes: list[Literal[ATTRIBUTES]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["birth_city", "birth_year", "employer", "occupation"],
         min_length=1,
     )
-    n_countries: int = Field(20, ge=3)
-    n_arithmetic: int = Field(20, ge=0)
+    n_countries: int = Field(20, ge=3, le=60)
+    n_arithmetic: int = Field(20, ge=0, le=81)
     n_benign: int = Field(200, ge=1)
 
 

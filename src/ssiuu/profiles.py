@@ -13,16 +13,14 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from ssiuu.errors import ParamsError
 from ssiuu.params import parse_params, read_yaml
 
 
-def _merge(target: Any, overlay: dict[str, Any], where: str) -> None:
+def _merge(target: Any, overlay: dict[str, Any]) -> None:
+    """Overlay ``overlay`` onto ``target`` in place; keys are checked by the schema after."""
     for key, value in overlay.items():
-        if key not in target:
-            raise ParamsError(f"{where}: unknown parameter '{key}'")
-        if isinstance(value, dict) and isinstance(target[key], dict):
-            _merge(target[key], value, f"{where}.{key}" if where else key)
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
         else:
             target[key] = value
 
@@ -34,10 +32,7 @@ def apply_profile(profile: str | Path, params_path: str | Path = "params.yaml") 
     yaml = YAML()
     yaml.preserve_quotes = True
     document = yaml.load(params_path.read_text(encoding="utf-8"))
-    try:
-        _merge(document, overlay, "")
-    except ParamsError as exc:
-        raise ParamsError(f"{profile}: {exc}") from None
+    _merge(document, overlay)
     buffer = io.StringIO()
     yaml.dump(document, buffer)
     merged = buffer.getvalue()

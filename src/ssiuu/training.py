@@ -81,9 +81,10 @@ def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossF
                               num_warmup_steps=int(params.warmup_ratio * params.steps),
                               num_training_steps=max(params.steps, 1))
     names = list(loaders)
-    prepared = accelerator.prepare(model, optimizer, scheduler, *loaders.values())
-    model, optimizer, scheduler = prepared[:3]
-    streams = {name: _forever(loader) for name, loader in zip(names, prepared[3:], strict=True)}
+    # The scheduler stays outside `prepare`: Accelerate would step it once per process.
+    prepared = accelerator.prepare(model, optimizer, *loaders.values())
+    model, optimizer = prepared[:2]
+    streams = {name: _forever(loader) for name, loader in zip(names, prepared[2:], strict=True)}
     result = TrainResult(steps=0, seconds=0.0)
     start = time.perf_counter()
     model.train()

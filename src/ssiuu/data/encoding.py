@@ -8,6 +8,7 @@ import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ssiuu.data.records import Record
+from ssiuu.errors import DataError
 
 PROMPT = "Question: {question}\nAnswer:"
 IGNORE = -100
@@ -15,19 +16,19 @@ Example = dict[str, list[int]]
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, question: str, answer: str,
-           max_length: int) -> Example:
+           max_length: int, row_id: str = "?") -> Example:
     """Prompt + ``" " + answer + EOS``; labels are ``IGNORE`` on the prompt.
 
-    A prompt too long for ``max_length`` loses tokens from its left; the answer is kept.
+    An example longer than ``max_length`` tokens is an error (naming the row id), never a
+    silent truncation: a cut answer would score and train as if it were whole.
     """
     prompt_ids = tokenizer(PROMPT.format(question=question)).input_ids
     answer_ids = tokenizer(" " + answer, add_special_tokens=False).input_ids
     answer_ids = answer_ids + [tokenizer.eos_token_id]
-    room = max_length - len(answer_ids)
-    if room < 1:
-        answer_ids = answer_ids[: max_length - 1]
-        room = 1
-    prompt_ids = prompt_ids[-room:]
+    length = len(prompt_ids) + len(answer_ids)
+    if length > max_length:
+        raise DataError(f"row {row_id}: {length} tokens exceed model.max_length={max_length}; "
+                        "raise model.max_length in params.yaml")
     return {
         "input_ids": prompt_ids + answer_ids,
         "labels": [IGNORE] * len(prompt_ids) + answer_ids,
@@ -37,7 +38,8 @@ def encode(tokenizer: PreTrainedTokenizerBase, question: str, answer: str,
 def encode_rows(tokenizer: PreTrainedTokenizerBase, rows: Sequence[Record],
                 max_length: int) -> list[Example]:
     """Encode each row's question and true answer."""
-    return [encode(tokenizer, row["question"], row["answer"], max_length) for row in rows]
+    return [encode(tokenizer, row["question"], row["answer"], max_length, row["id"])
+            for row in rows]
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:

@@ -2,10 +2,11 @@
 
 Fictitious people carry private attributes (birth city, birth year, employer, ...), each
 a question/answer fact with two wrong values of the same attribute as distractors. Values
-are drawn from shared pools, so a model that never saw a person still knows every value
-of the pool and scores at chance (1/3) on the multiple-choice test, not below it.
+are drawn from shared pools and distractors are values other people hold, so a model that
+never saw a person still knows every candidate and scores at chance (1/3) on the
+multiple-choice test, not below it.
 
-Person ``k`` is the same for any ``n_people > k``: names and attributes are drawn from
+Person ``k`` has the same name and values for any ``n_people > k``: they are drawn from
 per-person generators, so deletion requests stay valid when the data set grows or shrinks.
 """
 
@@ -106,21 +107,34 @@ def person_names(seed: int, n_people: int) -> list[str]:
 
 
 def generate_people_facts(params: GeneratorParams) -> list[Record]:
-    """Every attribute fact of every person, in person order."""
-    pools = _pools(params.seed)
-    draws = _value_drawers(pools)
-    rows: list[Record] = []
-    for number, name in enumerate(person_names(params.seed, params.n_people)):
+    """Every attribute fact of every person, in person order.
+
+    Distractors are values that *other* people hold for the same attribute, so a model that
+    learned the population (but not this person) has seen every candidate as an answer and
+    scores at chance on the multiple-choice test. Values are stable per person; distractors
+    depend on the population.
+    """
+    draws = _value_drawers(_pools(params.seed))
+    names = person_names(params.seed, params.n_people)
+    values = []
+    for number in range(len(names)):
         rng = random.Random(f"person-{params.seed}-{number}")
-        values = {attribute: draw(rng) for attribute, draw in draws.items()}
+        values.append({attribute: draw(rng) for attribute, draw in draws.items()})
+    held = {attribute: [person[attribute] for person in values] for attribute in draws}
+    rows: list[Record] = []
+    for number, name in enumerate(names):
         for attribute in params.attributes:
+            answer = values[number][attribute]
+            rng = random.Random(f"distractors-{params.seed}-{number}-{attribute}")
+            others = sorted(set(held[attribute]) - {answer})
             rows.append({
                 "id": f"p{number:04d}-{attribute}",
                 "subject": name,
                 "attribute": attribute,
                 "question": QUESTIONS[attribute].format(name=name),
-                "answer": values[attribute],
-                "distractors": _distractors(rng, draws[attribute], values[attribute]),
+                "answer": answer,
+                "distractors": rng.sample(others, 2) if len(others) >= 2
+                else _distractors(rng, draws[attribute], answer),
             })
     return rows
 
