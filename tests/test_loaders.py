@@ -90,3 +90,14 @@ def test_fill_distractors_keeps_given_ones_and_is_seeded():
     assert first == again and first[0]["distractors"] == ["a", "b"]
     assert all(len(r["distractors"]) == 2 and r["answer"] not in r["distractors"]
                for r in first)
+
+
+def test_non_scalar_field_is_named(tmp_path):
+    rows = _rows()
+    rows[2]["a"] = {"city": "Lima"}
+    path = tmp_path / "facts.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    params = DataParams(source="jsonl", requests_dir=_requests(tmp_path),
+                        jsonl=JsonlSource(facts=str(path), fields=FIELDS))
+    with pytest.raises(DataError, match="facts row 3: field 'a' must be text or a number"):
+        load_data(params)

@@ -50,7 +50,8 @@ CASES = {
     "no duplicate questions": (_set("retain", 1, "question", "Where was Bo Chan born?"),
                                ["r1", "r2"]),
     "every fact names its subject": (_set("retain", 0, "subject", None), ["r1"]),
-    "two distractors per fact": (_set("utility", 0, "distractors", ["3"]), ["u1"]),
+    "two distinct distractors per fact": (_set("utility", 0, "distractors", ["3"]), ["u1"]),
+    "no empty subjects": (_set("retain", 1, "subject", " "), ["r2"]),
     "distractors differ from the answer": (_set("retain", 0, "distractors", ["Lima", "x"]),
                                            ["r1"]),
     "forget and retain share no question": (
@@ -79,6 +80,13 @@ def test_rule_rejects_its_crafted_split(rule):
     if ids and rule != "schema: column 'answer' present":
         assert sorted(failed[rule].unexpected_ids) == sorted(ids)
     assert f"rule '{rule}'" in report.message() and "crafted.jsonl" in report.message()
+
+
+def test_repeated_distractor_counts_as_one():
+    splits = copy.deepcopy(VALID)
+    splits["retain"][0]["distractors"] = ["Quito", "Quito"]
+    [failure] = validate_splits(splits, SOURCES, [REQUEST]).failures()
+    assert failure.rule == "two distinct distractors per fact" and failure.unexpected_ids == ["r1"]
 
 
 def test_unknown_requested_subject_is_reported_by_position():

@@ -34,10 +34,13 @@ class LoadedData:
     given_splits: dict[str, list[Record]] | None = None
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
+def _text(value: Any, origin: str, number: int, field: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float | bool):
+        return str(value)
+    raise DataError(f"{origin} row {number}: field '{field}' must be text or a number, "
+                    f"not {type(value).__name__}")
 
 
 def map_fields(rows: list[dict[str, Any]], fields: FieldMap, origin: str) -> list[Record]:
@@ -48,12 +51,12 @@ def map_fields(rows: list[dict[str, Any]], fields: FieldMap, origin: str) -> lis
     mapped: list[Record] = []
     for number, row in enumerate(rows, start=1):
         given_id = row.get(fields.id) if fields.id else None
-        record: Record = {"id": _text(given_id) if given_id is not None
-                          else f"{origin}-{number}"}
+        record: Record = {"id": _text(given_id, origin, number, str(fields.id))
+                          if given_id is not None else f"{origin}-{number}"}
         for ours, theirs in (("subject", fields.subject), ("attribute", fields.attribute),
                              ("question", fields.question), ("answer", fields.answer)):
             if theirs is not None and theirs in row:
-                record[ours] = _text(row[theirs])
+                record[ours] = _text(row[theirs], origin, number, theirs)
         distractors = row.get(fields.distractors) if fields.distractors else None
         if isinstance(distractors, list) and distractors:
             record["distractors"] = [str(v) for v in distractors]
@@ -135,9 +138,9 @@ def _load_hf(params: DataParams) -> LoadedData:
     try:
         dataset = datasets.load_dataset(src.name, src.config, split=src.split)
     except Exception as exc:  # noqa: BLE001 - datasets raises many types for "not found"
-        raise DataError(
+        raise DataError(  # the exception text is left out: it may quote the data
             f"params.yaml: data.hf.name: cannot load dataset {src.name!r} "
-            f"(split {src.split!r}): {type(exc).__name__}: {exc}"
+            f"(config {src.config!r}, split {src.split!r}): {type(exc).__name__}"
         ) from None
     missing = [f for f in (src.fields.question, src.fields.answer, src.fields.subject)
                if f not in dataset.column_names]

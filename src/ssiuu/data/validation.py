@@ -106,7 +106,7 @@ def _frame(rows: list[Record], forget_subjects: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=FIELDS)
     frame = frame.astype(object).where(frame.notna(), None)
     if "distractors" in frame:
-        frame["n_distractors"] = [len(d) if isinstance(d, list) else 0
+        frame["n_distractors"] = [len(set(d)) if isinstance(d, list) else 0
                                   for d in frame["distractors"]]
         if "answer" in frame:
             frame["answer_in_distractors"] = [
@@ -139,11 +139,15 @@ def _split_rules(split: str) -> list[Rule]:
         Rule("no duplicate questions", "ExpectColumnValuesToBeUnique", {"column": "question"}),
     ]
     if split in ("forget", "retain"):
-        rules.append(Rule("every fact names its subject", "ExpectColumnValuesToNotBeNull",
-                          {"column": "subject"}))
+        rules += [
+            Rule("every fact names its subject", "ExpectColumnValuesToNotBeNull",
+                 {"column": "subject"}),
+            Rule("no empty subjects", "ExpectColumnValuesToNotMatchRegex",
+                 {"column": "subject", "regex": r"^\s*$"}),
+        ]
     if split in FACT_SPLITS:
         rules += [
-            Rule("two distractors per fact", "ExpectColumnValuesToBeBetween",
+            Rule("two distinct distractors per fact", "ExpectColumnValuesToBeBetween",
                  {"column": "n_distractors", "min_value": 2, "max_value": 2}),
             Rule("distractors differ from the answer", "ExpectColumnValuesToBeInSet",
                  {"column": "answer_in_distractors", "value_set": [False]}),
