@@ -22,20 +22,23 @@ from pathlib import Path
 
 import networkx as nx
 import psutil
+import yaml
 from dvc.repo import Repo
 from rich.console import Console
 from rich.table import Table
 
 from ssiuu.profiles import apply_profile
+from ssiuu.runtime import OFFLINE_DEFAULTS
 from ssiuu.workspace import copy_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
+
+
 def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    return {**os.environ, **OFFLINE_DEFAULTS, "TQDM_DISABLE": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost",
-            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "GX_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1", "TQDM_DISABLE": "1"}
+            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
 
 
 def _measure(command: list[str], cwd: Path) -> tuple[float, float]:
@@ -73,9 +76,9 @@ def run(profile: str | None, threads: int) -> list[tuple[str, float, float]]:
         copy_pipeline(REPO, work)
         if profile:
             apply_profile(work / "profiles" / f"{profile}.yaml", work / "params.yaml")
-        params = (work / "params.yaml").read_text()
-        (work / "params.yaml").write_text(params.replace(
-            "num_threads: 2", f"num_threads: {threads}"))
+        threads_overlay = work / "threads.yaml"
+        threads_overlay.write_text(yaml.safe_dump({"runtime": {"num_threads": threads}}))
+        apply_profile(threads_overlay, work / "params.yaml")
         for git in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench"]):
             subprocess.run(["git", *git], cwd=work, env=_env(), check=True)
         rows = []

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                   "GX_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-                   "TOKENIZERS_PARALLELISM": "false"}.items():
+from ssiuu.runtime import OFFLINE_DEFAULTS
+
+for key, value in OFFLINE_DEFAULTS.items():
     os.environ.setdefault(key, value)
 
 

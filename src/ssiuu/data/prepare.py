@@ -53,8 +53,7 @@ def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path) -> 
         forget, retain = loaded.given_splits["forget"], loaded.given_splits["retain"]
     splits = {"forget": forget, "retain": retain, "utility": loaded.utility,
               "benign": loaded.benign}
-    sources = loaded.sources
-    report = validate_splits(splits, sources, requests)
+    report = validate_splits(splits, loaded.sources, requests)
     report_path = Path(report_dir) / REPORT_NAME
     report.write(report_path)
     raise_on_failure(report, report_path)
