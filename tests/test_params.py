@@ -33,6 +33,14 @@ def test_shipped_params_and_profiles_are_valid(tmp_path):
     (("data", "generator", "attributes"), ["shoe_size"], "data.generator.attributes.0"),
     (("oracle", "splits"), ["forget", "retain"], "oracle.splits must not contain 'forget'"),
     (("model", "scratch", "num_attention_heads"), 3, "multiple of num_attention_heads"),
+    (("unlearn", "methods"), ["gd", "rmu"], "unlearn.methods.1: Input should be 'ga', 'gd'"),
+    (("unlearn", "methods"), ["gd", "gd"], "unlearn: Value error, methods must not repeat"),
+    (("unlearn", "train", "lrs"), [1e-3, 0.0], "every learning rate in lrs must be > 0"),
+    (("unlearn", "losses", "ssiuu", "lam"), -1, "unlearn.losses.ssiuu.lam: Input should be"),
+    (("unlearn", "losses", "gd", "lam"), 0.1, "unlearn.losses.gd.lam: unknown parameter"),
+    (("unlearn", "losses", "ssiuu", "penalised"), "mlp", "unlearn.losses.ssiuu.penalised"),
+    (("unlearn", "stop", "thresholds"), {"acc": "chance"}, "defined for metric 'mcq' only"),
+    (("unlearn", "stop", "thresholds"), {"rouge": 0.2}, "unlearn.stop.thresholds.rouge"),
 ])
 def test_bad_param_is_named(path, value, expected):
     raw = _default()

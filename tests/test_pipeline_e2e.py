@@ -67,15 +67,47 @@ def test_second_repro_does_nothing(tiny_repo):
     assert "Running stage" not in out
 
 
-def test_changed_seed_reruns_only_what_depends_on_it(tiny_repo):
+METHODS = ["ga", "gd", "npo", "ssiuu", "ssiuu_ga", "ssiuu_npo"]
+
+
+def test_every_method_unlearns_to_the_threshold_and_keeps_retain(tiny_repo):
+    base, oracle = _metrics(tiny_repo, "base"), _metrics(tiny_repo, "oracle")
+    for method in METHODS:
+        run = _metrics(tiny_repo, f"unlearn/{method}")
+        assert run["reached"], method
+        assert 0 < run["steps"] <= 40
+        assert run["stop_forget_acc"] == oracle["forget_acc"]
+        unlearned = _metrics(tiny_repo, f"unlearned/{method}")
+        assert unlearned["forget_mcq"] <= 1 / 3, method
+        assert unlearned["forget_acc"] <= oracle["forget_acc"], method
+        if method not in ("ga", "ssiuu_ga"):
+            assert unlearned["retain_acc"] >= base["retain_acc"] - 0.1, method
+        curve = (tiny_repo / "plots" / "unlearn" / f"{method}.csv").read_text().splitlines()
+        assert curve[0].startswith("step,forget_acc")
+        assert len(curve) == run["steps"] + 2
+        diagnosis = _metrics(tiny_repo, f"diagnose/{method}")
+        assert diagnosis["d_plus_top100"] >= 0 and diagnosis["d_minus_top100"] >= 0
+        assert diagnosis["verdict"] == ("hiding" if diagnosis["d_minus_top100"]
+                                        > diagnosis["d_plus_top100"] else "erasing")
+    regularised = (tiny_repo / "plots" / "unlearn" / "ssiuu.csv").read_text().splitlines()
+    assert "reg" in regularised[0].split(",") and "n_neg" in regularised[0].split(",")
+    for image in ("spurious_curves.png", "spurious_heatmap.png"):
+        assert (tiny_repo / "plots" / image).read_bytes()[:4] == b"\x89PNG"
+    shown = json.loads(_dvc(tiny_repo, "metrics", "show", "--json").stdout)
+    flat = json.dumps(shown)
+    assert "d_minus_top100" in flat and "metrics/unlearned/ssiuu.json" in flat
+
+
+def test_changed_lambda_reruns_only_that_method(tiny_repo):
     oracle_before = _metrics(tiny_repo, "oracle")
+    gd_before = _metrics(tiny_repo, "unlearn/gd")
     _run(tiny_repo, "git", "add", "-A")
     _run(tiny_repo, "git", "commit", "-qm", "lock")
-    out = _dvc(tiny_repo, "exp", "run", "-S", "base.seed=1").stdout
+    out = _dvc(tiny_repo, "exp", "run", "-S", "unlearn.losses.ssiuu.lam=0.5").stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"base", "evaluate@base"}
-    assert _metrics(tiny_repo, "base")["seed"] == 1
+    assert ran == {"unlearn@ssiuu", "evaluate_unlearned@ssiuu", "diagnose@ssiuu", "spurious"}
     assert _metrics(tiny_repo, "oracle") == oracle_before
+    assert _metrics(tiny_repo, "unlearn/gd") == gd_before
 
 
 def test_bad_request_fails_in_prepare_before_any_model(tiny_repo):

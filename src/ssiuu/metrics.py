@@ -20,8 +20,9 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from ssiuu.data.encoding import IGNORE, Example, collate, encode, encode_rows
+from ssiuu.data.encoding import Example, collate, encode, encode_rows
 from ssiuu.data.records import Record
+from ssiuu.logprobs import answer_token_logprobs
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,11 @@ def score_examples(model: PreTrainedModel, examples: Sequence[Example], pad_id: 
         batch = collate(examples[start:start + batch_size], pad_id)
         logits = model(input_ids=batch["input_ids"].to(device),
                        attention_mask=batch["attention_mask"].to(device)).logits.float()
-        logits, targets = logits[:, :-1], batch["labels"][:, 1:].to(device)
-        mask = targets != IGNORE
-        safe = targets.clamp(min=0)
-        token_logp = torch.log_softmax(logits, dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-        hits = (logits.argmax(dim=-1) == safe) | ~mask
-        sums = (token_logp * mask).sum(dim=1)
-        for row in range(targets.shape[0]):
+        labels = batch["labels"].to(device)
+        token_logp, mask = answer_token_logprobs(logits, labels)
+        hits = (logits[:, :-1].argmax(dim=-1) == labels[:, 1:]) | ~mask
+        sums = token_logp.sum(dim=1)
+        for row in range(labels.shape[0]):
             scores.append(SequenceScore(float(sums[row]), int(mask[row].sum()),
                                         bool(hits[row].all())))
     model.train(was_training)
@@ -59,9 +58,12 @@ def score_examples(model: PreTrainedModel, examples: Sequence[Example], pad_id: 
 
 
 def evaluate_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                  rows: Sequence[Record], max_length: int,
-                  batch_size: int = 64) -> dict[str, float]:
-    """``acc``, ``mcq``, ``logprob`` and ``n`` of a model on a list of facts."""
+                  rows: Sequence[Record], max_length: int, batch_size: int = 64,
+                  multiple_choice: bool = True) -> dict[str, float]:
+    """``acc``, ``mcq``, ``logprob`` and ``n`` of a model on a list of facts.
+
+    ``multiple_choice=False`` skips ``mcq`` (and the two extra passes it costs).
+    """
     if not rows:
         raise ValueError("cannot evaluate an empty split")
     pad_id = tokenizer.pad_token_id
@@ -72,7 +74,8 @@ def evaluate_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         "logprob": sum(s.logprob_sum / s.n_tokens for s in gold_scores) / len(rows),
         "n": len(rows),
     }
-    with_options = [(i, r) for i, r in enumerate(rows) if len(r.get("distractors") or []) >= 2]
+    with_options = [(i, r) for i, r in enumerate(rows)
+                    if multiple_choice and len(r.get("distractors") or []) >= 2]
     if with_options:
         wrong = [encode(tokenizer, r["question"], d, max_length, r["id"])
                  for _, r in with_options for d in r["distractors"][:2]]

@@ -158,6 +158,125 @@ class EvaluateParams(_Strict):
     )
 
 
+METHODS = ("ga", "gd", "npo", "ssiuu", "ssiuu_ga", "ssiuu_npo")
+
+
+class GAParams(_Strict):
+    """Gradient ascent on the forget set: no knob of its own."""
+
+
+class GDParams(_Strict):
+    """Gradient difference: ascent on forget + ``alpha`` × NLL on retain."""
+
+    alpha: float = Field(1.0, ge=0)
+
+
+class NPOParams(GDParams):
+    """Negative preference optimisation (+ ``alpha`` × retain NLL); ``beta`` its temperature."""
+
+    beta: float = Field(0.1, gt=0)
+
+
+class RegulariserParams(_Strict):
+    """Ssiuu's attribution regulariser: weight ``lam`` and which parameters it covers.
+
+    ``penalised``: ``linear`` = the weights of the linear layers inside the transformer
+    blocks (where the diagnosis looks); ``all`` = every trainable parameter.
+    """
+
+    lam: float = Field(1.0e-3, ge=0)
+    penalised: Literal["linear", "all"] = "linear"
+
+
+class SsiuuParams(GDParams, RegulariserParams):
+    """Ssiuu as in the paper: GD plus the regulariser."""
+
+
+class SsiuuGAParams(RegulariserParams):
+    """Our extension: GA plus the regulariser."""
+
+
+class SsiuuNPOParams(NPOParams, RegulariserParams):
+    """Our extension: NPO (+ retain) plus the regulariser."""
+
+
+class LossesParams(_Strict):
+    """Per-method loss knobs; DVC tracks each method's entry for its own stage only."""
+
+    ga: GAParams = GAParams()
+    gd: GDParams = GDParams()
+    npo: NPOParams = NPOParams()
+    ssiuu: SsiuuParams = SsiuuParams()
+    ssiuu_ga: SsiuuGAParams = SsiuuGAParams()
+    ssiuu_npo: SsiuuNPOParams = SsiuuNPOParams()
+
+
+class UnlearnTrainParams(_Strict):
+    """The optimisation shared by every method (kept equal so methods compare fairly).
+
+    ``lrs`` is tried from the lowest up; the first that reaches the stop threshold within
+    ``max_steps`` is kept (the paper's "lowest learning rate that gets there").
+    """
+
+    lrs: list[float] = Field(min_length=1)
+    max_steps: int = Field(ge=1)
+    forget_batch_size: int = Field(64, ge=1)
+    retain_batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _positive_lrs(self) -> UnlearnTrainParams:
+        if any(lr <= 0 for lr in self.lrs):
+            raise ValueError("every learning rate in lrs must be > 0")
+        return self
+
+
+Threshold = Literal["chance", "oracle"] | float
+
+
+class StopParams(_Strict):
+    """When unlearning stops: every forget score in ``thresholds`` at or below its threshold.
+
+    A threshold is ``chance`` (1/3, for ``mcq`` only), ``oracle`` (the oracle's score on
+    the same metric, read from metrics/oracle.json) or a number. Checked every
+    ``eval_every`` steps.
+    """
+
+    thresholds: dict[Literal["acc", "mcq"], Threshold] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {"mcq": "chance"}, min_length=1)
+    eval_every: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _chance_is_for_mcq(self) -> StopParams:
+        if self.thresholds.get("acc") == "chance":
+            raise ValueError("threshold 'chance' is defined for metric 'mcq' only")
+        return self
+
+
+class UnlearnParams(_Strict):
+    """Which methods run, and how (``stages/unlearn.py``)."""
+
+    methods: list[Literal[METHODS]] = Field(min_length=1)  # type: ignore[valid-type]
+    seed: int = 0
+    train: UnlearnTrainParams
+    stop: StopParams = StopParams()
+    losses: LossesParams = LossesParams()
+
+    @model_validator(mode="after")
+    def _unique_methods(self) -> UnlearnParams:
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError("methods must not repeat")
+        return self
+
+
+class AttributionParams(_Strict):
+    """Neuron attribution on the forget set (``stages/attribute.py``, ``stages/diagnose.py``)."""
+
+    batch_size: int = Field(32, ge=1)
+    top_m: int = Field(100, ge=1)
+
+
 class RuntimeParams(_Strict):
     """Execution settings that do not change results."""
 
@@ -172,6 +291,8 @@ class Params(_Strict):
     base: ModelTrainingParams
     oracle: ModelTrainingParams
     evaluate: EvaluateParams = EvaluateParams()
+    unlearn: UnlearnParams
+    attribution: AttributionParams = AttributionParams()
     runtime: RuntimeParams = RuntimeParams()
 
     @model_validator(mode="after")

@@ -2,9 +2,12 @@
 
 A method supplies only its loss: ``loss_fn(model, batches) -> (loss, logs)``, where
 ``batches`` holds one batch from each named loader (``{"train": ...}`` for plain
-fine-tuning, ``{"forget": ..., "retain": ...}`` for unlearning). The loop is seeded, shows
-a progress bar, logs every ``log_every`` steps, may stop early through ``should_stop``,
-and runs on CPU, one GPU or several through Hugging Face Accelerate.
+fine-tuning, ``{"forget": ..., "retain": ...}`` for unlearning). Gradients are zeroed
+before ``loss_fn`` runs, so a loss may write a gradient term of its own into ``.grad``
+(Ssiuu's first-order regulariser does); the loop's backward of ``loss`` adds to it.
+The loop is seeded, shows a progress bar, logs every ``log_every`` steps, may stop early
+through ``should_stop``, and runs on CPU, one GPU or several through Hugging Face
+Accelerate.
 """
 
 from __future__ import annotations
@@ -92,8 +95,8 @@ def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossF
                     mininterval=2.0)
     for step in progress:
         batches = {name: next(stream) for name, stream in streams.items()}
-        loss, logs = loss_fn(model, batches)
         optimizer.zero_grad(set_to_none=True)
+        loss, logs = loss_fn(model, batches)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), params.grad_clip)
         optimizer.step()

@@ -12,7 +12,7 @@ from ssiuu.errors import DataError
 
 PROMPT = "Question: {question}\nAnswer:"
 IGNORE = -100
-Example = dict[str, list[int]]
+Example = dict[str, list[int] | float]
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, question: str, answer: str,
@@ -43,7 +43,11 @@ def encode_rows(tokenizer: PreTrainedTokenizerBase, rows: Sequence[Record],
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch: ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
+    """Right-pad a batch: ``input_ids``, ``attention_mask`` and ``labels`` tensors.
+
+    Any other key of the examples holds one number per example (e.g. a reference
+    log-probability) and is stacked into a float tensor.
+    """
     width = max(len(example["input_ids"]) for example in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
@@ -53,4 +57,6 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
         input_ids[row, :length] = torch.tensor(example["input_ids"])
         labels[row, :length] = torch.tensor(example["labels"])
         attention[row, :length] = 1
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    extras = {key: torch.tensor([float(example[key]) for example in examples])
+              for key in examples[0] if key not in ("input_ids", "labels")}
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, **extras}

@@ -1,0 +1,205 @@
+"""Neuron attribution and the erase-vs-hide diagnosis (the paper's Eq. 1 and D+ / D−).
+
+A *neuron* is one scalar output of a linear layer inside a transformer block (attention
+Q/K/V/O and MLP gate/up/down, or the architecture's equivalents; ``lm_head`` and the
+embeddings are not in a block). Its attribution at token position ``k`` is
+
+    A[i, k] = h[i, k] · ∂P(y|x)/∂h[i, k],   with   ∂P/∂h = P · ∂log P/∂h,
+
+where ``P`` is the probability of the whole answer (the product over its tokens). One
+backward pass of ``log P`` gives every neuron's gradient; multiplying by ``P`` and the
+activation gives ``A``. Per example only answer positions count (positions that predict
+an answer token) and ``A`` is summarised by its max and its min over them.
+
+Comparing the base model θ with an unlearned θ' over the forget set:
+
+- ``D+[i] = mean_n( max_k A_θ − max_k max(A_θ', 0) )`` clipped at 0: lost positive
+  influence, the knowledge *erased*;
+- ``D−[i] = mean_n( min_k A_θ − min_k A_θ' )`` clipped at 0: grown negative influence,
+  the knowledge *hidden* behind spurious unlearning neurons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.pytorch_utils import Conv1D
+
+from ssiuu.data.encoding import Example, collate
+from ssiuu.errors import SsiuuError
+from ssiuu.logprobs import answer_token_logprobs
+
+TOP_M = 100
+
+
+class ArchitectureError(SsiuuError):
+    """A model's transformer blocks or their linear layers cannot be found."""
+
+
+@dataclass(frozen=True)
+class LinearSite:
+    """One hooked linear layer: its block index, its name inside the block, its width."""
+
+    layer: int
+    module: str
+    width: int
+    path: str
+
+
+def block_list(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks: the ``ModuleList`` with one entry per hidden layer."""
+    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(
+        model.config, "n_layer", None)
+    candidates = [module for _, module in model.named_modules()
+                  if isinstance(module, nn.ModuleList) and len(module) == n_layers]
+    if n_layers is None or not candidates:
+        raise ArchitectureError(
+            f"{type(model).__name__}: no list of {n_layers} transformer blocks found; "
+            "neuron attribution needs a model whose blocks sit in one nn.ModuleList")
+    return candidates[0]
+
+
+def linear_sites(model: nn.Module) -> list[tuple[LinearSite, nn.Module]]:
+    """Every linear layer (``nn.Linear`` or GPT-2's ``Conv1D``) inside every block, in order."""
+    sites = []
+    for layer, block in enumerate(block_list(model)):
+        for name, module in block.named_modules():
+            if isinstance(module, nn.Linear):
+                width = module.out_features
+            elif isinstance(module, Conv1D):
+                width = module.nf
+            else:
+                continue
+            sites.append((LinearSite(layer, name, width, f"{layer}.{name}"), module))
+    if not sites:
+        raise ArchitectureError(
+            f"{type(model).__name__}: its transformer blocks hold no nn.Linear or Conv1D "
+            "layer, so there are no neurons to attribute")
+    return sites
+
+
+@dataclass
+class NeuronAttribution:
+    """Per forget example and per neuron: the max and the min of ``A`` over answer positions.
+
+    ``maxima`` and ``minima`` are ``[n_examples, n_neurons]``; neurons are laid out site by
+    site in the order of ``sites``.
+    """
+
+    maxima: torch.Tensor
+    minima: torch.Tensor
+    sites: list[LinearSite]
+
+    def save(self, path: str | Path) -> None:
+        """Write to a ``torch.save`` file."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"maxima": self.maxima, "minima": self.minima,
+                    "sites": [vars(site) for site in self.sites]}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> NeuronAttribution:
+        """Read a file written by :meth:`save`."""
+        raw = torch.load(path, weights_only=True)
+        return cls(raw["maxima"], raw["minima"], [LinearSite(**site) for site in raw["sites"]])
+
+
+def attribute_batch(model: PreTrainedModel, batch: dict[str, torch.Tensor],
+                    sites: Sequence[tuple[LinearSite, nn.Module]],
+                    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """``A = h · P · ∂log P/∂h`` for every hooked output of one batch.
+
+    Returns one ``[batch, length, width]`` tensor per site, the answer probabilities ``P``
+    (``[batch]``) and the mask of answer-predicting positions (``[batch, length]``).
+    """
+    outputs: list[torch.Tensor] = []
+
+    def keep(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        output.retain_grad()
+        outputs.append(output)
+
+    handles = [module.register_forward_hook(keep) for _, module in sites]
+    try:
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    token_logp, mask = answer_token_logprobs(logits, batch["labels"])
+    logp = token_logp.sum(dim=1)
+    model.zero_grad(set_to_none=True)
+    logp.sum().backward()
+    probability = logp.detach().exp()
+    scale = probability[:, None, None]
+    attributions = [(h.detach() * h.grad * scale).float() for h in outputs]
+    model.zero_grad(set_to_none=True)
+    positions = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    positions[:, :-1] = mask
+    return attributions, probability, positions
+
+
+def neuron_attribution(model: PreTrainedModel, examples: Sequence[Example], pad_id: int,
+                       batch_size: int = 32) -> NeuronAttribution:
+    """Max and min over answer positions of every neuron's ``A``, per example."""
+    sites = linear_sites(model)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    maxima, minima = [], []
+    for start in range(0, len(examples), batch_size):
+        batch = {key: value.to(device) for key, value in
+                 collate(examples[start:start + batch_size], pad_id).items()}
+        attributions, _, positions = attribute_batch(model, batch, sites)
+        keep = positions[:, :, None]
+        maxima.append(torch.cat([a.masked_fill(~keep, -torch.inf).amax(dim=1)
+                                 for a in attributions], dim=1).cpu())
+        minima.append(torch.cat([a.masked_fill(~keep, torch.inf).amin(dim=1)
+                                 for a in attributions], dim=1).cpu())
+    model.train(was_training)
+    return NeuronAttribution(torch.cat(maxima), torch.cat(minima), [s for s, _ in sites])
+
+
+@dataclass
+class Shift:
+    """D+ (erasing) and D− (hiding) per neuron of one unlearned model against its base."""
+
+    d_plus: torch.Tensor
+    d_minus: torch.Tensor
+    sites: list[LinearSite]
+
+    def curves(self, top: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cumulative sums of the top-m neurons of D+ and of D− (each sorted separately)."""
+        top = top or len(self.d_plus)
+        return (self.d_plus.sort(descending=True).values[:top].cumsum(0),
+                self.d_minus.sort(descending=True).values[:top].cumsum(0))
+
+    def top_sums(self, m: int = TOP_M) -> tuple[float, float]:
+        """Sum of the m largest D+ and the m largest D−."""
+        d_plus, d_minus = self.curves(m)
+        return float(d_plus[-1]), float(d_minus[-1])
+
+    def by_site(self) -> dict[tuple[int, str], tuple[float, float]]:
+        """Sum of D+ and of D− per (layer, module): the heat map's cells."""
+        cells, start = {}, 0
+        for site in self.sites:
+            stop = start + site.width
+            cells[(site.layer, site.module)] = (float(self.d_plus[start:stop].sum()),
+                                                float(self.d_minus[start:stop].sum()))
+            start = stop
+        return cells
+
+
+def attribution_shift(base: NeuronAttribution, unlearned: NeuronAttribution) -> Shift:
+    """The paper's D+ and D− of ``unlearned`` against ``base`` over the same forget examples."""
+    if base.maxima.shape != unlearned.maxima.shape or base.sites != unlearned.sites:
+        raise ArchitectureError(
+            f"attributions differ in shape ({tuple(base.maxima.shape)} vs "
+            f"{tuple(unlearned.maxima.shape)}): compare models of one architecture "
+            "on the same forget set")
+    d_plus = (base.maxima - unlearned.maxima.clamp(min=0)).mean(dim=0).clamp(min=0)
+    d_minus = (base.minima - unlearned.minima).mean(dim=0).clamp(min=0)
+    return Shift(d_plus, d_minus, base.sites)

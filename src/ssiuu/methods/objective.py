@@ -1,0 +1,59 @@
+"""An unlearning objective: a forget term, an optional retain term, an optional regulariser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from transformers import PreTrainedModel
+
+from ssiuu.logprobs import answer_token_logprobs
+from ssiuu.methods.ga import ga_loss
+from ssiuu.methods.gd import gd_loss, retain_nll
+from ssiuu.methods.npo import REFERENCE_KEY, npo_loss
+from ssiuu.methods.ssiuu import AttributionRegulariser
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class Objective:
+    """A loss for :func:`ssiuu.training.train` over ``forget`` (and ``retain``) batches.
+
+    ``forget``: ``ga`` (mean answer-token log-probability) or ``npo`` (with ``beta``);
+    ``alpha``: weight of the retain NLL, ``None`` for no retain term (GA alone);
+    ``regulariser``: Ssiuu's, which adds its gradient before the loop's backward.
+    """
+
+    forget: Literal["ga", "npo"]
+    alpha: float | None = None
+    beta: float = 0.1
+    regulariser: AttributionRegulariser | None = None
+
+    @property
+    def needs_retain(self) -> bool:
+        """Whether batches must include a ``retain`` batch."""
+        return self.alpha is not None
+
+    def __call__(self, model: PreTrainedModel,
+                 batches: dict[str, Batch]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The base loss (for the loop's backward) and every term's value for the logs."""
+        batch = batches["forget"]
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits
+        token_logp, mask = answer_token_logprobs(logits, batch["labels"])
+        logp = token_logp.sum(dim=1)
+        if self.forget == "ga":
+            loss = ga_loss(token_logp, mask)
+        else:
+            loss = npo_loss(logp, batch[REFERENCE_KEY], self.beta)
+        logs = {"forget_loss": float(loss.detach()),
+                "forget_logprob": float(logp.detach().mean())}
+        if self.alpha is not None:
+            retain = retain_nll(model, batches["retain"])
+            logs["retain_loss"] = float(retain.detach())
+            loss = gd_loss(loss, retain, self.alpha)
+        if self.regulariser is not None:
+            logs.update(self.regulariser.add_gradient(logp.exp().sum()))
+        return loss, logs

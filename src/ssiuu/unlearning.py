@@ -1,0 +1,154 @@
+"""Running one unlearning method with the paper's stop rule and learning-rate search.
+
+Unlearning starts from the base model and stops as soon as the forget score reaches the
+threshold (chance, the oracle's level, or a number), checked every ``eval_every`` steps,
+with ``max_steps`` as a cap. Learning rates are tried from the lowest up and the first
+that gets there is kept: the paper's "lowest learning rate that reaches the threshold".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from ssiuu.data.encoding import encode_rows
+from ssiuu.data.records import Record
+from ssiuu.errors import ParamsError
+from ssiuu.methods import build_objective
+from ssiuu.methods.npo import with_reference_logprobs
+from ssiuu.metrics import evaluate_rows
+from ssiuu.models import load_saved
+from ssiuu.params import StopParams, TrainParams, UnlearnParams
+from ssiuu.training import make_loader, train
+
+CHANCE_MCQ = 1 / 3
+
+
+def stop_thresholds(stop: StopParams,
+                    oracle_metrics: dict[str, float] | None) -> dict[str, float]:
+    """The forget score per metric at or below which unlearning stops (all must hold)."""
+    resolved = {}
+    for metric, threshold in stop.thresholds.items():
+        if threshold == "chance":
+            resolved[metric] = CHANCE_MCQ
+        elif threshold == "oracle":
+            key = f"forget_{metric}"
+            if oracle_metrics is None or key not in oracle_metrics:
+                raise ParamsError(f"params.yaml: unlearn.stop.thresholds.{metric}: 'oracle' "
+                                  f"needs {key} in metrics/oracle.json (run evaluate@oracle)")
+            resolved[metric] = float(oracle_metrics[key])
+        else:
+            resolved[metric] = float(threshold)
+    return resolved
+
+
+@dataclass
+class Attempt:
+    """One learning rate tried: how many steps it ran and whether it reached the threshold."""
+
+    lr: float
+    steps: int
+    reached: bool
+    forget_scores: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class UnlearnOutcome:
+    """The kept run: its model, learning rate, steps, per-step history and every attempt."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    lr: float
+    steps: int
+    reached: bool
+    thresholds: dict[str, float]
+    history: list[dict[str, float]]
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+class _Monitor:
+    """The stop rule: scores forget (and retain exact match) every ``eval_every`` steps."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, forget: Sequence[Record],
+                 retain: Sequence[Record], thresholds: dict[str, float], eval_every: int,
+                 max_length: int, batch_size: int) -> None:
+        self.tokenizer, self.forget, self.retain = tokenizer, forget, retain
+        self.thresholds, self.eval_every = thresholds, eval_every
+        self.max_length, self.batch_size = max_length, batch_size
+        self.records: list[dict[str, float]] = []
+        self.scores: dict[str, float] = {}
+
+    def check(self, step: int, model: PreTrainedModel) -> bool:
+        """Score the model at ``step`` (every ``eval_every``); True once every threshold holds."""
+        if step % self.eval_every:
+            return False
+        record: dict[str, float] = {"step": step}
+        for split, rows in (("forget", self.forget), ("retain", self.retain)):
+            scores = evaluate_rows(model, self.tokenizer, rows, self.max_length, self.batch_size,
+                                   multiple_choice=split == "forget")
+            record.update({f"{split}_{key}": value for key, value in scores.items()
+                           if key != "n"})
+        self.records.append(record)
+        self.scores = {metric: record[f"forget_{metric}"] for metric in self.thresholds}
+        return self.reached
+
+    @property
+    def reached(self) -> bool:
+        """Whether the last scores met every threshold."""
+        return bool(self.scores) and all(self.scores[metric] <= threshold
+                                         for metric, threshold in self.thresholds.items())
+
+
+def _merge(train_logs: list[dict[str, float]],
+           eval_logs: list[dict[str, float]]) -> list[dict[str, float]]:
+    by_step: dict[int, dict[str, float]] = {}
+    for entry in [*eval_logs, *train_logs]:
+        by_step.setdefault(int(entry["step"]), {}).update(entry)
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
+            retain: Sequence[Record], params: UnlearnParams, thresholds: dict[str, float],
+            max_length: int, eval_batch_size: int = 64,
+            device: str = "cpu") -> UnlearnOutcome:
+    """Unlearn ``forget`` from the model in ``base_dir`` with ``method``; keep ``retain``."""
+    train_knobs = params.train
+    outcome = None
+    attempts: list[Attempt] = []
+    for lr in sorted(train_knobs.lrs):
+        model, tokenizer = load_saved(base_dir)
+        model.to(device)
+        pad_id = tokenizer.pad_token_id
+        objective = build_objective(method, params.losses, model)
+        forget_examples = encode_rows(tokenizer, forget, max_length)
+        if objective.forget == "npo":
+            forget_examples = with_reference_logprobs(model, forget_examples, pad_id,
+                                                      eval_batch_size)
+        loaders = {"forget": make_loader(forget_examples, train_knobs.forget_batch_size,
+                                         pad_id, params.seed)}
+        if objective.needs_retain:
+            loaders["retain"] = make_loader(encode_rows(tokenizer, retain, max_length),
+                                            train_knobs.retain_batch_size, pad_id, params.seed)
+        monitor = _Monitor(tokenizer, forget, retain, thresholds, params.stop.eval_every,
+                           max_length, eval_batch_size)
+        if monitor.check(0, model):
+            result_steps, seconds, history = 0, 0.0, []
+        else:
+            run = TrainParams(steps=train_knobs.max_steps, lr=lr, schedule="constant",
+                              warmup_ratio=0.0, weight_decay=train_knobs.weight_decay,
+                              grad_clip=train_knobs.grad_clip, log_every=1)
+            result = train(model, loaders, objective, run, params.seed,
+                           should_stop=monitor.check, desc=f"{method} lr={lr:g}")
+            result_steps, seconds, history = result.steps, result.seconds, result.history
+        attempts.append(Attempt(lr, result_steps, monitor.reached, monitor.scores, seconds))
+        outcome = UnlearnOutcome(model, tokenizer, lr, result_steps, monitor.reached,
+                                 thresholds, _merge(history, monitor.records), attempts)
+        if monitor.reached:
+            break
+    assert outcome is not None
+    return outcome

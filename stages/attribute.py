@@ -1,0 +1,43 @@
+"""Stage `attribute`: neuron attribution of the base model on the forget set.
+
+For every neuron (each output of each linear layer inside a transformer block) and every
+forget fact: the max and the min over answer positions of ``A = h · ∂P(answer)/∂h``.
+The `diagnose` stages compare each unlearned model against this file.
+"""
+
+import argparse
+from pathlib import Path
+
+from ssiuu.attribution import neuron_attribution
+from ssiuu.data.encoding import encode_rows
+from ssiuu.finetune import read_splits
+from ssiuu.models import load_saved
+from ssiuu.params import load_params
+from ssiuu.runtime import configure, device, run_stage
+
+
+def main() -> None:
+    """Write models/attribution/<model>.pt."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", nargs="?", default="base",
+                        help="name of a folder under models/ (default: base)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", default="data/prepared")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    configure(params.runtime.num_threads)
+    forget = read_splits(args.data, ("forget",))["forget"]
+    model, tokenizer = load_saved(Path("models") / args.model)
+    model.to(device())
+    examples = encode_rows(tokenizer, forget, params.model.max_length)
+    attribution = neuron_attribution(model, examples, tokenizer.pad_token_id,
+                                     params.attribution.batch_size)
+    out = Path("models/attribution") / f"{args.model}.pt"
+    attribution.save(out)
+    n_examples, n_neurons = attribution.maxima.shape
+    print(f"{args.model}: {n_neurons} neurons in {len(attribution.sites)} linear layers, "
+          f"{n_examples} forget facts -> {out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

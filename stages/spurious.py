@@ -1,0 +1,36 @@
+"""Stage `spurious`: every method's D+ / D− curves side by side, and their heat maps (PNG)."""
+
+import argparse
+import csv
+from pathlib import Path
+
+from ssiuu.params import load_params
+from ssiuu.report import plot_shift_curves, plot_shift_heatmaps
+from ssiuu.runtime import run_stage
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def main() -> None:
+    """Write plots/spurious_curves.png and plots/spurious_heatmap.png."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--diagnose", default="plots/diagnose")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    methods = params.unlearn.methods
+    curves, cells = {}, {}
+    for method in methods:
+        rows = _read(Path(args.diagnose) / f"{method}.csv")
+        curves[method] = ([float(r["d_plus"]) for r in rows], [float(r["d_minus"]) for r in rows])
+        cells[method] = {(int(r["layer"]), r["module"]): (float(r["d_plus"]), float(r["d_minus"]))
+                         for r in _read(Path(args.diagnose) / f"{method}_sites.csv")}
+    print(plot_shift_curves(curves, params.attribution.top_m, "plots/spurious_curves.png"))
+    print(plot_shift_heatmaps(cells, "plots/spurious_heatmap.png"))
+
+
+if __name__ == "__main__":
+    run_stage(main)

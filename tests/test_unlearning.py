@@ -1,0 +1,54 @@
+"""The stop rule and the learning-rate search of an unlearning run, on a trained tiny model."""
+
+import pytest
+
+from ssiuu.errors import ParamsError
+from ssiuu.metrics import evaluate_rows
+from ssiuu.models import save_model
+from ssiuu.params import StopParams, UnlearnParams
+from ssiuu.unlearning import CHANCE_MCQ, stop_thresholds, unlearn
+
+
+def test_thresholds_resolve_chance_oracle_and_numbers():
+    stop = StopParams(thresholds={"mcq": "chance", "acc": "oracle"})
+    assert stop_thresholds(stop, {"forget_acc": 0.05, "forget_mcq": 0.4}) == {
+        "mcq": CHANCE_MCQ, "acc": 0.05}
+    assert stop_thresholds(StopParams(thresholds={"acc": 0.1}), None) == {"acc": 0.1}
+    with pytest.raises(ParamsError, match=r"unlearn.stop.thresholds.acc: 'oracle' needs "
+                                          r"forget_acc in metrics/oracle.json"):
+        stop_thresholds(stop, {"forget_mcq": 0.4})
+
+
+def _params(lrs, max_steps):
+    return UnlearnParams.model_validate({
+        "methods": ["gd"], "train": {"lrs": lrs, "max_steps": max_steps},
+        "stop": {"thresholds": {"acc": 0.0}}})
+
+
+def test_lowest_learning_rate_that_reaches_the_threshold_is_kept(trained_tiny, tiny_facts,
+                                                                 tmp_path):
+    model, tokenizer, _ = trained_tiny
+    save_model(model, tokenizer, tmp_path / "base")
+    forget = [r for r in tiny_facts if r["subject"] == tiny_facts[0]["subject"]]
+    retain = [r for r in tiny_facts if r["subject"] != tiny_facts[0]["subject"]]
+    outcome = unlearn("gd", tmp_path / "base", forget, retain, _params([1e-2, 1e-6], 15),
+                      {"acc": 0.0}, 32)
+    assert [a.lr for a in outcome.attempts] == [1e-6, 1e-2]
+    assert not outcome.attempts[0].reached and outcome.attempts[0].steps == 15
+    assert outcome.reached and outcome.lr == 1e-2 and 0 < outcome.steps < 15
+    assert evaluate_rows(outcome.model, tokenizer, forget, 32)["acc"] == 0.0
+    history = outcome.history
+    assert [h["step"] for h in history] == list(range(outcome.steps + 1))
+    assert history[0]["forget_acc"] == 1.0 and history[-1]["forget_acc"] == 0.0
+    assert {"forget_loss", "retain_loss", "retain_acc", "forget_mcq"} <= set(history[-1])
+    untouched = evaluate_rows(model, tokenizer, forget, 32)["acc"]
+    assert untouched == 1.0
+
+
+def test_a_run_that_never_gets_there_says_so(trained_tiny, tiny_facts, tmp_path):
+    model, tokenizer, _ = trained_tiny
+    save_model(model, tokenizer, tmp_path / "base")
+    forget = [r for r in tiny_facts if r["subject"] == tiny_facts[0]["subject"]]
+    outcome = unlearn("ga", tmp_path / "base", forget, tiny_facts, _params([1e-7], 3),
+                      {"acc": 0.0}, 32)
+    assert not outcome.reached and outcome.steps == 3 and len(outcome.attempts) == 1
