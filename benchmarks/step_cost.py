@@ -111,7 +111,7 @@ def main() -> None:
                           f"{row['growth'] / mib:.0f}", f"{row['step_s'] / gd['step_s']:.2f}",
                           f"{row['peak'] / gd['peak']:.2f}",
                           f"{row['growth'] / gd['growth']:.2f}")
-    Console().print(table)
+    Console(width=140).print(table)
     print(f"batches: forget {gd['n_forget']}, retain {gd['n_retain']} sequences of "
           f"{PROMPT_LEN + ANSWER_LEN} tokens ({ANSWER_LEN} answer tokens)")
 
