@@ -46,3 +46,17 @@ def test_unknown_model_name_fails_before_any_model(tmp_path):
     assert done.returncode == 2
     assert "model.name: 'acme/does-not-exist' is not 'scratch'" in done.stderr
     assert not (work / "models").exists()
+
+
+def test_unlearn_without_oracle_metrics_fails_before_any_model(tmp_path):
+    work = _workspace(tmp_path)
+    done = _stage(work, "unlearn.py", "gd")
+    assert done.returncode == 2
+    assert "unlearn.stop.thresholds.acc: 'oracle' needs forget_acc in metrics/oracle.json" \
+        in done.stderr
+    assert not (work / "models").exists()
+
+
+def test_unlearn_rejects_an_unknown_method(tmp_path):
+    done = _stage(_workspace(tmp_path), "unlearn.py", "rmu")
+    assert done.returncode == 2 and "invalid choice: 'rmu'" in done.stderr
