@@ -21,7 +21,7 @@ CURVE_LENGTH = 10
 
 
 def main() -> None:
-    """Write metrics/diagnose/<method>.json and plots/diagnose/<method>{,_sites}.csv."""
+    """Write metrics/diagnose/<method>.json, plots/diagnose{,_sites}/<method>.csv."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("method", choices=METHODS)
     parser.add_argument("--params", default="params.yaml")
@@ -57,7 +57,9 @@ def main() -> None:
         writer.writerow(["m", "d_plus", "d_minus"])
         writer.writerows((m + 1, f"{p:.6g}", f"{n:.6g}") for m, (p, n) in
                          enumerate(zip(curve_plus.tolist(), curve_minus.tolist(), strict=True)))
-    with (plots / f"{args.method}_sites.csv").open("w", newline="") as handle:
+    site_plots = Path("plots/diagnose_sites")
+    site_plots.mkdir(parents=True, exist_ok=True)
+    with (site_plots / f"{args.method}.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["layer", "module", "d_plus", "d_minus"])
         writer.writerows((layer, module, f"{p:.6g}", f"{n:.6g}")

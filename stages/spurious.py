@@ -18,16 +18,17 @@ def main() -> None:
     """Write plots/spurious_curves.png and plots/spurious_heatmap.png."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--diagnose", default="plots/diagnose")
+    parser.add_argument("--curves", default="plots/diagnose")
+    parser.add_argument("--sites", default="plots/diagnose_sites")
     args = parser.parse_args()
     params = load_params(args.params)
     methods = params.unlearn.methods
     curves, cells = {}, {}
     for method in methods:
-        rows = _read(Path(args.diagnose) / f"{method}.csv")
+        rows = _read(Path(args.curves) / f"{method}.csv")
         curves[method] = ([float(r["d_plus"]) for r in rows], [float(r["d_minus"]) for r in rows])
         cells[method] = {(int(r["layer"]), r["module"]): (float(r["d_plus"]), float(r["d_minus"]))
-                         for r in _read(Path(args.diagnose) / f"{method}_sites.csv")}
+                         for r in _read(Path(args.sites) / f"{method}.csv")}
     print(plot_shift_curves(curves, params.attribution.top_m, "plots/spurious_curves.png"))
     print(plot_shift_heatmaps(cells, "plots/spurious_heatmap.png"))
 

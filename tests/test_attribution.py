@@ -7,6 +7,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
@@ -45,10 +47,21 @@ def _gpt2():
                                       n_positions=32))
 
 
-def _keeper(kept):
+def _opt():
+    """OPT registers k, v, q but runs q first: hook order must not be assumed."""
+    torch.manual_seed(0)
+    return OPTForCausalLM(OPTConfig(vocab_size=VOCAB, hidden_size=16, ffn_dim=24,
+                                    num_hidden_layers=2, num_attention_heads=4,
+                                    word_embed_proj_dim=16, max_position_embeddings=32))
+
+
+def _keeper(kept, key=None):
     def keep(_module, _inputs, output):
         output.retain_grad()
-        kept.append(output)
+        if key is None:
+            kept.append(output)
+        else:
+            kept[key] = output
     return keep
 
 
@@ -67,6 +80,8 @@ def _examples():
     (_qwen2, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]),
     (_gpt2, ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]),
+    (_opt, ["self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj",
+            "fc1", "fc2"]),
 ])
 def test_hooks_find_every_linear_layer_of_every_block(build, expected):
     model = build()
@@ -77,6 +92,8 @@ def test_hooks_find_every_linear_layer_of_every_block(build, expected):
     assert all("lm_head" not in s.path and "embed" not in s.path for s in sites)
     if build is _gpt2:
         assert [s.width for s in sites[:4]] == [48, 16, 64, 16]
+    elif build is _opt:
+        assert [s.width for s in sites[:6]] == [16, 16, 16, 16, 24, 16]
     else:
         assert [s.width for s in sites[:7]] == [16, 8, 8, 16, 24, 24, 16]
 
@@ -93,7 +110,7 @@ def test_a_model_without_blocks_is_a_clear_error():
         linear_sites(Flat())
 
 
-@pytest.mark.parametrize("build", [_llama, _qwen2, _gpt2])
+@pytest.mark.parametrize("build", [_llama, _qwen2, _gpt2, _opt])
 def test_attribution_is_activation_times_gradient_of_the_answer_probability(build):
     model = build().double().eval()
     examples = _examples()
@@ -102,8 +119,9 @@ def test_attribution_is_activation_times_gradient_of_the_answer_probability(buil
     attributions, probability, positions = attribute_batch(model, batch, sites)
     for row, example in enumerate(examples):
         single = collate([example], pad_id=0)
-        kept = []
-        handles = [module.register_forward_hook(_keeper(kept)) for _, module in sites]
+        kept = {}
+        handles = [module.register_forward_hook(_keeper(kept, site.path))
+                   for site, module in sites]
         logits = model(input_ids=single["input_ids"]).logits
         for handle in handles:
             handle.remove()
@@ -112,8 +130,9 @@ def test_attribution_is_activation_times_gradient_of_the_answer_probability(buil
         answer_probability.backward()
         length = len(example["input_ids"])
         assert torch.isclose(probability[row], answer_probability.detach())
-        for (site, _), h, a in zip(sites, kept, attributions, strict=True):
-            expected = (h.detach() * h.grad)[0]
+        for (site, _), a in zip(sites, attributions, strict=True):
+            h = kept[site.path]
+            expected = (h.detach() * h.grad).reshape(1, length, -1)[0]
             assert torch.allclose(a[row, :length].double(), expected, atol=1e-12), site.path
         model.zero_grad()
         answer_positions = [k for k in range(length - 1) if example["labels"][k + 1] != IGNORE]
@@ -177,17 +196,19 @@ def test_neuron_attribution_summarises_max_and_min_over_answer_positions(tmp_pat
 def test_d_plus_and_d_minus_on_hand_computed_values():
     sites = linear_sites(_llama())[0:1]
     site = sites[0][0]
-    base = NeuronAttribution(torch.tensor([[2.0, 1.0], [4.0, 0.5]]),
-                             torch.tensor([[-1.0, 0.0], [-1.0, -0.5]]), [site])
-    after = NeuronAttribution(torch.tensor([[-3.0, 2.0], [1.0, 1.5]]),
-                              torch.tensor([[-5.0, -0.5], [-2.0, 1.0]]), [site])
+    base = NeuronAttribution(torch.tensor([[2.0, 1.0, 3.0], [4.0, 0.5, 0.0]]),
+                             torch.tensor([[-1.0, 0.0, -3.0], [-1.0, -0.5, 0.0]]), [site])
+    after = NeuronAttribution(torch.tensor([[-3.0, 2.0, 0.0], [1.0, 1.5, 2.0]]),
+                              torch.tensor([[-5.0, -0.5, 0.0], [-2.0, 1.0, -2.0]]), [site])
     shift = attribution_shift(base, after)
-    # D+: mean(2 - 0, 4 - 1) = 2.5 ; mean(1 - 2, 0.5 - 1.5) = -1 -> clipped to 0
-    assert shift.d_plus.tolist() == [2.5, 0.0]
-    # D-: mean(-1 + 5, -1 + 2) = 2.5 ; mean(0 + 0.5, -0.5 - 1) = -0.5 -> 0
-    assert shift.d_minus.tolist() == [2.5, 0.0]
+    # D+: mean(2 - 0, 4 - 1) = 2.5 ; mean(1 - 2, 0.5 - 1.5) = -1 -> 0 ;
+    #     mean(3 - 0, 0 - 2) = 0.5 (the clip comes after the mean: not (3 + 0) / 2)
+    assert shift.d_plus.tolist() == [2.5, 0.0, 0.5]
+    # D-: mean(-1 + 5, -1 + 2) = 2.5 ; mean(0 + 0.5, -0.5 - 1) = -0.5 -> 0 ;
+    #     mean(-3 - 0, 0 + 2) = -0.5 -> 0
+    assert shift.d_minus.tolist() == [2.5, 0.0, 0.0]
     d_plus, d_minus = shift.curves()
-    assert d_plus.tolist() == [2.5, 2.5] and d_minus.tolist() == [2.5, 2.5]
+    assert d_plus.tolist() == [2.5, 3.0, 3.0] and d_minus.tolist() == [2.5, 2.5, 2.5]
     assert shift.top_sums(1) == (2.5, 2.5)
     with pytest.raises(ArchitectureError, match="attributions differ in shape"):
-        attribution_shift(base, NeuronAttribution(torch.zeros(3, 2), torch.zeros(3, 2), [site]))
+        attribution_shift(base, NeuronAttribution(torch.zeros(3, 3), torch.zeros(3, 3), [site]))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ssiuu.errors import ParamsError
+from ssiuu.errors import DataError, ParamsError
 from ssiuu.metrics import evaluate_rows
 from ssiuu.models import save_model
 from ssiuu.params import StopParams, UnlearnParams
@@ -19,10 +19,10 @@ def test_thresholds_resolve_chance_oracle_and_numbers():
         stop_thresholds(stop, {"forget_mcq": 0.4})
 
 
-def _params(lrs, max_steps):
+def _params(lrs, max_steps, eval_every=1):
     return UnlearnParams.model_validate({
         "methods": ["gd"], "train": {"lrs": lrs, "max_steps": max_steps},
-        "stop": {"thresholds": {"acc": 0.0}}})
+        "stop": {"thresholds": {"acc": 0.0}, "eval_every": eval_every}})
 
 
 def test_lowest_learning_rate_that_reaches_the_threshold_is_kept(trained_tiny, tiny_facts,
@@ -49,6 +49,17 @@ def test_a_run_that_never_gets_there_says_so(trained_tiny, tiny_facts, tmp_path)
     model, tokenizer, _ = trained_tiny
     save_model(model, tokenizer, tmp_path / "base")
     forget = [r for r in tiny_facts if r["subject"] == tiny_facts[0]["subject"]]
-    outcome = unlearn("ga", tmp_path / "base", forget, tiny_facts, _params([1e-7], 3),
+    outcome = unlearn("ga", tmp_path / "base", forget, tiny_facts, _params([1e-7], 3, 2),
                       {"acc": 0.0}, 32)
     assert not outcome.reached and outcome.steps == 3 and len(outcome.attempts) == 1
+    scored = [h["step"] for h in outcome.history if "forget_acc" in h]
+    assert scored == [0, 2, 3]  # every eval_every steps, and always the last one
+
+
+def test_stopping_on_mcq_without_distractors_is_a_clear_error(trained_tiny, tiny_facts,
+                                                              tmp_path):
+    model, tokenizer, _ = trained_tiny
+    save_model(model, tokenizer, tmp_path / "base")
+    bare = [{**r, "distractors": []} for r in tiny_facts[:2]]
+    with pytest.raises(DataError, match="unlearn.stop.thresholds.mcq: no forget row has two"):
+        unlearn("gd", tmp_path / "base", bare, tiny_facts, _params([1e-3], 2), {"mcq": 0.3}, 32)

@@ -55,13 +55,18 @@ def block_list(model: nn.Module) -> nn.ModuleList:
     """The list of transformer blocks: the ``ModuleList`` with one entry per hidden layer."""
     n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(
         model.config, "n_layer", None)
-    candidates = [module for _, module in model.named_modules()
-                  if isinstance(module, nn.ModuleList) and len(module) == n_layers]
+    candidates = {name: module for name, module in model.named_modules()
+                  if isinstance(module, nn.ModuleList) and len(module) == n_layers
+                  and any(isinstance(m, nn.Linear | Conv1D) for m in module.modules())}
     if n_layers is None or not candidates:
         raise ArchitectureError(
             f"{type(model).__name__}: no list of {n_layers} transformer blocks found; "
             "neuron attribution needs a model whose blocks sit in one nn.ModuleList")
-    return candidates[0]
+    if len(candidates) > 1:
+        raise ArchitectureError(
+            f"{type(model).__name__}: several lists of {n_layers} blocks with linear layers "
+            f"({', '.join(candidates)}); cannot tell which holds the transformer blocks")
+    return next(iter(candidates.values()))
 
 
 def linear_sites(model: nn.Module) -> list[tuple[LinearSite, nn.Module]]:
@@ -116,27 +121,35 @@ def attribute_batch(model: PreTrainedModel, batch: dict[str, torch.Tensor],
     Returns one ``[batch, length, width]`` tensor per site, the answer probabilities ``P``
     (``[batch]``) and the mask of answer-predicting positions (``[batch, length]``).
     """
-    outputs: list[torch.Tensor] = []
+    outputs: list[torch.Tensor | None] = [None] * len(sites)
 
-    def keep(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        output.retain_grad()
-        outputs.append(output)
+    def keeper(index: int, path: str):
+        def keep(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            if outputs[index] is not None:
+                raise ArchitectureError(f"{path} runs more than once per forward pass; its "
+                                        "neurons cannot be attributed one-to-one")
+            outputs[index] = output
+        return keep
 
-    handles = [module.register_forward_hook(keep) for _, module in sites]
+    handles = [module.register_forward_hook(keeper(index, site.path))
+               for index, (site, module) in enumerate(sites)]
     try:
         logits = model(input_ids=batch["input_ids"],
                        attention_mask=batch["attention_mask"]).logits
     finally:
         for handle in handles:
             handle.remove()
+    missing = [site.path for (site, _), out in zip(sites, outputs, strict=True) if out is None]
+    if missing:
+        raise ArchitectureError(f"linear layers not run by the forward pass: {missing}")
     token_logp, mask = answer_token_logprobs(logits, batch["labels"])
     logp = token_logp.sum(dim=1)
-    model.zero_grad(set_to_none=True)
-    logp.sum().backward()
+    grads = torch.autograd.grad(logp.sum(), outputs)
     probability = logp.detach().exp()
     scale = probability[:, None, None]
-    attributions = [(h.detach() * h.grad * scale).float() for h in outputs]
-    model.zero_grad(set_to_none=True)
+    shape = (*batch["input_ids"].shape, -1)  # some models (OPT) flatten to [batch·length, w]
+    attributions = [(h.detach().reshape(shape) * g.reshape(shape) * scale).float()
+                    for h, g in zip(outputs, grads, strict=True)]
     positions = torch.zeros_like(batch["labels"], dtype=torch.bool)
     positions[:, :-1] = mask
     return attributions, probability, positions

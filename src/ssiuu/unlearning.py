@@ -17,7 +17,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.records import Record
-from ssiuu.errors import ParamsError
+from ssiuu.errors import DataError, ParamsError
 from ssiuu.methods import build_objective
 from ssiuu.methods.npo import with_reference_logprobs
 from ssiuu.metrics import evaluate_rows
@@ -76,16 +76,16 @@ class _Monitor:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, forget: Sequence[Record],
                  retain: Sequence[Record], thresholds: dict[str, float], eval_every: int,
-                 max_length: int, batch_size: int) -> None:
+                 last_step: int, max_length: int, batch_size: int) -> None:
         self.tokenizer, self.forget, self.retain = tokenizer, forget, retain
-        self.thresholds, self.eval_every = thresholds, eval_every
+        self.thresholds, self.eval_every, self.last_step = thresholds, eval_every, last_step
         self.max_length, self.batch_size = max_length, batch_size
         self.records: list[dict[str, float]] = []
         self.scores: dict[str, float] = {}
 
     def check(self, step: int, model: PreTrainedModel) -> bool:
-        """Score the model at ``step`` (every ``eval_every``); True once every threshold holds."""
-        if step % self.eval_every:
+        """Score the model every ``eval_every`` steps and at the last; True once all hold."""
+        if step % self.eval_every and step != self.last_step:
             return False
         record: dict[str, float] = {"step": step}
         for split, rows in (("forget", self.forget), ("retain", self.retain)):
@@ -94,6 +94,9 @@ class _Monitor:
             record.update({f"{split}_{key}": value for key, value in scores.items()
                            if key != "n"})
         self.records.append(record)
+        if "forget_mcq" not in record and "mcq" in self.thresholds:
+            raise DataError("unlearn.stop.thresholds.mcq: no forget row has two distractors, "
+                            "so multiple choice cannot be scored; stop on 'acc' instead")
         self.scores = {metric: record[f"forget_{metric}"] for metric in self.thresholds}
         return self.reached
 
@@ -121,6 +124,7 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
     outcome = None
     attempts: list[Attempt] = []
     for lr in sorted(train_knobs.lrs):
+        outcome = None  # free the previous attempt's model before loading the next
         model, tokenizer = load_saved(base_dir)
         model.to(device)
         pad_id = tokenizer.pad_token_id
@@ -135,7 +139,7 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             loaders["retain"] = make_loader(encode_rows(tokenizer, retain, max_length),
                                             train_knobs.retain_batch_size, pad_id, params.seed)
         monitor = _Monitor(tokenizer, forget, retain, thresholds, params.stop.eval_every,
-                           max_length, eval_batch_size)
+                           train_knobs.max_steps, max_length, eval_batch_size)
         if monitor.check(0, model):
             result_steps, seconds, history = 0, 0.0, []
         else:

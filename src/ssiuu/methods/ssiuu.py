@@ -62,8 +62,9 @@ class AttributionRegulariser:
         first = self.anchor is None
         if first:
             self.anchor = [torch.empty(0)] * len(self.parameters)
-        penalty = torch.zeros((), dtype=torch.float64)
-        grad_norm_sq = torch.zeros((), dtype=torch.float64)
+        device = self.parameters[0].device
+        penalty = torch.zeros((), dtype=torch.float64, device=device)
+        grad_norm_sq = torch.zeros((), dtype=torch.float64, device=device)
         n_negative = 0
         for index, (param, grad) in enumerate(zip(self.parameters, grads, strict=True)):
             if grad is None:
