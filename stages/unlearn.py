@@ -6,7 +6,6 @@ that gets there. Every step's forget / retain scores and loss terms go to a DVC 
 """
 
 import argparse
-import csv
 import json
 import sys
 from dataclasses import asdict
@@ -16,16 +15,8 @@ from ssiuu.finetune import read_splits
 from ssiuu.models import save_model
 from ssiuu.params import METHODS, load_params
 from ssiuu.runtime import configure, device, run_stage
+from ssiuu.tables import write_rows
 from ssiuu.unlearning import stop_thresholds, unlearn
-
-
-def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    columns = list(dict.fromkeys(key for entry in history for key in entry))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def main() -> None:
@@ -58,7 +49,7 @@ def main() -> None:
     metrics = Path("metrics/unlearn") / f"{args.method}.json"
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.write_text(json.dumps(summary, indent=2) + "\n")
-    _write_history(Path("plots/unlearn") / f"{args.method}.csv", outcome.history)
+    write_rows(Path("plots/unlearn") / f"{args.method}.csv", outcome.history)
     verdict = "reached" if outcome.reached else "did NOT reach"
     goal = " and ".join(f"forget {metric} <= {value:.3f}" for metric, value in thresholds.items())
     print(f"{args.method}: {verdict} {goal} in {outcome.steps} steps at lr {outcome.lr:g} "

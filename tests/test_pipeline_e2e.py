@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -98,6 +99,59 @@ def test_every_method_unlearns_to_the_threshold_and_keeps_retain(tiny_repo):
     assert "d_minus_top100" in flat and "metrics/unlearned/ssiuu.json" in flat
 
 
+
+def _curve(path: Path) -> list[dict[str, float]]:
+    with path.open(newline="") as handle:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]
+
+
+def test_every_model_is_attacked_and_the_oracle_relearns_only_what_it_is_shown(tiny_repo):
+    forget = [json.loads(line) for line in
+              (tiny_repo / "data" / "prepared" / "forget.jsonl").read_text().splitlines()]
+    for attack in ("harmful_30", "benign"):
+        for model in ("base", "oracle", *METHODS):
+            result = _metrics(tiny_repo, f"relearn/{attack}/{model}")
+            assert [run["lr"] for run in result["runs"]] == [3e-4, 1e-3]
+            curves = [_curve(tiny_repo / "plots" / "relearn" / attack / model / f"lr_{lr}.csv")
+                      for lr in ("0.0003", "0.001")]
+            for curve in curves:
+                assert [p["step"] for p in curve] == [0, 5, 10, 15, 20]
+                assert all("retain_acc" in p and "heldout_mcq" in p for p in curve)
+            assert result["peak_heldout_acc"] == pytest.approx(
+                max(p["heldout_acc"] for curve in curves for p in curve[1:]), abs=1e-4)
+            if attack == "harmful_30":
+                assert (result["n_injected"], result["n_heldout"]) == (6, 14)
+                assert set(result["injected_ids"]) <= {r["id"] for r in forget}
+            else:
+                assert (result["n_train"], result["n_heldout"], result["n_injected"]) == (40, 20, 0)
+    strong = _metrics(tiny_repo, "relearn/harmful_30/oracle")["runs"][1]
+    assert strong["final"]["injected_acc"] >= strong["start"]["injected_acc"] + 0.5
+    base = _metrics(tiny_repo, "relearn/benign/base")["runs"][0]
+    assert base["final"]["heldout_acc"] >= 0.9  # benign fine-tuning does not erase the facts
+
+
+def test_report_calibrates_on_the_oracle_and_summarises_every_method(tiny_repo):
+    summary = _metrics(tiny_repo, "summary")
+    assert set(summary["models"]) == {"base", "oracle", *METHODS}
+    for attack in ("harmful_30", "benign"):
+        for entry in summary["calibration"][attack]:
+            oracle = _curve(tiny_repo / "plots" / "relearn" / attack / "oracle"
+                            / f"lr_{entry['lr']:g}.csv")
+            kept = [p["step"] for p in oracle if p["retain_acc"] >= 0.9]
+            assert entry["counted_steps"] == max(s for s in kept if all(
+                p["retain_acc"] >= 0.9 for p in oracle if p["step"] <= s))
+        for method in METHODS:
+            row = summary["models"][method][attack]
+            assert row["oracle_gap_mcq"] == pytest.approx(
+                row["heldout_mcq"] - summary["models"]["oracle"][attack]["heldout_mcq"])
+    report = (tiny_repo / "reports" / "robustness.md").read_text()
+    assert all(f"| {method} |" in report for method in METHODS)
+    assert "<table>" in (tiny_repo / "reports" / "robustness.html").read_text()
+    for image in ("relearning_heldout_mcq.png", "relearning_heldout_logprob.png"):
+        assert (tiny_repo / "plots" / image).read_bytes()[:4] == b"\x89PNG"
+    shown = _dvc(tiny_repo, "plots", "show", "--json").stdout
+    assert "relearning_heldout" in shown and "plots/relearn/harmful_30/gd/lr_0.001.csv" in shown
+
 def test_changed_lambda_reruns_only_that_method(tiny_repo):
     oracle_before = _metrics(tiny_repo, "oracle")
     gd_before = _metrics(tiny_repo, "unlearn/gd")
@@ -105,7 +159,8 @@ def test_changed_lambda_reruns_only_that_method(tiny_repo):
     _run(tiny_repo, "git", "commit", "-qm", "lock")
     out = _dvc(tiny_repo, "exp", "run", "-S", "unlearn.losses.ssiuu.lam=0.5").stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"unlearn@ssiuu", "evaluate_unlearned@ssiuu", "diagnose@ssiuu", "spurious"}
+    assert ran == {"unlearn@ssiuu", "evaluate_unlearned@ssiuu", "diagnose@ssiuu", "spurious",
+                   "relearn@ssiuu-harmful_30", "relearn@ssiuu-benign", "report"}
     assert _metrics(tiny_repo, "oracle") == oracle_before
     assert _metrics(tiny_repo, "unlearn/gd") == gd_before
 

@@ -60,3 +60,16 @@ def test_unlearn_without_oracle_metrics_fails_before_any_model(tmp_path):
 def test_unlearn_rejects_an_unknown_method(tmp_path):
     done = _stage(_workspace(tmp_path), "unlearn.py", "rmu")
     assert done.returncode == 2 and "invalid choice: 'rmu'" in done.stderr
+
+
+def test_relearn_rejects_an_unknown_attack_before_any_model(tmp_path):
+    done = _stage(_workspace(tmp_path), "relearn.py", "gd", "harmful_150")
+    assert done.returncode == 2
+    assert "relearn stage: unknown attack 'harmful_150'" in done.stderr
+
+
+def test_wrong_relearn_param_names_the_field(tmp_path):
+    work = _workspace(tmp_path, relearn__attacks=["harmful_10", "rewrite"])
+    done = _stage(work, "relearn.py", "gd", "benign")
+    assert done.returncode == 2
+    assert "params.yaml: relearn.attacks.1: String should match pattern" in done.stderr

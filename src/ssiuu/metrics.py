@@ -57,6 +57,48 @@ def score_examples(model: PreTrainedModel, examples: Sequence[Example], pad_id: 
     return scores
 
 
+@dataclass(frozen=True)
+class FactScore:
+    """One fact's scores: greedy exact match, mean answer-token log-prob, and whether the
+    true answer beats both distractors (``None`` when the fact has fewer than two)."""
+
+    id: str
+    acc: bool
+    logprob: float
+    mcq: bool | None
+
+
+def score_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+               rows: Sequence[Record], max_length: int, batch_size: int = 64,
+               multiple_choice: bool = True) -> list[FactScore]:
+    """Score every fact of ``rows`` (``multiple_choice=False`` skips the two extra passes)."""
+    pad_id = tokenizer.pad_token_id
+    gold = score_examples(model, encode_rows(tokenizer, rows, max_length), pad_id, batch_size)
+    with_options = [i for i, r in enumerate(rows)
+                    if multiple_choice and len(r.get("distractors") or []) >= 2]
+    wrong = [encode(tokenizer, rows[i]["question"], d, max_length, rows[i]["id"])
+             for i in with_options for d in rows[i]["distractors"][:2]]
+    wrong_scores = score_examples(model, wrong, pad_id, batch_size) if wrong else []
+    beats = {i: gold[i].logprob_sum > max(wrong_scores[2 * k].logprob_sum,
+                                          wrong_scores[2 * k + 1].logprob_sum)
+             for k, i in enumerate(with_options)}
+    return [FactScore(row["id"], score.greedy_match, score.logprob_sum / score.n_tokens,
+                      beats.get(i)) for i, (row, score) in enumerate(zip(rows, gold, strict=True))]
+
+
+def aggregate(scores: Sequence[FactScore]) -> dict[str, float]:
+    """``acc``, ``logprob``, ``n`` and (when any fact has distractors) ``mcq`` of a set."""
+    if not scores:
+        raise ValueError("cannot evaluate an empty split")
+    result = {"acc": sum(s.acc for s in scores) / len(scores),
+              "logprob": sum(s.logprob for s in scores) / len(scores),
+              "n": len(scores)}
+    options = [s.mcq for s in scores if s.mcq is not None]
+    if options:
+        result["mcq"] = sum(options) / len(options)
+    return result
+
+
 def evaluate_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                   rows: Sequence[Record], max_length: int, batch_size: int = 64,
                   multiple_choice: bool = True) -> dict[str, float]:
@@ -66,24 +108,22 @@ def evaluate_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """
     if not rows:
         raise ValueError("cannot evaluate an empty split")
-    pad_id = tokenizer.pad_token_id
-    gold = encode_rows(tokenizer, rows, max_length)
-    gold_scores = score_examples(model, gold, pad_id, batch_size)
-    result = {
-        "acc": sum(s.greedy_match for s in gold_scores) / len(rows),
-        "logprob": sum(s.logprob_sum / s.n_tokens for s in gold_scores) / len(rows),
-        "n": len(rows),
-    }
-    with_options = [(i, r) for i, r in enumerate(rows)
-                    if multiple_choice and len(r.get("distractors") or []) >= 2]
-    if with_options:
-        wrong = [encode(tokenizer, r["question"], d, max_length, r["id"])
-                 for _, r in with_options for d in r["distractors"][:2]]
-        wrong_scores = score_examples(model, wrong, pad_id, batch_size)
-        correct = sum(
-            gold_scores[i].logprob_sum > max(wrong_scores[2 * k].logprob_sum,
-                                             wrong_scores[2 * k + 1].logprob_sum)
-            for k, (i, _) in enumerate(with_options)
-        )
-        result["mcq"] = correct / len(with_options)
-    return result
+    return aggregate(score_rows(model, tokenizer, rows, max_length, batch_size,
+                                multiple_choice))
+
+
+def recovery(after: float, unlearned: float, base: float) -> float | None:
+    """``(after − unlearned) / (base − unlearned)``: the share of what unlearning removed
+    that an attack brought back (0 = nothing, 1 = all of it, < 0 = pushed further down).
+
+    ``None`` when unlearning removed nothing (``base == unlearned``).
+    """
+    if base == unlearned:
+        return None
+    return (after - unlearned) / (base - unlearned)
+
+
+def oracle_gap(after: float, oracle_after: float) -> float:
+    """``after − oracle_after``: how much more an attacked model knows than the oracle under
+    the same attack (0 = as if never learned; > 0 = the attack found hidden knowledge)."""
+    return after - oracle_after

@@ -8,16 +8,24 @@ the file and the dotted field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from ssiuu.errors import ParamsError
 
 SPLITS = ("forget", "retain", "utility", "benign")
 ATTRIBUTES = ("birth_city", "birth_year", "employer", "occupation", "blood_type", "phone")
 
+LearningRates = Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -218,18 +226,12 @@ class UnlearnTrainParams(_Strict):
     ``max_steps`` is kept (the paper's "lowest learning rate that gets there").
     """
 
-    lrs: list[float] = Field(min_length=1)
+    lrs: LearningRates
     max_steps: int = Field(ge=1)
     forget_batch_size: int = Field(64, ge=1)
     retain_batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-
-    @model_validator(mode="after")
-    def _positive_lrs(self) -> UnlearnTrainParams:
-        if any(lr <= 0 for lr in self.lrs):
-            raise ValueError("every learning rate in lrs must be > 0")
-        return self
 
 
 Threshold = Literal["chance", "oracle"] | float
@@ -270,6 +272,51 @@ class UnlearnParams(_Strict):
         return self
 
 
+ATTACK_NAME = r"^(benign|harmful_[1-9][0-9]?)$"
+
+
+class RelearnTrainParams(_Strict):
+    """The attack's fine-tuning: the same for every model and every attack.
+
+    Each learning rate of ``lrs`` is one attack strength; every model is attacked at each
+    and scored every ``eval_every`` steps (and at step 0 and the last).
+    """
+
+    lrs: LearningRates
+    steps: int = Field(ge=1)
+    batch_size: int = Field(16, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_every: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_lrs(self) -> RelearnTrainParams:
+        if len(set(self.lrs)) != len(self.lrs):
+            raise ValueError("lrs must not repeat")
+        return self
+
+
+class RelearnParams(_Strict):
+    """Relearning attacks on every unlearned model, the base and the oracle (``relearn``).
+
+    An attack is ``benign`` (fine-tune on the benign instruction set) or ``harmful_<P>``
+    (fine-tune on P% of the forget facts, judged on the rest). Only the attack steps at
+    which the oracle's retain accuracy stays at or above ``min_oracle_retain`` count.
+    """
+
+    attacks: list[Annotated[str, StringConstraints(pattern=ATTACK_NAME)]] = Field(
+        min_length=1)
+    seed: int = 0
+    train: RelearnTrainParams
+    min_oracle_retain: float = Field(0.9, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _unique_attacks(self) -> RelearnParams:
+        if len(set(self.attacks)) != len(self.attacks):
+            raise ValueError("attacks must not repeat")
+        return self
+
+
 class AttributionParams(_Strict):
     """Neuron attribution on the forget set (``stages/attribute.py``, ``stages/diagnose.py``)."""
 
@@ -293,6 +340,7 @@ class Params(_Strict):
     evaluate: EvaluateParams = EvaluateParams()
     unlearn: UnlearnParams
     attribution: AttributionParams = AttributionParams()
+    relearn: RelearnParams
     runtime: RuntimeParams = RuntimeParams()
 
     @model_validator(mode="after")

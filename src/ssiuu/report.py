@@ -1,4 +1,4 @@
-"""Figures for people: the erase-vs-hide curves and heat maps of every method."""
+"""Figures and the report for people: erase-vs-hide plots, relearning curves, the verdict."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 Curves = tuple[Sequence[float], Sequence[float]]
 Cells = Mapping[tuple[int, str], tuple[float, float]]
+# attack -> model -> learning rate -> relearning curve (one dict of scores per scored step)
+RelearnCurves = Mapping[str, Mapping[str, Mapping[float, Sequence[Mapping[str, float]]]]]
 
 
 def plot_shift_curves(curves: Mapping[str, Curves], top_m: int, out: str | Path) -> Path:
@@ -66,3 +68,157 @@ def _save(fig: plt.Figure, out: str | Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_relearning(curves: RelearnCurves, windows: Mapping[str, Mapping[float, int]],
+                    key: str, out: str | Path) -> Path:
+    """Grid of relearning curves: one row per attack, one column per learning rate, one
+    line per model; the steps the oracle calibration does not count are shaded."""
+    attacks = list(curves)
+    lrs = sorted({lr for attack in attacks for model in curves[attack].values() for lr in model})
+    fig, axes = plt.subplots(len(attacks), len(lrs), squeeze=False, sharey=True,
+                             figsize=(3.6 * len(lrs), 2.6 * len(attacks)), layout="constrained")
+    for row, attack in enumerate(attacks):
+        for col, lr in enumerate(lrs):
+            ax = axes[row][col]
+            last = 0.0
+            for name, per_lr in curves[attack].items():
+                curve = per_lr.get(lr, [])
+                steps = [point["step"] for point in curve]
+                last = max([last, *steps])
+                style = {"color": "black", "linestyle": "--"} if name == "oracle" else (
+                    {"color": "grey", "linestyle": ":"} if name == "base" else {})
+                ax.plot(steps, [point.get(key, math.nan) for point in curve], label=name,
+                        **style)
+            counted = windows[attack].get(lr, 0)
+            if counted < last:
+                ax.axvspan(counted, last, color="lightgrey", alpha=0.5, linewidth=0)
+            ax.set_title(f"{attack}, lr {lr:g}", fontsize=9)
+            ax.set_xlabel("attack step")
+        axes[row][0].set_ylabel(key.replace("_", " "))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
+    return _save(fig, out)
+
+
+READINGS = {
+    "forget MCQ": "3-option multiple choice on the forget facts, the paper's score: lower is "
+                  "better after unlearning; chance is 0.33, the oracle (never saw the data) "
+                  "scores {oracle_mcq:.2f}.",
+    "forget log-prob": "mean log-probability per answer token (nats) of the true forget "
+                       "answers: closer to the oracle's {oracle_logprob:.2f} is better; far "
+                       "below it is over-suppression, which itself reveals what was there.",
+    "retain / utility acc": "exact match on facts that must be kept and on general knowledge: "
+                            "higher is better; the base scores {base_retain:.2f} / "
+                            "{base_utility:.2f}.",
+    "held-out peak": "the highest score on the forget facts an attack never showed, over "
+                     "its counted steps and strengths (the paper's report): lower is better.",
+    "recovery": "(peak − unlearned) / (base − unlearned): the share of what unlearning "
+                "removed that came back; 0 is nothing, 1 is all of it; lower is better.",
+    "oracle gap": "peak minus the oracle's peak under the same attack: 0 means the attack "
+                  "found nothing the oracle did not also pick up; > 0 means hidden knowledge "
+                  "resurfaced; lower is better.",
+    "retain (lowest)": "the lowest retain accuracy over the counted steps: how much the "
+                       "attack damaged the model (counted steps keep the oracle's at or above "
+                       "{min_retain:.2f}).",
+}
+REGULARISED = {"ssiuu": "gd", "ssiuu_ga": "ga", "ssiuu_npo": "npo"}
+
+
+def _fmt(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.2f}" if sign else f"{value:.2f}"
+
+
+def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[str]) -> list[str]:
+    rows = summary["models"]
+    lines = []
+    for attack in attacks:
+        gaps = {m: rows[m][attack]["oracle_gap_mcq"] for m in methods
+                if rows[m][attack]["oracle_gap_mcq"] is not None}
+        if not gaps:
+            lines.append(f"- **{attack}**: no strength kept the oracle's retain accuracy; "
+                         "the attack measures damage only.")
+            continue
+        worst = max(gaps, key=gaps.__getitem__)
+        measured = (f"held-out MCQ peak {_fmt(rows[worst][attack]['heldout_mcq'])} against "
+                    f"the oracle's {_fmt(rows['oracle'][attack]['heldout_mcq'])}, gap "
+                    f"{_fmt(gaps[worst], True)}")
+        text = (f"- **{attack}**: most knowledge back for {worst} ({measured})."
+                if gaps[worst] > 0 else
+                f"- **{attack}**: no method got back more than the oracle learns from the "
+                f"same attack (closest: {worst}, {measured}).")
+        pairs = [(s, b) for s, b in REGULARISED.items() if s in gaps and b in gaps]
+        for regularised, base in pairs:
+            relation = ("below" if gaps[regularised] < gaps[base] else
+                        "equal to" if gaps[regularised] == gaps[base] else "above")
+            text += (f" {regularised} gap {_fmt(gaps[regularised], True)}, {relation} "
+                     f"{base}'s {_fmt(gaps[base], True)}.")
+        lines.append(text)
+    return lines
+
+
+def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Sequence[str],
+                        figures: Mapping[str, str], seeds: Sequence[int]) -> str:
+    """The audit report in Markdown: what each attack brought back, per method, against
+    the oracle, with the figures (paths relative to the report) and how to read each score."""
+    rows = summary["models"]
+    names = ["base", "oracle", *methods]
+    oracle, base = rows["oracle"]["unlearned"], rows["base"]["unlearned"]
+    out = ["# Does the forgotten data come back?", "",
+           f"Seeds: {', '.join(map(str, seeds))}."
+           + (" One seed is not a result: differences below seed-to-seed noise are not "
+              "evidence either way." if len(seeds) < 2 else ""), "",
+           "## After unlearning", "",
+           "| model | forget acc | forget MCQ | forget log-prob | retain acc | utility acc |",
+           "|---|---|---|---|---|---|"]
+    for name in names:
+        s = rows[name]["unlearned"]
+        out.append(f"| {name} | {_fmt(s.get('forget_acc'))} | {_fmt(s.get('forget_mcq'))} | "
+                   f"{_fmt(s.get('forget_logprob'))} | {_fmt(s.get('retain_acc'))} | "
+                   f"{_fmt(s.get('utility_acc'))} |")
+    out += ["", "## After each attack", ""]
+    out += _verdict_lines(summary, methods, attacks)
+    for attack in attacks:
+        counted = ", ".join(f"lr {c['lr']:g}: {c['counted_steps']} steps"
+                            for c in summary["calibration"][attack])
+        out += ["", f"### {attack}", "", f"Counted (oracle retain ≥ "
+                f"{summary['min_oracle_retain']:.2f}): {counted}.", "",
+                "| model | held-out MCQ start → peak | recovery (MCQ) | oracle gap (MCQ) | "
+                "held-out log-prob start → peak | oracle gap (log-prob) | held-out acc peak | "
+                "retain (lowest) |", "|---|---|---|---|---|---|---|---|"]
+        for name in names:
+            r = rows[name][attack]
+            out.append(f"| {name} | {_fmt(r['start_mcq'])} → {_fmt(r['heldout_mcq'])} | "
+                       f"{_fmt(r['recovery_mcq'], True)} | {_fmt(r['oracle_gap_mcq'], True)} | "
+                       f"{_fmt(r['start_logprob'])} → {_fmt(r['heldout_logprob'])} | "
+                       f"{_fmt(r['oracle_gap_logprob'], True)} | {_fmt(r['heldout_acc'])} | "
+                       f"{_fmt(r['retain_acc'])} |")
+    out += ["", "## Figures", ""]
+    out += [f"![{caption}]({path})" for caption, path in figures.items()]
+    values = {"oracle_mcq": oracle.get("forget_mcq", float("nan")),
+              "oracle_logprob": oracle.get("forget_logprob", float("nan")),
+              "base_retain": base.get("retain_acc", float("nan")),
+              "base_utility": base.get("utility_acc", float("nan")),
+              "min_retain": summary["min_oracle_retain"]}
+    out += ["", "## How to read the scores", ""]
+    out += [f"- **{name}**: {text.format(**values)}" for name, text in READINGS.items()]
+    return "\n".join(out) + "\n"
+
+
+def write_report(markdown_text: str, out: str | Path) -> tuple[Path, Path]:
+    """Write ``out`` (.md) and the same report rendered as a standalone HTML page."""
+    import markdown
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown_text, encoding="utf-8")
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+    html = out.with_suffix(".html")
+    html.write_text("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>ssiuu "
+                    "robustness report</title><style>body{font-family:sans-serif;max-width:"
+                    "70em;margin:auto}table{border-collapse:collapse}td,th{border:1px solid "
+                    "#ccc;padding:2px 6px}img{max-width:100%}</style></head><body>\n"
+                    + body + "\n</body></html>\n", encoding="utf-8")
+    return out, html

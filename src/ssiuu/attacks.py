@@ -1,0 +1,204 @@
+"""Relearning attacks: does knowledge that unlearning removed come back under fine-tuning?
+
+Two attacks, as the paper runs them:
+
+- ``harmful_<P>`` (adversarial injection): fine-tune on P% of the forget facts, chosen
+  among those the attacked model already gets wrong, and judge the attack on the rest of
+  the forget set, which it never shows. A model that only hid the facts recovers the
+  held-out ones too; a model that never knew them (the oracle) cannot.
+- ``benign``: fine-tune on the benign instruction set, which holds no forget fact, and
+  judge on the whole forget set.
+
+Every attack runs once per learning rate (its strengths), through the one training loop,
+and scores the model at step 0, every ``eval_every`` steps and at the last step. The
+paper reports the *highest* forget score reached while retraining, not only the last:
+:func:`peak` gives it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from ssiuu.data.encoding import encode_rows
+from ssiuu.data.records import Record
+from ssiuu.errors import DataError
+from ssiuu.metrics import FactScore, aggregate, score_rows
+from ssiuu.models import load_saved
+from ssiuu.params import RelearnParams, TrainParams
+from ssiuu.training import make_loader, nll_loss, train
+
+BENIGN = "benign"
+HARMFUL = "harmful"
+SCORES = ("acc", "mcq", "logprob")
+
+
+@dataclass(frozen=True)
+class AttackData:
+    """What one attack fine-tunes on and what it is judged on.
+
+    ``heldout`` are the forget facts the attack is judged on and never trains on (all of
+    them for ``benign``); ``injected`` are the forget facts it trains on (``harmful``).
+    """
+
+    name: str
+    train: list[Record]
+    heldout: list[Record]
+    injected: list[Record]
+
+    @property
+    def kind(self) -> str:
+        """``benign`` or ``harmful``."""
+        return attack_kind(self.name)[0]
+
+
+def attack_kind(name: str) -> tuple[str, float]:
+    """``("benign", 0.0)`` or ``("harmful", P / 100)`` for an attack name of params."""
+    if name == BENIGN:
+        return BENIGN, 0.0
+    kind, _, percent = name.partition("_")
+    if kind != HARMFUL or not percent.isdigit() or not 0 < int(percent) < 100:
+        raise ValueError(f"unknown attack {name!r}: expected 'benign' or 'harmful_<1-99>'")
+    return HARMFUL, int(percent) / 100
+
+
+def attack_data(name: str, forget: Sequence[Record], benign: Sequence[Record],
+                known_ids: set[str], seed: int) -> AttackData:
+    """Split the data for attack ``name`` against a model that answers ``known_ids`` right.
+
+    ``harmful_<P>`` injects ``round(P% · |forget|)`` facts (at least one, at most all but
+    one): the forget facts are shuffled with ``seed`` and those the model gets wrong come
+    first, so the injected facts are ones it does not know wherever enough exist (the
+    base knows all and gets the first ones of the shuffle). The same seed gives every
+    model the same order. ``benign`` trains on ``benign`` and is judged on all of
+    ``forget``.
+    """
+    if not forget:
+        raise DataError("forget split: empty, nothing to attack")
+    kind, fraction = attack_kind(name)
+    if kind == BENIGN:
+        if not benign:
+            raise DataError("benign split: empty, the benign attack has nothing to train on")
+        return AttackData(name, list(benign), list(forget), [])
+    if len(forget) < 2:
+        raise DataError(f"forget split: {name} needs at least 2 facts (one to inject, one "
+                        "to judge on)")
+    n_inject = min(max(1, round(fraction * len(forget))), len(forget) - 1)
+    order = sorted(forget, key=lambda row: row["id"])
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda row: row["id"] in known_ids)  # stable: unknown facts first
+    injected_ids = {row["id"] for row in order[:n_inject]}
+    injected = [row for row in forget if row["id"] in injected_ids]
+    heldout = [row for row in forget if row["id"] not in injected_ids]
+    return AttackData(name, injected, heldout, injected)
+
+
+def known_fact_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                   rows: Sequence[Record], max_length: int, batch_size: int) -> set[str]:
+    """Ids of the facts whose greedy answer the model gets exactly right."""
+    scores = score_rows(model, tokenizer, rows, max_length, batch_size, multiple_choice=False)
+    return {score.id for score in scores if score.acc}
+
+
+@dataclass
+class AttackRun:
+    """One strength of an attack: its learning rate and the scores along the way."""
+
+    lr: float
+    curve: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Curve:
+    """Scores the attacked model along the way.
+
+    At step 0, every ``eval_every`` steps and at the last: the forget facts (held-out,
+    injected, all) and retain exact match and log-prob (the damage the attack does, which
+    calibrates it on the oracle); utility at step 0 and the last step only.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, data: AttackData,
+                 retain: Sequence[Record], utility: Sequence[Record], eval_every: int,
+                 last_step: int, max_length: int, batch_size: int) -> None:
+        self.tokenizer, self.data = tokenizer, data
+        self.retain, self.utility = retain, utility
+        self.eval_every, self.last_step = eval_every, last_step
+        self.max_length, self.batch_size = max_length, batch_size
+        self.points: list[dict[str, float]] = []
+
+    def _score(self, model: PreTrainedModel, rows: Sequence[Record],
+               multiple_choice: bool) -> list[FactScore]:
+        return score_rows(model, self.tokenizer, rows, self.max_length, self.batch_size,
+                          multiple_choice)
+
+    def record(self, step: int, model: PreTrainedModel) -> bool:
+        """Score the model when due; never asks the loop to stop."""
+        if step % self.eval_every and step not in (0, self.last_step):
+            return False
+        scores = self._score(model, [*self.data.heldout, *self.data.injected], True)
+        n_heldout = len(self.data.heldout)
+        subsets = {"heldout": scores[:n_heldout], "injected": scores[n_heldout:],
+                   "forget": scores}
+        subsets["retain"] = self._score(model, self.retain, False)
+        if step in (0, self.last_step):
+            subsets["utility"] = self._score(model, self.utility, False)
+        point: dict[str, float] = {"step": step}
+        for name, subset in subsets.items():
+            if subset:
+                point.update({f"{name}_{key}": value
+                              for key, value in aggregate(subset).items() if key in SCORES})
+        self.points.append(point)
+        return False
+
+
+def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record],
+               utility: Sequence[Record], params: RelearnParams, max_length: int,
+               eval_batch_size: int = 64, device: str = "cpu") -> list[AttackRun]:
+    """Attack the model saved in ``model_dir`` once per learning rate of ``params.train``.
+
+    Each run starts from the saved model, fine-tunes on ``data.train`` (answer-token NLL,
+    AdamW, constant lr) and records the curve of the held-out forget facts, the injected
+    ones, the whole forget set and retain along the way; utility at the start and end.
+    """
+    knobs = params.train
+    runs = []
+    for lr in knobs.lrs:
+        model, tokenizer = load_saved(model_dir)
+        model.to(device)
+        examples = encode_rows(tokenizer, data.train, max_length)
+        loader = make_loader(examples, knobs.batch_size, tokenizer.pad_token_id, params.seed)
+        curve = _Curve(tokenizer, data, retain, utility, knobs.eval_every, knobs.steps,
+                       max_length, eval_batch_size)
+        start = time.perf_counter()
+        curve.record(0, model)
+        schedule = TrainParams(steps=knobs.steps, lr=lr, batch_size=knobs.batch_size,
+                               schedule="constant", warmup_ratio=0.0,
+                               weight_decay=knobs.weight_decay, grad_clip=knobs.grad_clip,
+                               log_every=knobs.eval_every)
+        result = train(model, {"train": loader}, nll_loss, schedule, params.seed,
+                       should_stop=curve.record, desc=f"{data.name} lr={lr:g}")
+        losses = {int(entry["step"]): entry["nll"] for entry in result.history}
+        for point in curve.points:
+            if int(point["step"]) in losses:
+                point["train_nll"] = losses[int(point["step"])]
+        runs.append(AttackRun(lr, curve.points, time.perf_counter() - start))
+    return runs
+
+
+def curve_path(root: str | Path, attack: str, model: str, lr: float) -> Path:
+    """Where the relearning curve of ``model`` under ``attack`` at ``lr`` is written."""
+    return Path(root) / attack / model / f"lr_{lr:g}.csv"
+
+
+def peak(curve: Sequence[dict[str, float]], key: str) -> float:
+    """The highest value of ``key`` along a curve after step 0 (the paper's report)."""
+    values = [point[key] for point in curve if point["step"] > 0 and key in point]
+    if not values:
+        raise ValueError(f"no point after step 0 holds {key!r}")
+    return max(values)

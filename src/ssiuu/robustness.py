@@ -1,0 +1,105 @@
+"""The robustness verdict: after each attack, how much forgotten knowledge came back?
+
+Inputs are the relearning curves of every model (``relearn`` stages) and the scores of the
+base, the oracle and each unlearned model. Three rules turn curves into the summary:
+
+- **Calibration on the oracle.** An attack that drops the oracle's retain accuracy below
+  ``min_oracle_retain`` measures damage, not relearning. For each attack and learning
+  rate, only the steps up to the last one at which the oracle's retain accuracy is still
+  at or above it count (a prefix of the curve); a strength that damages the oracle at its
+  first scored step does not count at all.
+- **Peak, as the paper reports.** A model's score after an attack is the highest value on
+  the held-out forget facts over every counted step and strength, not the last.
+- **Derived scores** (design.md): ``recovery = (after − unlearned) / (base − unlearned)``
+  and ``oracle_gap = after − oracle_after`` (the oracle under the same counted steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ssiuu.metrics import oracle_gap, recovery
+
+SCORES = ("acc", "mcq", "logprob")
+Curve = Sequence[Mapping[str, float]]
+Curves = Mapping[float, Curve]  # learning rate -> curve
+
+
+def counted_steps(oracle_curve: Curve, min_oracle_retain: float) -> int:
+    """The last step up to which the oracle's retain accuracy stays ≥ the threshold."""
+    last = 0
+    for point in oracle_curve:
+        if point["retain_acc"] < min_oracle_retain:
+            break
+        last = int(point["step"])
+    return last
+
+
+def calibrate(oracle_curves: Curves, min_oracle_retain: float) -> dict[float, int]:
+    """Counted steps per learning rate of one attack (0: the strength does not count)."""
+    return {lr: counted_steps(curve, min_oracle_retain) for lr, curve in oracle_curves.items()}
+
+
+def peak_within(curves: Curves, window: Mapping[float, int], key: str) -> float | None:
+    """The highest ``key`` over counted steps (after step 0) of every counted strength."""
+    values = [point[key] for lr, curve in curves.items() for point in curve
+              if 0 < point["step"] <= window.get(lr, 0) and key in point]
+    return max(values) if values else None
+
+
+def _retain_after(curves: Curves, window: Mapping[float, int]) -> float | None:
+    """The lowest retain accuracy over the counted steps: the damage the attack did."""
+    values = [point["retain_acc"] for lr, curve in curves.items() for point in curve
+              if 0 < point["step"] <= window.get(lr, 0)]
+    return min(values) if values else None
+
+
+def attack_row(curves: Curves, window: Mapping[float, int], oracle_curves: Curves,
+               base_forget: Mapping[str, float]) -> dict[str, float | None]:
+    """One model under one attack: peaks on the held-out and all forget facts, the lowest
+    retain accuracy, and recovery and oracle gap per score (``None`` where undefined)."""
+    start = next(iter(curves.values()))[0]
+    row: dict[str, float | None] = {}
+    for score in SCORES:
+        key = f"heldout_{score}"
+        before, after = start.get(key), peak_within(curves, window, key)
+        oracle_after = peak_within(oracle_curves, window, key)
+        base = base_forget.get(f"forget_{score}")
+        row[f"start_{score}"], row[key] = before, after
+        row[f"forget_{score}"] = peak_within(curves, window, f"forget_{score}")
+        row[f"recovery_{score}"] = (recovery(after, before, base)
+                                    if None not in (after, before, base) else None)
+        row[f"oracle_gap_{score}"] = (oracle_gap(after, oracle_after)
+                                      if None not in (after, oracle_after) else None)
+    row["retain_acc"] = _retain_after(curves, window)
+    return row
+
+
+def summarise(methods: Sequence[str], attacks: Sequence[str],
+              scores: Mapping[str, Mapping[str, float]],
+              curves: Mapping[str, Mapping[str, Curves]],
+              min_oracle_retain: float) -> dict[str, Any]:
+    """The whole summary: calibration, then one row per method (and for base and oracle).
+
+    ``scores[name]`` holds the evaluation of ``base``, ``oracle`` and each method (the
+    ``metrics/*.json`` keys); ``curves[attack][name]`` the relearning curves per lr.
+    """
+    windows = {attack: calibrate(curves[attack]["oracle"], min_oracle_retain)
+               for attack in attacks}
+    unlearned_keys = ("forget_acc", "forget_mcq", "forget_logprob", "retain_acc",
+                      "utility_acc")
+    rows: dict[str, dict[str, Any]] = {}
+    for name in ["base", "oracle", *methods]:
+        rows[name] = {"unlearned": {key: scores[name][key] for key in unlearned_keys
+                                    if key in scores[name]}}
+        for attack in attacks:
+            rows[name][attack] = attack_row(curves[attack][name], windows[attack],
+                                            curves[attack]["oracle"], scores["base"])
+    return {
+        "min_oracle_retain": min_oracle_retain,
+        "calibration": {attack: [{"lr": lr, "counted_steps": steps}
+                                 for lr, steps in window.items()]
+                        for attack, window in windows.items()},
+        "models": rows,
+    }

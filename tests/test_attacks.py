@@ -1,0 +1,161 @@
+"""Relearning attacks: what each attack trains on, the curve it records, and the derived scores."""
+
+from __future__ import annotations
+
+import pytest
+
+import ssiuu.attacks as attacks
+from ssiuu.attacks import attack_data, attack_kind, known_fact_ids, peak, run_attack
+from ssiuu.data.encoding import encode_rows
+from ssiuu.data.generator import generate_benign
+from ssiuu.errors import DataError
+from ssiuu.metrics import aggregate, evaluate_rows, oracle_gap, recovery, score_rows
+from ssiuu.models import build_scratch_model, save_model
+from ssiuu.params import GeneratorParams, ModelParams, RelearnParams, ScratchModelParams
+
+
+def _forget(facts, n_subjects=2):
+    subjects = sorted({r["subject"] for r in facts if r["subject"]})[:n_subjects]
+    return [r for r in facts if r["subject"] in subjects]
+
+
+def _relearn(lrs=(1e-2,), steps=10, eval_every=5):
+    return RelearnParams.model_validate({"attacks": ["harmful_50"], "train": {
+        "lrs": list(lrs), "steps": steps, "batch_size": 4, "eval_every": eval_every}})
+
+
+@pytest.mark.parametrize("name, expected", [("benign", ("benign", 0.0)),
+                                            ("harmful_10", ("harmful", 0.1)),
+                                            ("harmful_99", ("harmful", 0.99))])
+def test_attack_names_parse(name, expected):
+    assert attack_kind(name) == expected
+
+
+@pytest.mark.parametrize("name", ["harmful", "harmful_0", "harmful_100", "harmless_10",
+                                  "harmful_x"])
+def test_unknown_attack_names_are_errors(name):
+    with pytest.raises(ValueError, match=name):
+        attack_kind(name)
+
+
+def test_harmful_attack_trains_on_unknown_facts_only_and_is_judged_on_the_rest(tiny_facts):
+    forget = _forget(tiny_facts)  # 4 facts
+    known = {forget[0]["id"], forget[1]["id"]}
+    data = attack_data("harmful_50", forget, [], known, seed=0)
+    ids = {r["id"] for r in forget}
+    train_ids = {r["id"] for r in data.train}
+    heldout_ids = {r["id"] for r in data.heldout}
+    assert len(data.train) == 2 and train_ids == {r["id"] for r in data.injected}
+    assert train_ids == ids - known  # the facts the model does not know are injected
+    assert heldout_ids == known and not train_ids & heldout_ids
+    assert train_ids | heldout_ids == ids
+    assert not {r["question"] for r in data.train} & {r["question"] for r in data.heldout}
+
+
+def test_harmful_attack_split_is_seeded_and_the_same_for_models_that_know_the_same(tiny_facts):
+    forget = _forget(tiny_facts, 4)  # 8 facts
+    first = attack_data("harmful_30", forget, [], set(), seed=0)
+    assert len(first.injected) == 2  # round(0.3 * 8)
+    again = attack_data("harmful_30", list(reversed(forget)), [], set(), seed=0)
+    assert {r["id"] for r in again.injected} == {r["id"] for r in first.injected}
+    others = [{r["id"] for r in attack_data("harmful_30", forget, [], set(), s).injected}
+              for s in range(1, 6)]
+    assert any(ids != {r["id"] for r in first.injected} for ids in others)
+    every = attack_data("harmful_99", forget, [], set(), seed=0)
+    assert len(every.heldout) == 1  # always at least one fact to judge on
+
+
+def test_benign_attack_holds_no_forget_fact(tiny_facts):
+    forget = _forget(tiny_facts)
+    benign = generate_benign(GeneratorParams(n_benign=20))
+    data = attack_data("benign", forget, benign, set(), seed=0)
+    assert data.train == benign and data.heldout == forget and data.injected == []
+    subjects = {r["subject"] for r in forget}
+    assert not {r["id"] for r in data.train} & {r["id"] for r in forget}
+    assert not any(s in r["question"] or s in r["answer"] for r in data.train for s in subjects)
+
+
+def test_attacks_without_data_are_clear_errors(tiny_facts):
+    with pytest.raises(DataError, match="benign split: empty"):
+        attack_data("benign", _forget(tiny_facts), [], set(), seed=0)
+    with pytest.raises(DataError, match="forget split: harmful_10 needs at least 2 facts"):
+        attack_data("harmful_10", _forget(tiny_facts)[:1], [], set(), seed=0)
+
+
+@pytest.fixture()
+def blank_model_dir(trained_tiny, tmp_path):
+    """An untrained scratch model sharing the tiny tokenizer: it knows no fact."""
+    _, tokenizer, _ = trained_tiny
+    params = ModelParams(max_length=32, scratch=ScratchModelParams(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1))
+    return save_model(build_scratch_model(params, tokenizer, seed=0), tokenizer,
+                      tmp_path / "blank")
+
+
+def test_harmful_attack_trains_on_exactly_the_injected_facts(tiny_facts, trained_tiny,
+                                                             blank_model_dir, monkeypatch):
+    _, tokenizer, _ = trained_tiny
+    forget = _forget(tiny_facts)
+    retain = [r for r in tiny_facts if r not in forget]
+    data = attack_data("harmful_50", forget, [], set(), seed=0)
+    seen = []
+
+    def spy(model, batches):
+        seen.extend(tuple(int(t) for t, keep in zip(ids, mask, strict=True) if keep)
+                    for ids, mask in zip(batches["train"]["input_ids"],
+                                         batches["train"]["attention_mask"], strict=True))
+        return real(model, batches)
+
+    real = attacks.nll_loss
+    monkeypatch.setattr(attacks, "nll_loss", spy)
+    [run] = run_attack(blank_model_dir, data, retain, [], _relearn(), 32)
+    injected = {tuple(e["input_ids"]) for e in encode_rows(tokenizer, data.injected, 32)}
+    heldout = {tuple(e["input_ids"]) for e in encode_rows(tokenizer, data.heldout, 32)}
+    assert len(seen) == 10 * 2 and set(seen) == injected and not set(seen) & heldout
+    assert [p["step"] for p in run.curve] == [0, 5, 10]
+    first, last = run.curve[0], run.curve[-1]
+    assert last["injected_logprob"] > first["injected_logprob"] + 1.0
+    assert {"heldout_acc", "heldout_mcq", "retain_acc", "forget_logprob"} <= set(last)
+    assert "utility_acc" not in last  # no utility rows given
+    assert peak(run.curve, "injected_logprob") == max(p["injected_logprob"]
+                                                      for p in run.curve[1:])
+
+
+def test_each_learning_rate_restarts_from_the_saved_model(tiny_facts, blank_model_dir):
+    forget = _forget(tiny_facts)
+    data = attack_data("harmful_50", forget, [], set(), seed=0)
+    runs = run_attack(blank_model_dir, data, tiny_facts[:6], tiny_facts[6:8],
+                      _relearn(lrs=(1e-3, 1e-2), steps=4, eval_every=2), 32)
+    assert [r.lr for r in runs] == [1e-3, 1e-2]
+    assert runs[0].curve[0] == runs[1].curve[0]
+    assert runs[1].curve[-1]["injected_logprob"] > runs[0].curve[-1]["injected_logprob"]
+    assert "utility_acc" in runs[0].curve[0] and "utility_acc" not in runs[0].curve[1]
+
+
+def test_known_fact_ids_and_subset_scores_match_evaluation(tiny_facts, trained_tiny):
+    model, tokenizer, _ = trained_tiny
+    rows = tiny_facts[:12]
+    assert known_fact_ids(model, tokenizer, rows, 32, 8) == {
+        r["id"] for r in rows if evaluate_rows(model, tokenizer, [r], 32)["acc"] == 1.0}
+    scores = score_rows(model, tokenizer, rows, 32)
+    for part in (rows[:5], rows[5:]):
+        subset = [s for s in scores if s.id in {r["id"] for r in part}]
+        expected = evaluate_rows(model, tokenizer, part, 32)
+        assert aggregate(subset) == pytest.approx(expected)
+
+
+def test_recovery_and_oracle_gap_on_hand_computed_values():
+    assert recovery(after=0.5, unlearned=0.0, base=1.0) == 0.5
+    assert recovery(after=0.2, unlearned=0.2, base=1.0) == 0.0
+    assert recovery(after=0.1, unlearned=0.2, base=1.0) == pytest.approx(-0.125)
+    assert recovery(after=-5.0, unlearned=-8.0, base=-2.0) == pytest.approx(0.5)
+    assert recovery(after=0.3, unlearned=1.0, base=1.0) is None
+    assert oracle_gap(after=0.3, oracle_after=0.1) == pytest.approx(0.2)
+    assert oracle_gap(after=-5.0, oracle_after=-3.0) == pytest.approx(-2.0)
+
+
+def test_peak_ignores_the_starting_point():
+    curve = [{"step": 0, "a": 0.9}, {"step": 5, "a": 0.2}, {"step": 10, "a": 0.4}]
+    assert peak(curve, "a") == 0.4
+    with pytest.raises(ValueError, match="'b'"):
+        peak(curve, "b")
