@@ -8,10 +8,11 @@ the file and the dotted field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +26,16 @@ from ssiuu.errors import ParamsError
 SPLITS = ("forget", "retain", "utility", "benign")
 ATTRIBUTES = ("birth_city", "birth_year", "employer", "occupation", "blood_type", "phone")
 
+
+
+def _no_repeats(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError("must not repeat")
+    return values
+
+
+T = TypeVar("T")
+NoRepeats = Annotated[T, AfterValidator(_no_repeats)]
 LearningRates = Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]
 
 class _Strict(BaseModel):
@@ -259,17 +270,12 @@ class StopParams(_Strict):
 class UnlearnParams(_Strict):
     """Which methods run, and how (``stages/unlearn.py``)."""
 
-    methods: list[Literal[METHODS]] = Field(min_length=1)  # type: ignore[valid-type]
+    methods: NoRepeats[list[Literal[METHODS]]] = Field(  # type: ignore[valid-type]
+        min_length=1)
     seed: int = 0
     train: UnlearnTrainParams
     stop: StopParams = StopParams()
     losses: LossesParams = LossesParams()
-
-    @model_validator(mode="after")
-    def _unique_methods(self) -> UnlearnParams:
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError("methods must not repeat")
-        return self
 
 
 ATTACK_NAME = r"^(benign|harmful_[1-9][0-9]?)$"
@@ -282,18 +288,12 @@ class RelearnTrainParams(_Strict):
     and scored every ``eval_every`` steps (and at step 0 and the last).
     """
 
-    lrs: LearningRates
+    lrs: NoRepeats[LearningRates]
     steps: int = Field(ge=1)
     batch_size: int = Field(16, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     eval_every: int = Field(5, ge=1)
-
-    @model_validator(mode="after")
-    def _unique_lrs(self) -> RelearnTrainParams:
-        if len(set(self.lrs)) != len(self.lrs):
-            raise ValueError("lrs must not repeat")
-        return self
 
 
 class RelearnParams(_Strict):
@@ -304,17 +304,11 @@ class RelearnParams(_Strict):
     which the oracle's retain accuracy stays at or above ``min_oracle_retain`` count.
     """
 
-    attacks: list[Annotated[str, StringConstraints(pattern=ATTACK_NAME)]] = Field(
+    attacks: NoRepeats[list[Annotated[str, StringConstraints(pattern=ATTACK_NAME)]]] = Field(
         min_length=1)
     seed: int = 0
     train: RelearnTrainParams
     min_oracle_retain: float = Field(0.9, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _unique_attacks(self) -> RelearnParams:
-        if len(set(self.attacks)) != len(self.attacks):
-            raise ValueError("attacks must not repeat")
-        return self
 
 
 class AttributionParams(_Strict):
