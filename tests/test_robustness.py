@@ -79,6 +79,10 @@ def test_summary_has_one_row_per_model_and_the_calibration():
                                "retain_acc": 0.9, "utility_acc": 0.5}
     assert gd["harmful_30"]["oracle_gap_mcq"] == pytest.approx(0.25)
     assert summary["models"]["oracle"]["harmful_30"]["oracle_gap_mcq"] == 0.0
+    base = summary["models"]["base"]["harmful_30"]
+    assert base["recovery_logprob"] is None and base["recovery_mcq"] is None  # unlearned nothing
+    assert summary["models"]["oracle"]["harmful_30"]["recovery_mcq"] == pytest.approx(
+        (0.45 - 0.30) / (1.0 - 0.30))
 
 
 def test_report_states_the_verdict_and_renders_html(tmp_path):

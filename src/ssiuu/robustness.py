@@ -56,16 +56,19 @@ def _retain_after(curves: Curves, window: Mapping[float, int]) -> float | None:
 
 
 def attack_row(curves: Curves, window: Mapping[float, int], oracle_curves: Curves,
-               base_forget: Mapping[str, float]) -> dict[str, float | None]:
+               base_forget: Mapping[str, float] | None) -> dict[str, float | None]:
     """One model under one attack: peaks on the held-out and all forget facts, the lowest
-    retain accuracy, and recovery and oracle gap per score (``None`` where undefined)."""
+    retain accuracy, and recovery and oracle gap per score (``None`` where undefined).
+
+    ``base_forget`` is the base model's forget scores; ``None`` for the base itself, which
+    unlearned nothing, so nothing can be recovered."""
     start = next(iter(curves.values()))[0]
     row: dict[str, float | None] = {}
     for score in SCORES:
         key = f"heldout_{score}"
         before, after = start.get(key), peak_within(curves, window, key)
         oracle_after = peak_within(oracle_curves, window, key)
-        base = base_forget.get(f"forget_{score}")
+        base = base_forget.get(f"forget_{score}") if base_forget is not None else None
         row[f"start_{score}"], row[key] = before, after
         row[f"forget_{score}"] = peak_within(curves, window, f"forget_{score}")
         row[f"recovery_{score}"] = (recovery(after, before, base)
@@ -95,7 +98,8 @@ def summarise(methods: Sequence[str], attacks: Sequence[str],
                                     if key in scores[name]}}
         for attack in attacks:
             rows[name][attack] = attack_row(curves[attack][name], windows[attack],
-                                            curves[attack]["oracle"], scores["base"])
+                                            curves[attack]["oracle"],
+                                            None if name == "base" else scores["base"])
     return {
         "min_oracle_retain": min_oracle_retain,
         "calibration": {attack: [{"lr": lr, "counted_steps": steps}
