@@ -14,13 +14,11 @@ from ssiuu.attacks import (
     attack_data,
     attack_kind,
     curve_path,
-    known_fact_ids,
     peak,
     run_attack,
 )
 from ssiuu.errors import ParamsError
 from ssiuu.finetune import read_splits
-from ssiuu.models import load_saved
 from ssiuu.params import METHODS, load_params
 from ssiuu.runtime import configure, device, run_stage
 from ssiuu.tables import write_rows
@@ -53,12 +51,7 @@ def main() -> None:
     configure(params.runtime.num_threads)
     splits = read_splits(args.data, ("forget", "retain", "utility", "benign"))
     source = model_dir(args.model)
-    model, tokenizer = load_saved(source)
-    known = known_fact_ids(model.to(device()), tokenizer, splits["forget"],
-                           params.model.max_length, params.evaluate.batch_size)
-    del model
-    data = attack_data(args.attack, splits["forget"], splits["benign"], known,
-                       params.relearn.seed)
+    data = attack_data(args.attack, splits["forget"], splits["benign"], params.relearn.seed)
     runs = run_attack(source, data, splits["retain"], splits["utility"], params.relearn,
                       params.model.max_length, params.evaluate.batch_size, device())
     keys = [f"{subset}_{score}" for subset in ("heldout", "forget") for score in SCORES]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import ssiuu.attacks as attacks
-from ssiuu.attacks import attack_data, attack_kind, known_fact_ids, peak, run_attack
+from ssiuu.attacks import attack_data, attack_kind, peak, run_attack
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.generator import generate_benign
 from ssiuu.errors import DataError
@@ -38,37 +38,34 @@ def test_unknown_attack_names_are_errors(name):
         attack_kind(name)
 
 
-def test_harmful_attack_trains_on_unknown_facts_only_and_is_judged_on_the_rest(tiny_facts):
+def test_harmful_attack_trains_on_the_injected_facts_and_is_judged_on_the_rest(tiny_facts):
     forget = _forget(tiny_facts)  # 4 facts
-    known = {forget[0]["id"], forget[1]["id"]}
-    data = attack_data("harmful_50", forget, [], known, seed=0)
+    data = attack_data("harmful_50", forget, [], seed=0)
     ids = {r["id"] for r in forget}
     train_ids = {r["id"] for r in data.train}
     heldout_ids = {r["id"] for r in data.heldout}
     assert len(data.train) == 2 and train_ids == {r["id"] for r in data.injected}
-    assert train_ids == ids - known  # the facts the model does not know are injected
-    assert heldout_ids == known and not train_ids & heldout_ids
-    assert train_ids | heldout_ids == ids
+    assert not train_ids & heldout_ids and train_ids | heldout_ids == ids
     assert not {r["question"] for r in data.train} & {r["question"] for r in data.heldout}
 
 
-def test_harmful_attack_split_is_seeded_and_the_same_for_models_that_know_the_same(tiny_facts):
+def test_harmful_attack_split_is_seeded_and_independent_of_row_order(tiny_facts):
     forget = _forget(tiny_facts, 4)  # 8 facts
-    first = attack_data("harmful_30", forget, [], set(), seed=0)
+    first = attack_data("harmful_30", forget, [], seed=0)
     assert len(first.injected) == 2  # round(0.3 * 8)
-    again = attack_data("harmful_30", list(reversed(forget)), [], set(), seed=0)
+    again = attack_data("harmful_30", list(reversed(forget)), [], seed=0)
     assert {r["id"] for r in again.injected} == {r["id"] for r in first.injected}
-    others = [{r["id"] for r in attack_data("harmful_30", forget, [], set(), s).injected}
+    others = [{r["id"] for r in attack_data("harmful_30", forget, [], s).injected}
               for s in range(1, 6)]
     assert any(ids != {r["id"] for r in first.injected} for ids in others)
-    every = attack_data("harmful_99", forget, [], set(), seed=0)
+    every = attack_data("harmful_99", forget, [], seed=0)
     assert len(every.heldout) == 1  # always at least one fact to judge on
 
 
 def test_benign_attack_holds_no_forget_fact(tiny_facts):
     forget = _forget(tiny_facts)
     benign = generate_benign(GeneratorParams(n_benign=20))
-    data = attack_data("benign", forget, benign, set(), seed=0)
+    data = attack_data("benign", forget, benign, seed=0)
     assert data.train == benign and data.heldout == forget and data.injected == []
     subjects = {r["subject"] for r in forget}
     assert not {r["id"] for r in data.train} & {r["id"] for r in forget}
@@ -77,9 +74,9 @@ def test_benign_attack_holds_no_forget_fact(tiny_facts):
 
 def test_attacks_without_data_are_clear_errors(tiny_facts):
     with pytest.raises(DataError, match="benign split: empty"):
-        attack_data("benign", _forget(tiny_facts), [], set(), seed=0)
+        attack_data("benign", _forget(tiny_facts), [], seed=0)
     with pytest.raises(DataError, match="forget split: harmful_10 needs at least 2 facts"):
-        attack_data("harmful_10", _forget(tiny_facts)[:1], [], set(), seed=0)
+        attack_data("harmful_10", _forget(tiny_facts)[:1], [], seed=0)
 
 
 @pytest.fixture()
@@ -97,7 +94,7 @@ def test_harmful_attack_trains_on_exactly_the_injected_facts(tiny_facts, trained
     _, tokenizer, _ = trained_tiny
     forget = _forget(tiny_facts)
     retain = [r for r in tiny_facts if r not in forget]
-    data = attack_data("harmful_50", forget, [], set(), seed=0)
+    data = attack_data("harmful_50", forget, [], seed=0)
     seen = []
 
     def spy(model, batches):
@@ -123,7 +120,7 @@ def test_harmful_attack_trains_on_exactly_the_injected_facts(tiny_facts, trained
 
 def test_each_learning_rate_restarts_from_the_saved_model(tiny_facts, blank_model_dir):
     forget = _forget(tiny_facts)
-    data = attack_data("harmful_50", forget, [], set(), seed=0)
+    data = attack_data("harmful_50", forget, [], seed=0)
     runs = run_attack(blank_model_dir, data, tiny_facts[:6], tiny_facts[6:8],
                       _relearn(lrs=(1e-3, 1e-2), steps=4, eval_every=2), 32)
     assert [r.lr for r in runs] == [1e-3, 1e-2]
@@ -132,16 +129,14 @@ def test_each_learning_rate_restarts_from_the_saved_model(tiny_facts, blank_mode
     assert "utility_acc" in runs[0].curve[0] and "utility_acc" not in runs[0].curve[1]
 
 
-def test_known_fact_ids_and_subset_scores_match_evaluation(tiny_facts, trained_tiny):
+def test_subset_scores_match_evaluation_of_the_subset(tiny_facts, trained_tiny):
     model, tokenizer, _ = trained_tiny
     rows = tiny_facts[:12]
-    assert known_fact_ids(model, tokenizer, rows, 32, 8) == {
-        r["id"] for r in rows if evaluate_rows(model, tokenizer, [r], 32)["acc"] == 1.0}
-    scores = score_rows(model, tokenizer, rows, 32)
+    scores = score_rows(model, tokenizer, rows, 32, batch_size=5)
+    assert [s.id for s in scores] == [r["id"] for r in rows]
     for part in (rows[:5], rows[5:]):
         subset = [s for s in scores if s.id in {r["id"] for r in part}]
-        expected = evaluate_rows(model, tokenizer, part, 32)
-        assert aggregate(subset) == pytest.approx(expected)
+        assert aggregate(subset) == pytest.approx(evaluate_rows(model, tokenizer, part, 32))
 
 
 def test_recovery_and_oracle_gap_on_hand_computed_values():

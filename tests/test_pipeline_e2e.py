@@ -122,6 +122,8 @@ def test_every_model_is_attacked_and_the_oracle_relearns_only_what_it_is_shown(t
             if attack == "harmful_30":
                 assert (result["n_injected"], result["n_heldout"]) == (6, 14)
                 assert set(result["injected_ids"]) <= {r["id"] for r in forget}
+                injected = _metrics(tiny_repo, "relearn/harmful_30/oracle")["injected_ids"]
+                assert result["injected_ids"] == injected  # one split for every model
             else:
                 assert (result["n_train"], result["n_heldout"], result["n_injected"]) == (40, 20, 0)
     strong = _metrics(tiny_repo, "relearn/harmful_30/oracle")["runs"][1]
@@ -149,8 +151,10 @@ def test_report_calibrates_on_the_oracle_and_summarises_every_method(tiny_repo):
     assert "<table>" in (tiny_repo / "reports" / "robustness.html").read_text()
     for image in ("relearning_heldout_mcq.png", "relearning_heldout_logprob.png"):
         assert (tiny_repo / "plots" / image).read_bytes()[:4] == b"\x89PNG"
-    shown = _dvc(tiny_repo, "plots", "show", "--json").stdout
-    assert "relearning_heldout" in shown and "plots/relearn/harmful_30/gd/lr_0.001.csv" in shown
+    shown = json.loads(_dvc(tiny_repo, "plots", "show", "--json").stdout)
+    assert not shown.get("errors"), shown["errors"]
+    assert {"plots/relearn/harmful_30/gd/lr_0.001.csv", "plots/unlearn/ssiuu.csv",
+            "plots/diagnose/gd.csv", "plots/relearning_heldout_mcq.png"} <= set(shown["data"])
 
 def test_changed_lambda_reruns_only_that_method(tiny_repo):
     oracle_before = _metrics(tiny_repo, "oracle")

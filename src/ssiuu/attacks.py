@@ -2,10 +2,10 @@
 
 Two attacks, as the paper runs them:
 
-- ``harmful_<P>`` (adversarial injection): fine-tune on P% of the forget facts, chosen
-  among those the attacked model already gets wrong, and judge the attack on the rest of
-  the forget set, which it never shows. A model that only hid the facts recovers the
-  held-out ones too; a model that never knew them (the oracle) cannot.
+- ``harmful_<P>`` (adversarial injection): fine-tune on P% of the forget facts and judge
+  the attack on the rest of the forget set, which it never shows. A model that only hid
+  the facts recovers the held-out ones too; a model that never knew them (the oracle)
+  cannot.
 - ``benign``: fine-tune on the benign instruction set, which holds no forget fact, and
   judge on the whole forget set.
 
@@ -69,15 +69,13 @@ def attack_kind(name: str) -> tuple[str, float]:
 
 
 def attack_data(name: str, forget: Sequence[Record], benign: Sequence[Record],
-                known_ids: set[str], seed: int) -> AttackData:
-    """Split the data for attack ``name`` against a model that answers ``known_ids`` right.
+                seed: int) -> AttackData:
+    """Split the data for attack ``name``: the same split for every attacked model.
 
     ``harmful_<P>`` injects ``round(P% · |forget|)`` facts (at least one, at most all but
-    one): the forget facts are shuffled with ``seed`` and those the model gets wrong come
-    first, so the injected facts are ones it does not know wherever enough exist (the
-    base knows all and gets the first ones of the shuffle). The same seed gives every
-    model the same order. ``benign`` trains on ``benign`` and is judged on all of
-    ``forget``.
+    one), drawn with ``seed`` independently of any model, so the base, the oracle and every
+    unlearned model are judged on the same held-out facts (the oracle gap compares like with
+    like). ``benign`` trains on ``benign`` and is judged on all of ``forget``.
     """
     if not forget:
         raise DataError("forget split: empty, nothing to attack")
@@ -90,20 +88,11 @@ def attack_data(name: str, forget: Sequence[Record], benign: Sequence[Record],
         raise DataError(f"forget split: {name} needs at least 2 facts (one to inject, one "
                         "to judge on)")
     n_inject = min(max(1, round(fraction * len(forget))), len(forget) - 1)
-    order = sorted(forget, key=lambda row: row["id"])
-    random.Random(seed).shuffle(order)
-    order.sort(key=lambda row: row["id"] in known_ids)  # stable: unknown facts first
-    injected_ids = {row["id"] for row in order[:n_inject]}
+    order = sorted(row["id"] for row in forget)
+    injected_ids = set(random.Random(seed).sample(order, n_inject))
     injected = [row for row in forget if row["id"] in injected_ids]
     heldout = [row for row in forget if row["id"] not in injected_ids]
     return AttackData(name, injected, heldout, injected)
-
-
-def known_fact_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                   rows: Sequence[Record], max_length: int, batch_size: int) -> set[str]:
-    """Ids of the facts whose greedy answer the model gets exactly right."""
-    scores = score_rows(model, tokenizer, rows, max_length, batch_size, multiple_choice=False)
-    return {score.id for score in scores if score.acc}
 
 
 @dataclass

@@ -102,22 +102,26 @@ def plot_relearning(curves: RelearnCurves, windows: Mapping[str, Mapping[float, 
 
 
 READINGS = {
-    "forget MCQ": "3-option multiple choice on the forget facts, the paper's score: lower is "
-                  "better after unlearning; chance is 0.33, the oracle (never saw the data) "
-                  "scores {oracle_mcq:.2f}.",
+    "forget MCQ": "3-option multiple choice on the forget facts, the paper's score: after "
+                  "unlearning, closest to the oracle's {oracle_mcq:.2f} (never saw the data) "
+                  "is best; chance is 0.33; far below chance is over-suppression, which "
+                  "itself shows the model still tells the true answer apart.",
     "forget log-prob": "mean log-probability per answer token (nats) of the true forget "
-                       "answers: closer to the oracle's {oracle_logprob:.2f} is better; far "
-                       "below it is over-suppression, which itself reveals what was there.",
+                       "answers: closest to the oracle's {oracle_logprob:.2f} is best; far "
+                       "below it is over-suppression.",
     "retain / utility acc": "exact match on facts that must be kept and on general knowledge: "
                             "higher is better; the base scores {base_retain:.2f} / "
                             "{base_utility:.2f}.",
     "held-out peak": "the highest score on the forget facts an attack never showed, over "
-                     "its counted steps and strengths (the paper's report): lower is better.",
-    "recovery": "(peak − unlearned) / (base − unlearned): the share of what unlearning "
-                "removed that came back; 0 is nothing, 1 is all of it; lower is better.",
+                     "its counted steps and strengths (the paper's report): at or below the "
+                     "oracle's peak under the same attack is best.",
+    "recovery": "(peak − before the attack) / (base − before the attack), all on the same "
+                "held-out facts: the share of what unlearning removed that came back; 0 is "
+                "nothing, 1 is all of it. The oracle's own value is what relearning costs a "
+                "model that never saw the data.",
     "oracle gap": "peak minus the oracle's peak under the same attack: 0 means the attack "
                   "found nothing the oracle did not also pick up; > 0 means hidden knowledge "
-                  "resurfaced; lower is better.",
+                  "resurfaced; < 0 means the model stays below the oracle (over-suppressed).",
     "retain (lowest)": "the lowest retain accuracy over the counted steps: how much the "
                        "attack damaged the model (counted steps keep the oracle's at or above "
                        "{min_retain:.2f}).",
@@ -137,9 +141,13 @@ def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[s
     for attack in attacks:
         gaps = {m: rows[m][attack]["oracle_gap_mcq"] for m in methods
                 if rows[m][attack]["oracle_gap_mcq"] is not None}
-        if not gaps:
+        if not any(c["counted_steps"] for c in summary["calibration"][attack]):
             lines.append(f"- **{attack}**: no strength kept the oracle's retain accuracy; "
                          "the attack measures damage only.")
+            continue
+        if not gaps:
+            lines.append(f"- **{attack}**: no multiple-choice score (the forget facts have no "
+                         "distractors); see the log-prob columns.")
             continue
         worst = max(gaps, key=gaps.__getitem__)
         measured = (f"held-out MCQ peak {_fmt(rows[worst][attack]['heldout_mcq'])} against "

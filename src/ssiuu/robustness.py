@@ -10,8 +10,10 @@ base, the oracle and each unlearned model. Three rules turn curves into the summ
   first scored step does not count at all.
 - **Peak, as the paper reports.** A model's score after an attack is the highest value on
   the held-out forget facts over every counted step and strength, not the last.
-- **Derived scores** (design.md): ``recovery = (after − unlearned) / (base − unlearned)``
-  and ``oracle_gap = after − oracle_after`` (the oracle under the same counted steps).
+- **Derived scores** (design.md): ``recovery = (after − unlearned) / (base − unlearned)``,
+  all three on the same held-out facts (the model before the attack, the base before the
+  attack), and ``oracle_gap = after − oracle_after`` (the oracle under the same counted
+  steps).
 """
 
 from __future__ import annotations
@@ -56,19 +58,19 @@ def _retain_after(curves: Curves, window: Mapping[float, int]) -> float | None:
 
 
 def attack_row(curves: Curves, window: Mapping[float, int], oracle_curves: Curves,
-               base_forget: Mapping[str, float] | None) -> dict[str, float | None]:
+               base_start: Mapping[str, float] | None) -> dict[str, float | None]:
     """One model under one attack: peaks on the held-out and all forget facts, the lowest
     retain accuracy, and recovery and oracle gap per score (``None`` where undefined).
 
-    ``base_forget`` is the base model's forget scores; ``None`` for the base itself, which
-    unlearned nothing, so nothing can be recovered."""
+    ``base_start`` is the base model's step-0 point of the same attack (its scores on the
+    same held-out facts); ``None`` for the base itself, which unlearned nothing."""
     start = next(iter(curves.values()))[0]
     row: dict[str, float | None] = {}
     for score in SCORES:
         key = f"heldout_{score}"
         before, after = start.get(key), peak_within(curves, window, key)
         oracle_after = peak_within(oracle_curves, window, key)
-        base = base_forget.get(f"forget_{score}") if base_forget is not None else None
+        base = base_start.get(key) if base_start is not None else None
         row[f"start_{score}"], row[key] = before, after
         row[f"forget_{score}"] = peak_within(curves, window, f"forget_{score}")
         row[f"recovery_{score}"] = (recovery(after, before, base)
@@ -97,9 +99,11 @@ def summarise(methods: Sequence[str], attacks: Sequence[str],
         rows[name] = {"unlearned": {key: scores[name][key] for key in unlearned_keys
                                     if key in scores[name]}}
         for attack in attacks:
+            lr0 = next(iter(curves[attack]["base"]))
             rows[name][attack] = attack_row(curves[attack][name], windows[attack],
                                             curves[attack]["oracle"],
-                                            None if name == "base" else scores["base"])
+                                            None if name == "base"
+                                            else curves[attack]["base"][lr0][0])
     return {
         "min_oracle_retain": min_oracle_retain,
         "calibration": {attack: [{"lr": lr, "counted_steps": steps}
