@@ -38,6 +38,7 @@ def test_shipped_params_and_profiles_are_valid(tmp_path):
     (("unlearn", "train", "lrs"), [1e-3, 0.0], "unlearn.train.lrs.1: Input should be greater"),
     (("relearn", "train", "lrs"), [1e-4, 1e-4], "relearn.train.lrs: Value error, must not"),
     (("relearn", "attacks"), ["benign", "benign"], "relearn.attacks: Value error, must not"),
+    (("relearn", "train", "lrs"), [1e-4, 1.0000001e-4], "must differ within 6 significant"),
     (("unlearn", "losses", "ssiuu", "lam"), -1, "unlearn.losses.ssiuu.lam: Input should be"),
     (("unlearn", "losses", "gd", "lam"), 0.1, "unlearn.losses.gd.lam: unknown parameter"),
     (("unlearn", "losses", "ssiuu", "penalised"), "mlp", "unlearn.losses.ssiuu.penalised"),

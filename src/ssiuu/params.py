@@ -295,6 +295,14 @@ class RelearnTrainParams(_Strict):
     grad_clip: float = Field(1.0, gt=0)
     eval_every: int = Field(5, ge=1)
 
+    @model_validator(mode="after")
+    def _distinct_curve_names(self) -> RelearnTrainParams:
+        names = [f"{lr:g}" for lr in self.lrs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"lrs {names} must differ within 6 significant digits: each "
+                             "names its curve file")
+        return self
+
 
 class RelearnParams(_Strict):
     """Relearning attacks on every unlearned model, the base and the oracle (``relearn``).
