@@ -1,8 +1,8 @@
 """Stage `attribute`: neuron attribution of the base model on the forget set.
 
-For every neuron (each output of each linear layer inside a transformer block) and every
-forget fact: the max and the min over answer positions of ``A = h · ∂P(answer)/∂h``.
-The `diagnose` stages compare each unlearned model against this file.
+For every seed's base model, every neuron (each output of each linear layer inside a
+transformer block) and every forget fact: the max and the min over answer positions of
+``A = h · ∂P(answer)/∂h``. The `diagnose` stages compare each unlearned model against it.
 """
 
 import argparse
@@ -14,10 +14,11 @@ from ssiuu.finetune import read_splits
 from ssiuu.models import load_saved
 from ssiuu.params import load_params
 from ssiuu.runtime import configure, device, run_stage
+from ssiuu.seeds import existing_seed_dir
 
 
 def main() -> None:
-    """Write models/attribution/<model>.pt."""
+    """Write models/attribution/<model>/seed_<s>.pt."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", nargs="?", default="base",
                         help="name of a folder under models/ (default: base)")
@@ -27,17 +28,19 @@ def main() -> None:
     params = load_params(args.params)
     configure(params.runtime.num_threads)
     forget = read_splits(args.data, ("forget",))["forget"]
-    model, tokenizer = load_saved(Path("models") / args.model)
-    model.to(device())
-    examples = encode_rows(tokenizer, forget, params.model.max_length)
-    attribution = neuron_attribution(model, examples, tokenizer.pad_token_id,
-                                     params.attribution.batch_size)
-    out = Path("models/attribution") / f"{args.model}.pt"
-    attribution.save(out)
-    n_examples, n_neurons = attribution.maxima.shape
-    print(f"{args.model}: {n_neurons} neurons in {len(attribution.sites)} linear layers, "
-          f"{n_examples} forget facts -> {out}")
-
+    model_dirs = {seed: existing_seed_dir(Path("models") / args.model, seed)
+                  for seed in params.seeds}
+    for seed, model_dir in model_dirs.items():
+        model, tokenizer = load_saved(model_dir)
+        model.to(device())
+        examples = encode_rows(tokenizer, forget, params.model.max_length)
+        attribution = neuron_attribution(model, examples, tokenizer.pad_token_id,
+                                         params.attribution.batch_size)
+        out = Path("models/attribution") / args.model / f"seed_{seed}.pt"
+        attribution.save(out)
+        n_examples, n_neurons = attribution.maxima.shape
+        print(f"{args.model} seed {seed}: {n_neurons} neurons in {len(attribution.sites)} "
+              f"linear layers, {n_examples} forget facts -> {out}")
 
 if __name__ == "__main__":
     run_stage(main)

@@ -1,21 +1,26 @@
 """Stage `diagnose@<method>`: erase or hide? D+ and D− of an unlearned model vs the base.
 
-Attributes the unlearned model on the forget set as `attribute` did the base, then writes
-the paper's D+ (lost positive influence: erased) and D− (grown negative influence:
-hidden) as top-m cumulative curves, per-layer-and-module sums, and their top-m sums.
+For every seed, attributes the unlearned model on the forget set as `attribute` did that
+seed's base, then computes the paper's D+ (lost positive influence: erased) and D− (grown
+negative influence: hidden): their top-m sums per seed (mean and standard deviation across
+seeds), and the top-m cumulative curves and per-layer-and-module sums averaged over seeds.
 """
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
+import torch
+
 from ssiuu.attribution import NeuronAttribution, attribution_shift, neuron_attribution
 from ssiuu.data.encoding import encode_rows
+from ssiuu.errors import DataError
 from ssiuu.finetune import read_splits
 from ssiuu.models import load_saved
 from ssiuu.params import METHODS, load_params
 from ssiuu.runtime import configure, device, run_stage
+from ssiuu.seeds import across_seeds, existing_seed_dir
+from ssiuu.tables import write_rows
 
 CURVE_LENGTH = 10
 
@@ -26,45 +31,56 @@ def main() -> None:
     parser.add_argument("method", choices=METHODS)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data/prepared")
-    parser.add_argument("--base", default="models/attribution/base.pt")
+    parser.add_argument("--base", default="models/attribution/base")
     args = parser.parse_args()
     params = load_params(args.params)
     configure(params.runtime.num_threads)
-    base = NeuronAttribution.load(args.base)
+    bases = {seed: Path(args.base) / f"seed_{seed}.pt" for seed in params.seeds}
+    for path in bases.values():
+        if not path.is_file():
+            raise DataError(f"{path}: not found (run `dvc repro attribute`)")
+    models = {seed: existing_seed_dir(Path("models/unlearned") / args.method, seed)
+              for seed in params.seeds}
     forget = read_splits(args.data, ("forget",))["forget"]
-    model, tokenizer = load_saved(Path("models/unlearned") / args.method)
-    model.to(device())
-    unlearned = neuron_attribution(model, encode_rows(tokenizer, forget, params.model.max_length),
-                                   tokenizer.pad_token_id, params.attribution.batch_size)
-    shift = attribution_shift(base, unlearned)
     top_m = params.attribution.top_m
-    d_plus, d_minus = shift.top_sums(top_m)
-    sites = shift.by_site()
-    hiding_site = max(sites, key=lambda key: sites[key][1] - sites[key][0])
-    metrics = {"method": args.method, f"d_plus_top{top_m}": round(d_plus, 6),
-               f"d_minus_top{top_m}": round(d_minus, 6),
-               "hiding_ratio": round(d_minus / d_plus, 4) if d_plus > 0 else None,
+    per_seed, curves, sites = {}, [], []
+    for seed in params.seeds:
+        model, tokenizer = load_saved(models[seed])
+        model.to(device())
+        unlearned = neuron_attribution(
+            model, encode_rows(tokenizer, forget, params.model.max_length),
+            tokenizer.pad_token_id, params.attribution.batch_size)
+        shift = attribution_shift(NeuronAttribution.load(bases[seed]), unlearned)
+        d_plus, d_minus = shift.top_sums(top_m)
+        by_site = shift.by_site()
+        hiding_site = max(by_site, key=lambda key: by_site[key][1] - by_site[key][0])
+        per_seed[seed] = {f"d_plus_top{top_m}": round(d_plus, 6),
+                          f"d_minus_top{top_m}": round(d_minus, 6),
+                          "verdict": "hiding" if d_minus > d_plus else "erasing",
+                          "most_hiding_site": f"layer {hiding_site[0]} {hiding_site[1]}"}
+        curves.append(torch.stack(shift.curves(CURVE_LENGTH * top_m)))
+        sites.append(by_site)
+    summary = across_seeds(per_seed, digits=6)
+    d_plus, d_minus = summary["mean"][f"d_plus_top{top_m}"], summary["mean"][f"d_minus_top{top_m}"]
+    verdicts = [record["verdict"] for record in per_seed.values()]
+    metrics = {"method": args.method,
                "verdict": "hiding" if d_minus > d_plus else "erasing",
-               "most_hiding_site": f"layer {hiding_site[0]} {hiding_site[1]}"}
+               "seeds_hiding": f"{verdicts.count('hiding')} of {len(verdicts)}",
+               "hiding_ratio": round(d_minus / d_plus, 4) if d_plus > 0 else None, **summary}
     out = Path("metrics/diagnose") / f"{args.method}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2) + "\n")
-    plots = Path("plots/diagnose")
-    plots.mkdir(parents=True, exist_ok=True)
-    curve_plus, curve_minus = shift.curves(CURVE_LENGTH * top_m)
-    with (plots / f"{args.method}.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["m", "d_plus", "d_minus"])
-        writer.writerows((m + 1, f"{p:.6g}", f"{n:.6g}") for m, (p, n) in
-                         enumerate(zip(curve_plus.tolist(), curve_minus.tolist(), strict=True)))
-    site_plots = Path("plots/diagnose_sites")
-    site_plots.mkdir(parents=True, exist_ok=True)
-    with (site_plots / f"{args.method}.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["layer", "module", "d_plus", "d_minus"])
-        writer.writerows((layer, module, f"{p:.6g}", f"{n:.6g}")
-                         for (layer, module), (p, n) in sites.items())
-    print(json.dumps(metrics))
+    mean_curve = torch.stack(curves).mean(dim=0)
+    write_rows(Path("plots/diagnose") / f"{args.method}.csv",
+               [{"m": m + 1, "d_plus": f"{p:.6g}", "d_minus": f"{n:.6g}"}
+                for m, (p, n) in enumerate(zip(*mean_curve.tolist(), strict=True))])
+    write_rows(Path("plots/diagnose_sites") / f"{args.method}.csv",
+               [{"layer": layer, "module": module,
+                 "d_plus": f"{sum(s[(layer, module)][0] for s in sites) / len(sites):.6g}",
+                 "d_minus": f"{sum(s[(layer, module)][1] for s in sites) / len(sites):.6g}"}
+                for layer, module in sites[0]])
+    print(json.dumps({key: metrics[key] for key in ("method", "verdict", "seeds_hiding")}
+                     | metrics["mean"]))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 MODEL is ``base``, ``oracle`` or an unlearning method (``models/unlearned/<method>``);
 ATTACK is ``benign`` or ``harmful_<P>``. Every learning rate of ``relearn.train.lrs`` is
-one strength; each gives a relearning curve (a DVC plot) and its peak forget scores.
+one strength; each gives a relearning curve (a DVC plot) and its peak forget scores. Every
+seed attacks that seed's model, with that seed's injected facts and batch order.
 """
 
 import argparse
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from ssiuu.attacks import (
     SCORES,
+    AttackData,
+    AttackRun,
     attack_data,
     attack_kind,
     curve_path,
@@ -21,13 +24,14 @@ from ssiuu.errors import ParamsError
 from ssiuu.finetune import read_splits
 from ssiuu.params import METHODS, load_params
 from ssiuu.runtime import configure, device, run_stage
+from ssiuu.seeds import across_seeds, existing_seed_dir
 from ssiuu.tables import write_rows
 
 REFERENCES = ("base", "oracle")
 
 
 def model_dir(name: str) -> Path:
-    """Where the model called ``name`` (base, oracle or a method) is saved."""
+    """Where the model called ``name`` (base, oracle or a method) is saved, per seed."""
     return Path("models") / name if name in REFERENCES else Path("models/unlearned") / name
 
 
@@ -35,8 +39,25 @@ def _rounded(point: dict[str, float]) -> dict[str, float]:
     return {key: round(value, 4) for key, value in point.items() if key != "step"}
 
 
+def _seed_summary(data: AttackData, runs: list[AttackRun]) -> dict:
+    keys = [f"{subset}_{score}" for subset in ("heldout", "forget") for score in SCORES]
+    return {
+        "n_train": len(data.train), "n_heldout": len(data.heldout),
+        "n_injected": len(data.injected),
+        **{f"peak_{key}": round(max(peak(run.curve, key) for run in runs), 4)
+           for key in keys if key in runs[0].curve[0]},
+        "runs": [{"lr": run.lr, "seconds": round(run.seconds, 2),
+                  "start": _rounded(run.curve[0]), "final": _rounded(run.curve[-1]),
+                  "peak": {key: round(peak(run.curve, key), 4) for key in run.curve[0]
+                           if key.startswith(("heldout_", "injected_", "forget_"))}}
+                 for run in runs],
+        "injected_ids": sorted(row["id"] for row in data.injected),
+    }
+
+
 def main() -> None:
-    """Write metrics/relearn/<attack>/<model>.json and plots/relearn/<attack>/<model>/."""
+    """Write metrics/relearn/<attack>/<model>.json and
+    plots/relearn/<attack>/<model>/seed_<s>_lr_<lr>.csv."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", choices=[*REFERENCES, *METHODS])
     parser.add_argument("attack", help="benign or harmful_<P> (P in 1..99)")
@@ -49,33 +70,24 @@ def main() -> None:
         raise ParamsError(f"relearn stage: {exc}") from None
     params = load_params(args.params)
     configure(params.runtime.num_threads)
+    sources = {seed: existing_seed_dir(model_dir(args.model), seed) for seed in params.seeds}
     splits = read_splits(args.data, ("forget", "retain", "utility", "benign"))
-    source = model_dir(args.model)
-    data = attack_data(args.attack, splits["forget"], splits["benign"], params.relearn.seed)
-    runs = run_attack(source, data, splits["retain"], splits["utility"], params.relearn,
-                      params.model.max_length, params.evaluate.batch_size, device())
-    keys = [f"{subset}_{score}" for subset in ("heldout", "forget") for score in SCORES]
-    summary = {
-        "model": args.model, "attack": args.attack, "seed": params.relearn.seed,
-        "n_train": len(data.train), "n_heldout": len(data.heldout),
-        "n_injected": len(data.injected),
-        **{f"peak_{key}": round(max(peak(run.curve, key) for run in runs), 4)
-           for key in keys if key in runs[0].curve[0]},
-        "runs": [{"lr": run.lr, "seconds": round(run.seconds, 2),
-                  "start": _rounded(run.curve[0]), "final": _rounded(run.curve[-1]),
-                  "peak": {key: round(peak(run.curve, key), 4) for key in run.curve[0]
-                           if key.startswith(("heldout_", "injected_", "forget_"))}}
-                 for run in runs],
-        "injected_ids": sorted(row["id"] for row in data.injected),
-    }
+    per_seed = {}
+    for seed, source in sources.items():
+        data = attack_data(args.attack, splits["forget"], splits["benign"], seed)
+        runs = run_attack(source, data, splits["retain"], splits["utility"], params.relearn,
+                          params.model.max_length, params.evaluate.batch_size, device(), seed)
+        per_seed[seed] = _seed_summary(data, runs)
+        for run in runs:
+            write_rows(curve_path("plots/relearn", args.attack, args.model, seed, run.lr),
+                       run.curve)
+        print(f"{args.model} seed {seed} under {args.attack}: held-out forget acc "
+              f"{runs[0].curve[0]['heldout_acc']:.3f} -> peak "
+              f"{per_seed[seed]['peak_heldout_acc']:.3f}")
+    summary = {"model": args.model, "attack": args.attack, **across_seeds(per_seed)}
     out = Path("metrics/relearn") / args.attack / f"{args.model}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    for run in runs:
-        write_rows(curve_path("plots/relearn", args.attack, args.model, run.lr), run.curve)
-    print(f"{args.model} under {args.attack}: held-out forget acc "
-          f"{runs[0].curve[0]['heldout_acc']:.3f} -> peak {summary['peak_heldout_acc']:.3f}")
-
 
 if __name__ == "__main__":
     run_stage(main)

@@ -1,8 +1,9 @@
 """Stage `report`: the robustness summary and the audit report.
 
-Reads every model's scores and relearning curves, calibrates each attack on the oracle,
-and writes ``metrics/summary.json`` (one row per method), the relearning-curve figures
-and ``reports/robustness.{md,html}``.
+Reads every model's scores and relearning curves of every seed, calibrates each attack on
+that seed's oracle, and writes ``metrics/summary.json`` (one row per method, mean and
+standard deviation across seeds), the relearning-curve figures and
+``reports/robustness.{md,html}``.
 """
 
 import argparse
@@ -15,6 +16,7 @@ from ssiuu.params import load_params
 from ssiuu.report import plot_relearning, robustness_markdown, write_report
 from ssiuu.robustness import summarise
 from ssiuu.runtime import run_stage
+from ssiuu.seeds import seed_record
 from ssiuu.tables import read_numeric_rows
 
 
@@ -32,27 +34,32 @@ def main() -> None:
     parser.add_argument("--curves", default="plots/relearn")
     args = parser.parse_args()
     params = load_params(args.params)
-    methods, attacks = params.unlearn.methods, params.relearn.attacks
+    methods, attacks, seeds = params.unlearn.methods, params.relearn.attacks, params.seeds
     metrics = Path(args.metrics)
-    scores = {name: _read_json(metrics / f"{name}.json") for name in ("base", "oracle")}
-    scores.update({m: _read_json(metrics / "unlearned" / f"{m}.json") for m in methods})
-    curves = {attack: {name: {lr: read_numeric_rows(curve_path(args.curves, attack, name, lr))
-                              for lr in params.relearn.train.lrs}
-                       for name in ["base", "oracle", *methods]}
-              for attack in attacks}
+    names = ["base", "oracle", *methods]
+    files = {name: metrics / f"{name}.json" for name in ("base", "oracle")}
+    files.update({m: metrics / "unlearned" / f"{m}.json" for m in methods})
+    evaluations = {name: _read_json(path) for name, path in files.items()}
+    scores = {seed: {name: seed_record(evaluations[name], seed, str(files[name]))
+                     for name in names} for seed in seeds}
+    curves = {seed: {attack: {name: {lr: read_numeric_rows(curve_path(
+                                          args.curves, attack, name, seed, lr))
+                                     for lr in params.relearn.train.lrs}
+                              for name in names}
+                     for attack in attacks}
+              for seed in seeds}
     summary = summarise(methods, attacks, scores, curves, params.relearn.min_oracle_retain)
-    summary = {"seed": params.relearn.seed, **summary}
     out = metrics / "summary.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    windows = {attack: {c["lr"]: c["counted_steps"] for c in summary["calibration"][attack]}
-               for attack in attacks}
+    windows = {attack: {entry["lr"]: min(entry["counted_steps"].values())
+                        for entry in summary["calibration"][attack]} for attack in attacks}
     figures = {}
     for key, caption in (("heldout_mcq", "Held-out forget MCQ while relearning"),
                          ("heldout_logprob", "Held-out forget log-prob while relearning")):
         path = plot_relearning(curves, windows, key, f"plots/relearning_{key}.png")
         figures[caption] = f"../{path}"
     figures["Attribution shift: D+ (erasing) and D- (hiding)"] = "../plots/spurious_curves.png"
-    text = robustness_markdown(summary, methods, attacks, figures, [params.relearn.seed])
+    text = robustness_markdown(summary, methods, attacks, figures)
     for path in write_report(text, "reports/robustness.md"):
         print(path)
 

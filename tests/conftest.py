@@ -37,7 +37,7 @@ def trained_tiny(tiny_facts):
     model_params = ModelParams(max_length=32, scratch=ScratchModelParams(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2))
     model = build_scratch_model(model_params, tokenizer, seed=0)
-    recipe = ModelTrainingParams(seed=0, splits=["retain"], train=TrainParams(
+    recipe = ModelTrainingParams(splits=["retain"], train=TrainParams(
         steps=250, batch_size=16, lr=5e-3, log_every=50))
     result = train_on_splits(model, tokenizer, {"retain": tiny_facts}, recipe, 32, desc="tiny")
     return model, tokenizer, result

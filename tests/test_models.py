@@ -95,7 +95,7 @@ def test_any_local_causal_lm_trains_and_scores(tmp_path, tiny_facts):
     model = initial_model(params, tokenizer, seed=0)
     assert type(model).__name__ == "GPT2LMHeadModel"
     before = evaluate_rows(model, tokenizer, tiny_facts, 32)["logprob"]
-    recipe = ModelTrainingParams(seed=0, splits=["retain"], train=TrainParams(
+    recipe = ModelTrainingParams(splits=["retain"], train=TrainParams(
         steps=30, batch_size=16, lr=3e-3))
     train_on_splits(model, tokenizer, {"retain": tiny_facts}, recipe, 32, desc="gpt2")
     assert evaluate_rows(model, tokenizer, tiny_facts, 32)["logprob"] > before + 1.0

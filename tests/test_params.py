@@ -44,6 +44,10 @@ def test_shipped_params_and_profiles_are_valid(tmp_path):
     (("unlearn", "losses", "ssiuu", "penalised"), "mlp", "unlearn.losses.ssiuu.penalised"),
     (("unlearn", "stop", "thresholds"), {"acc": "chance"}, "defined for metric 'mcq' only"),
     (("unlearn", "stop", "thresholds"), {"rouge": 0.2}, "unlearn.stop.thresholds.rouge"),
+    (("seeds",), [0, 1, 0], "seeds: Value error, must not repeat"),
+    (("seeds",), [], "seeds: List should have at least 1 item"),
+    (("seeds",), [-1], "seeds.0: Input should be greater than or equal to 0"),
+    (("base", "seed"), 1, "base.seed: unknown parameter"),  # seeds are one list now
 ])
 def test_bad_param_is_named(path, value, expected):
     raw = _default()

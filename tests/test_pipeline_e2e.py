@@ -48,14 +48,26 @@ def tiny_repo(tmp_path_factory) -> Path:
     return repo
 
 
-def test_repro_gives_a_memorising_base_and_an_ignorant_oracle(tiny_repo):
-    base, oracle = _metrics(tiny_repo, "base"), _metrics(tiny_repo, "oracle")
-    assert base["forget_acc"] >= 0.95 and base["retain_acc"] >= 0.95
-    assert base["forget_mcq"] >= 0.95 and base["utility_acc"] >= 0.9
-    assert oracle["forget_acc"] <= 0.1 and oracle["retain_acc"] >= 0.95
-    assert oracle["forget_mcq"] <= base["forget_mcq"] - 0.3
-    assert oracle["forget_logprob"] < base["forget_logprob"] - 1.0
-    assert base["seed"] == 0 and base["forget_n"] == 20
+SEEDS = ("0", "1")
+
+
+def test_repro_gives_a_memorising_base_and_an_ignorant_oracle_in_every_seed(tiny_repo):
+    base_file, oracle_file = _metrics(tiny_repo, "base"), _metrics(tiny_repo, "oracle")
+    assert set(base_file["seeds"]) == set(oracle_file["seeds"]) == set(SEEDS)
+    for seed in SEEDS:
+        base, oracle = base_file["seeds"][seed], oracle_file["seeds"][seed]
+        assert base["forget_acc"] >= 0.95 and base["retain_acc"] >= 0.95
+        assert base["forget_mcq"] >= 0.95 and base["utility_acc"] >= 0.9
+        assert oracle["forget_acc"] <= 0.1 and oracle["retain_acc"] >= 0.95
+        assert oracle["forget_mcq"] <= base["forget_mcq"] - 0.3
+        assert oracle["forget_logprob"] < base["forget_logprob"] - 1.0
+        assert base["forget_n"] == 20
+        provenance = json.loads((tiny_repo / "models" / "base" / f"seed_{seed}"
+                                 / "training.json").read_text())
+        assert provenance["seed"] == int(seed)
+    logprobs = [oracle_file["seeds"][seed]["forget_logprob"] for seed in SEEDS]
+    assert logprobs[0] != logprobs[1]  # the seeds are different models
+    assert oracle_file["mean"]["forget_logprob"] == pytest.approx(sum(logprobs) / 2, abs=1e-4)
     report = json.loads((tiny_repo / "reports" / "data_validation.json").read_text())
     assert report["success"] and report["n_failed"] == 0
     shown = _dvc(tiny_repo, "metrics", "show", "--json").stdout
@@ -72,25 +84,32 @@ METHODS = ["ga", "gd", "npo", "ssiuu", "ssiuu_ga", "ssiuu_npo"]
 
 
 def test_every_method_unlearns_to_the_threshold_and_keeps_retain(tiny_repo):
-    base, oracle = _metrics(tiny_repo, "base"), _metrics(tiny_repo, "oracle")
+    base_file, oracle_file = _metrics(tiny_repo, "base"), _metrics(tiny_repo, "oracle")
     for method in METHODS:
-        run = _metrics(tiny_repo, f"unlearn/{method}")
-        assert run["reached"], method
-        assert 0 < run["steps"] <= 40
-        assert run["stop_forget_acc"] == oracle["forget_acc"]
-        unlearned = _metrics(tiny_repo, f"unlearned/{method}")
-        assert unlearned["forget_mcq"] <= 1 / 3, method
-        assert unlearned["forget_acc"] <= oracle["forget_acc"], method
-        if method not in ("ga", "ssiuu_ga"):
-            assert unlearned["retain_acc"] >= base["retain_acc"] - 0.1, method
-        curve = (tiny_repo / "plots" / "unlearn" / f"{method}.csv").read_text().splitlines()
-        assert curve[0].startswith("step,forget_acc")
-        assert len(curve) == run["steps"] + 2
+        run_file = _metrics(tiny_repo, f"unlearn/{method}")
+        unlearned_file = _metrics(tiny_repo, f"unlearned/{method}")
+        assert run_file["reached"], method
+        for seed in SEEDS:
+            run, unlearned = run_file["seeds"][seed], unlearned_file["seeds"][seed]
+            base, oracle = base_file["seeds"][seed], oracle_file["seeds"][seed]
+            assert run["reached"] and 0 < run["steps"] <= 40, (method, seed)
+            assert run["stop_forget_acc"] == oracle["forget_acc"]  # this seed's oracle
+            assert unlearned["forget_mcq"] <= 1 / 3, (method, seed)
+            assert unlearned["forget_acc"] <= oracle["forget_acc"], (method, seed)
+            if method not in ("ga", "ssiuu_ga"):
+                assert unlearned["retain_acc"] >= base["retain_acc"] - 0.15, (method, seed)
+            curve = (tiny_repo / "plots" / "unlearn" / method / f"seed_{seed}.csv"
+                     ).read_text().splitlines()
+            assert curve[0].startswith("step,forget_acc")
+            assert len(curve) == run["steps"] + 2
         diagnosis = _metrics(tiny_repo, f"diagnose/{method}")
-        assert diagnosis["d_plus_top100"] >= 0 and diagnosis["d_minus_top100"] >= 0
-        assert diagnosis["verdict"] == ("hiding" if diagnosis["d_minus_top100"]
-                                        > diagnosis["d_plus_top100"] else "erasing")
-    regularised = (tiny_repo / "plots" / "unlearn" / "ssiuu.csv").read_text().splitlines()
+        assert set(diagnosis["seeds"]) == set(SEEDS)
+        mean = diagnosis["mean"]
+        assert mean["d_plus_top100"] >= 0 and mean["d_minus_top100"] >= 0
+        assert diagnosis["verdict"] == ("hiding" if mean["d_minus_top100"]
+                                        > mean["d_plus_top100"] else "erasing")
+    regularised = (tiny_repo / "plots" / "unlearn" / "ssiuu" / "seed_0.csv"
+                   ).read_text().splitlines()
     assert "reg" in regularised[0].split(",") and "n_neg" in regularised[0].split(",")
     for image in ("spurious_curves.png", "spurious_heatmap.png"):
         assert (tiny_repo / "plots" / image).read_bytes()[:4] == b"\x89PNG"
@@ -99,10 +118,13 @@ def test_every_method_unlearns_to_the_threshold_and_keeps_retain(tiny_repo):
     assert "d_minus_top100" in flat and "metrics/unlearned/ssiuu.json" in flat
 
 
-
 def _curve(path: Path) -> list[dict[str, float]]:
     with path.open(newline="") as handle:
         return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]
+
+
+def _curve_file(repo: Path, attack: str, model: str, seed: str, lr: str) -> Path:
+    return repo / "plots" / "relearn" / attack / model / f"seed_{seed}_lr_{lr}.csv"
 
 
 def test_every_model_is_attacked_and_the_oracle_relearns_only_what_it_is_shown(tiny_repo):
@@ -110,51 +132,66 @@ def test_every_model_is_attacked_and_the_oracle_relearns_only_what_it_is_shown(t
               (tiny_repo / "data" / "prepared" / "forget.jsonl").read_text().splitlines()]
     for attack in ("harmful_30", "benign"):
         for model in ("base", "oracle", *METHODS):
-            result = _metrics(tiny_repo, f"relearn/{attack}/{model}")
-            assert [run["lr"] for run in result["runs"]] == [3e-4, 1e-3]
-            curves = [_curve(tiny_repo / "plots" / "relearn" / attack / model / f"lr_{lr}.csv")
-                      for lr in ("0.0003", "0.001")]
-            for curve in curves:
-                assert [p["step"] for p in curve] == [0, 5, 10, 15, 20]
-                assert all("retain_acc" in p and "heldout_mcq" in p for p in curve)
-            assert result["peak_heldout_acc"] == pytest.approx(
-                max(p["heldout_acc"] for curve in curves for p in curve[1:]), abs=1e-4)
-            if attack == "harmful_30":
-                assert (result["n_injected"], result["n_heldout"]) == (6, 14)
-                assert set(result["injected_ids"]) <= {r["id"] for r in forget}
-                injected = _metrics(tiny_repo, "relearn/harmful_30/oracle")["injected_ids"]
-                assert result["injected_ids"] == injected  # one split for every model
-            else:
-                assert (result["n_train"], result["n_heldout"], result["n_injected"]) == (40, 20, 0)
-    strong = _metrics(tiny_repo, "relearn/harmful_30/oracle")["runs"][1]
+            result_file = _metrics(tiny_repo, f"relearn/{attack}/{model}")
+            for seed in SEEDS:
+                result = result_file["seeds"][seed]
+                assert [run["lr"] for run in result["runs"]] == [3e-4, 1e-3]
+                curves = [_curve(_curve_file(tiny_repo, attack, model, seed, lr))
+                          for lr in ("0.0003", "0.001")]
+                for curve in curves:
+                    assert [p["step"] for p in curve] == [0, 5, 10, 15, 20]
+                    assert all("retain_acc" in p and "heldout_mcq" in p for p in curve)
+                assert result["peak_heldout_acc"] == pytest.approx(
+                    max(p["heldout_acc"] for curve in curves for p in curve[1:]), abs=1e-4)
+                if attack == "harmful_30":
+                    assert (result["n_injected"], result["n_heldout"]) == (6, 14)
+                    assert set(result["injected_ids"]) <= {r["id"] for r in forget}
+                    oracle = _metrics(tiny_repo, "relearn/harmful_30/oracle")["seeds"][seed]
+                    assert result["injected_ids"] == oracle["injected_ids"]  # one split
+                else:
+                    assert (result["n_train"], result["n_heldout"],
+                            result["n_injected"]) == (40, 20, 0)
+    splits = _metrics(tiny_repo, "relearn/harmful_30/gd")["seeds"]
+    assert splits["0"]["injected_ids"] != splits["1"]["injected_ids"]  # a split per seed
+    strong = _metrics(tiny_repo, "relearn/harmful_30/oracle")["seeds"]["0"]["runs"][1]
     assert strong["final"]["injected_acc"] >= strong["start"]["injected_acc"] + 0.5
-    base = _metrics(tiny_repo, "relearn/benign/base")["runs"][0]
+    base = _metrics(tiny_repo, "relearn/benign/base")["seeds"]["0"]["runs"][0]
     assert base["final"]["heldout_acc"] >= 0.9  # benign fine-tuning does not erase the facts
 
 
-def test_report_calibrates_on_the_oracle_and_summarises_every_method(tiny_repo):
+def test_report_calibrates_on_each_seeds_oracle_and_summarises_every_method(tiny_repo):
     summary = _metrics(tiny_repo, "summary")
+    assert summary["seeds"] == [0, 1]
     assert set(summary["models"]) == {"base", "oracle", *METHODS}
     for attack in ("harmful_30", "benign"):
         for entry in summary["calibration"][attack]:
-            oracle = _curve(tiny_repo / "plots" / "relearn" / attack / "oracle"
-                            / f"lr_{entry['lr']:g}.csv")
-            kept = [p["step"] for p in oracle if p["retain_acc"] >= 0.9]
-            assert entry["counted_steps"] == max(s for s in kept if all(
-                p["retain_acc"] >= 0.9 for p in oracle if p["step"] <= s))
+            for seed in SEEDS:
+                oracle = _curve(_curve_file(tiny_repo, attack, "oracle", seed,
+                                            f"{entry['lr']:g}"))
+                kept = [0] + [p["step"] for p in oracle if all(
+                    q["retain_acc"] >= 0.9 for q in oracle if q["step"] <= p["step"])]
+                assert entry["counted_steps"][seed] == max(kept)
         for method in METHODS:
-            row = summary["models"][method][attack]
-            assert row["oracle_gap_mcq"] == pytest.approx(
-                row["heldout_mcq"] - summary["models"]["oracle"][attack]["heldout_mcq"])
+            gaps = []
+            for seed in SEEDS:
+                rows = summary["per_seed"][seed]
+                gap = rows[method][attack]["heldout_mcq"] - rows["oracle"][attack]["heldout_mcq"]
+                assert rows[method][attack]["oracle_gap_mcq"] == pytest.approx(gap)
+                gaps.append(gap)
+            assert summary["models"][method][attack]["oracle_gap_mcq"] == pytest.approx(
+                sum(gaps) / 2, abs=1e-4)
     report = (tiny_repo / "reports" / "robustness.md").read_text()
     assert all(f"| {method} |" in report for method in METHODS)
+    assert "Seeds: 0, 1;" in report and " ± " in report
     assert "<table>" in (tiny_repo / "reports" / "robustness.html").read_text()
     for image in ("relearning_heldout_mcq.png", "relearning_heldout_logprob.png"):
         assert (tiny_repo / "plots" / image).read_bytes()[:4] == b"\x89PNG"
     shown = json.loads(_dvc(tiny_repo, "plots", "show", "--json").stdout)
     assert not shown.get("errors"), shown["errors"]
-    assert {"plots/relearn/harmful_30/gd/lr_0.001.csv", "plots/unlearn/ssiuu.csv",
-            "plots/diagnose/gd.csv", "plots/relearning_heldout_mcq.png"} <= set(shown["data"])
+    assert {"plots/relearn/harmful_30/gd/seed_1_lr_0.001.csv", "plots/unlearn/ssiuu/seed_0.csv",
+            "plots/train/base/seed_1.csv", "plots/diagnose/gd.csv",
+            "plots/relearning_heldout_mcq.png"} <= set(shown["data"])
+
 
 def test_changed_lambda_reruns_only_that_method(tiny_repo):
     oracle_before = _metrics(tiny_repo, "oracle")

@@ -73,3 +73,22 @@ def test_wrong_relearn_param_names_the_field(tmp_path):
     done = _stage(work, "relearn.py", "gd", "benign")
     assert done.returncode == 2
     assert "params.yaml: relearn.attacks.1: String should match pattern" in done.stderr
+
+
+def test_unlearn_fails_naming_the_seed_the_oracle_metrics_lack(tmp_path):
+    work = _workspace(tmp_path, seeds=[0, 7])
+    (work / "metrics").mkdir()
+    (work / "metrics" / "oracle.json").write_text(
+        '{"mean": {}, "std": {}, "seeds": {"0": {"forget_acc": 0.0}}}')
+    done = _stage(work, "unlearn.py", "gd")
+    assert done.returncode == 2
+    assert "metrics/oracle.json: no record for seed 7" in done.stderr
+    assert not (work / "models").exists()
+
+
+def test_relearn_fails_naming_a_missing_seed_model(tmp_path):
+    work = _workspace(tmp_path, seeds=[3])
+    (work / "models" / "unlearned" / "gd" / "seed_0").mkdir(parents=True)
+    done = _stage(work, "relearn.py", "gd", "benign")
+    assert done.returncode == 2
+    assert "models/unlearned/gd/seed_3: not found (seed 3 of params.yaml `seeds`" in done.stderr

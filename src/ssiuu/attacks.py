@@ -148,12 +148,14 @@ class _Curve:
 
 def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record],
                utility: Sequence[Record], params: RelearnParams, max_length: int,
-               eval_batch_size: int = 64, device: str = "cpu") -> list[AttackRun]:
+               eval_batch_size: int = 64, device: str = "cpu",
+               seed: int = 0) -> list[AttackRun]:
     """Attack the model saved in ``model_dir`` once per learning rate of ``params.train``.
 
     Each run starts from the saved model, fine-tunes on ``data.train`` (answer-token NLL,
-    AdamW, constant lr) and records the curve of the held-out forget facts, the injected
-    ones, the whole forget set and retain along the way; utility at the start and end.
+    AdamW, constant lr, batch order fixed by ``seed``) and records the curve of the
+    held-out forget facts, the injected ones, the whole forget set and retain along the
+    way; utility at the start and end.
     """
     knobs = params.train
     runs = []
@@ -161,7 +163,7 @@ def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record]
         model, tokenizer = load_saved(model_dir)
         model.to(device)
         examples = encode_rows(tokenizer, data.train, max_length)
-        loader = make_loader(examples, knobs.batch_size, tokenizer.pad_token_id, params.seed)
+        loader = make_loader(examples, knobs.batch_size, tokenizer.pad_token_id, seed)
         curve = _Curve(tokenizer, data, retain, utility, knobs.eval_every, knobs.steps,
                        max_length, eval_batch_size)
         start = time.perf_counter()
@@ -170,7 +172,7 @@ def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record]
                                schedule="constant", warmup_ratio=0.0,
                                weight_decay=knobs.weight_decay, grad_clip=knobs.grad_clip,
                                log_every=knobs.eval_every)
-        result = train(model, {"train": loader}, nll_loss, schedule, params.seed,
+        result = train(model, {"train": loader}, nll_loss, schedule, seed,
                        should_stop=curve.record, desc=f"{data.name} lr={lr:g}")
         losses = {int(entry["step"]): entry["nll"] for entry in result.history}
         for point in curve.points:
@@ -180,9 +182,10 @@ def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record]
     return runs
 
 
-def curve_path(root: str | Path, attack: str, model: str, lr: float) -> Path:
-    """Where the relearning curve of ``model`` under ``attack`` at ``lr`` is written."""
-    return Path(root) / attack / model / f"lr_{lr:g}.csv"
+def curve_path(root: str | Path, attack: str, model: str, seed: int, lr: float) -> Path:
+    """Where the relearning curve of ``model`` (seed ``seed``) under ``attack`` at ``lr``
+    is written."""
+    return Path(root) / attack / model / f"seed_{seed}_lr_{lr:g}.csv"
 
 
 def peak(curve: Sequence[dict[str, float]], key: str) -> float:

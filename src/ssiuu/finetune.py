@@ -36,12 +36,13 @@ def initial_model(model_params: ModelParams, tokenizer: PreTrainedTokenizerBase,
 
 def train_on_splits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     splits: dict[str, list[Record]], recipe: ModelTrainingParams,
-                    max_length: int, desc: str) -> TrainResult:
-    """Fine-tune ``model`` on the union of ``recipe.splits`` (answer-token NLL)."""
+                    max_length: int, desc: str, seed: int = 0) -> TrainResult:
+    """Fine-tune ``model`` on the union of ``recipe.splits`` (answer-token NLL); ``seed``
+    fixes the batch order."""
     rows = [row for name in recipe.splits for row in splits[name]]
     examples = encode_rows(tokenizer, rows, max_length)
-    loader = make_loader(examples, recipe.train.batch_size, tokenizer.pad_token_id, recipe.seed)
-    return train(model, {"train": loader}, nll_loss, recipe.train, recipe.seed, desc=desc)
+    loader = make_loader(examples, recipe.train.batch_size, tokenizer.pad_token_id, seed)
+    return train(model, {"train": loader}, nll_loss, recipe.train, seed, desc=desc)
 
 
 def load_tokenizer_dir(tokenizer_dir: str | Path) -> PreTrainedTokenizerBase:

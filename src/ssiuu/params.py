@@ -161,9 +161,8 @@ class TrainParams(_Strict):
 
 
 class ModelTrainingParams(_Strict):
-    """The recipe of a trained model (``base`` or ``oracle``)."""
+    """The recipe of a trained model (``base`` or ``oracle``), run once per seed."""
 
-    seed: int = 0
     splits: list[Literal[SPLITS]] = Field(min_length=1)  # type: ignore[valid-type]
     train: TrainParams
 
@@ -272,7 +271,6 @@ class UnlearnParams(_Strict):
 
     methods: NoRepeats[list[Literal[METHODS]]] = Field(  # type: ignore[valid-type]
         min_length=1)
-    seed: int = 0
     train: UnlearnTrainParams
     stop: StopParams = StopParams()
     losses: LossesParams = LossesParams()
@@ -314,7 +312,6 @@ class RelearnParams(_Strict):
 
     attacks: NoRepeats[list[Annotated[str, StringConstraints(pattern=ATTACK_NAME)]]] = Field(
         min_length=1)
-    seed: int = 0
     train: RelearnTrainParams
     min_oracle_retain: float = Field(0.9, ge=0, le=1)
 
@@ -333,8 +330,14 @@ class RuntimeParams(_Strict):
 
 
 class Params(_Strict):
-    """The whole of ``params.yaml``."""
+    """The whole of ``params.yaml``.
 
+    ``seeds``: every stochastic stage (base and oracle training, unlearning, attacks) runs
+    once per seed; seed s of a stage builds on seed s of the one before it.
+    """
+
+    seeds: NoRepeats[list[Annotated[int, Field(ge=0)]]] = Field(
+        default_factory=lambda: [0], min_length=1)
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     base: ModelTrainingParams

@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ssiuu.seeds import mean_std  # noqa: E402
+
 Curves = tuple[Sequence[float], Sequence[float]]
 Cells = Mapping[tuple[int, str], tuple[float, float]]
 # attack -> model -> learning rate -> relearning curve (one dict of scores per scored step)
@@ -70,32 +72,53 @@ def _save(fig: plt.Figure, out: str | Path) -> Path:
     return out
 
 
-def plot_relearning(curves: RelearnCurves, windows: Mapping[str, Mapping[float, int]],
-                    key: str, out: str | Path) -> Path:
+def _mean_curve(curves: Sequence[Sequence[Mapping[str, float]]],
+                key: str) -> tuple[list[float], list[float], list[float]]:
+    """Steps, mean and standard deviation of ``key`` over the seeds' curves, per step."""
+    by_step: dict[float, list[float]] = {}
+    for curve in curves:
+        for point in curve:
+            if key in point:
+                by_step.setdefault(point["step"], []).append(point[key])
+    steps = sorted(by_step)
+    stats = [mean_std(by_step[step]) for step in steps]
+    return steps, [mean for mean, _ in stats], [std for _, std in stats]
+
+
+def plot_relearning(curves: Mapping[int, RelearnCurves],
+                    windows: Mapping[str, Mapping[float, int]], key: str,
+                    out: str | Path) -> Path:
     """Grid of relearning curves: one row per attack, one column per learning rate, one
-    line per model; the steps the oracle calibration does not count are shaded."""
-    attacks = list(curves)
-    lrs = sorted({lr for attack in attacks for model in curves[attack].values() for lr in model})
+    line per model (the mean over seeds, a band of ± one standard deviation); the steps
+    that the oracle calibration does not count in every seed are shaded."""
+    seeds = list(curves)
+    first = curves[seeds[0]]
+    attacks = list(first)
+    lrs = sorted({lr for attack in attacks for model in first[attack].values() for lr in model})
     fig, axes = plt.subplots(len(attacks), len(lrs), squeeze=False, sharey=True,
                              figsize=(3.6 * len(lrs), 2.6 * len(attacks)), layout="constrained")
     for row, attack in enumerate(attacks):
         for col, lr in enumerate(lrs):
             ax = axes[row][col]
             last = 0.0
-            for name, per_lr in curves[attack].items():
-                curve = per_lr.get(lr, [])
-                steps = [point["step"] for point in curve]
+            for name in first[attack]:
+                steps, mean, std = _mean_curve(
+                    [curves[seed][attack][name].get(lr, []) for seed in seeds], key)
                 last = max([last, *steps])
                 style = {"color": "black", "linestyle": "--"} if name == "oracle" else (
                     {"color": "grey", "linestyle": ":"} if name == "base" else {})
-                ax.plot(steps, [point.get(key, math.nan) for point in curve], label=name,
-                        **style)
+                (line,) = ax.plot(steps, mean, label=name, **style)
+                if len(seeds) > 1:
+                    ax.fill_between(steps, [m - s for m, s in zip(mean, std, strict=True)],
+                                    [m + s for m, s in zip(mean, std, strict=True)],
+                                    color=line.get_color(), alpha=0.15, linewidth=0)
             counted = windows[attack].get(lr, 0)
             if counted < last:
                 ax.axvspan(counted, last, color="lightgrey", alpha=0.5, linewidth=0)
             ax.set_title(f"{attack}, lr {lr:g}", fontsize=9)
             ax.set_xlabel("attack step")
-        axes[row][0].set_ylabel(key.replace("_", " "))
+        axes[row][0].set_ylabel(key.replace("_", " ")
+                                + (f" (mean of {len(seeds)} seeds)" if len(seeds) > 1 else ""))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
     return _save(fig, out)
@@ -135,13 +158,35 @@ def _fmt(value: float | None, sign: bool = False) -> str:
     return f"{value:+.2f}" if sign else f"{value:.2f}"
 
 
+class _Table:
+    """Formats a summary's cells: the mean, and ``± std`` when there are several seeds."""
+
+    def __init__(self, summary: Mapping) -> None:
+        self.summary = summary
+        self.several = len(summary["seeds"]) > 1
+
+    def cell(self, name: str, section: str, key: str, sign: bool = False) -> str:
+        mean = self.summary["models"][name][section].get(key)
+        std = self.summary["std"][name][section].get(key)
+        text = _fmt(mean, sign)
+        return f"{text} ± {std:.2f}" if self.several and mean is not None and std is not None \
+            else text
+
+    def above_oracle(self, name: str, attack: str) -> tuple[int, int]:
+        """In how many seeds the MCQ oracle gap is > 0, out of the seeds where it is defined."""
+        gaps = [seed[name][attack]["oracle_gap_mcq"]
+                for seed in self.summary["per_seed"].values()]
+        defined = [gap for gap in gaps if gap is not None]
+        return sum(gap > 0 for gap in defined), len(defined)
+
+
 def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[str]) -> list[str]:
-    rows = summary["models"]
+    rows, table = summary["models"], _Table(summary)
     lines = []
     for attack in attacks:
         gaps = {m: rows[m][attack]["oracle_gap_mcq"] for m in methods
                 if rows[m][attack]["oracle_gap_mcq"] is not None}
-        if not any(c["counted_steps"] for c in summary["calibration"][attack]):
+        if not any(any(c["counted_steps"].values()) for c in summary["calibration"][attack]):
             lines.append(f"- **{attack}**: no strength kept the oracle's retain accuracy; "
                          "the attack measures damage only.")
             continue
@@ -150,59 +195,67 @@ def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[s
                          "distractors); see the log-prob columns.")
             continue
         worst = max(gaps, key=gaps.__getitem__)
-        measured = (f"held-out MCQ peak {_fmt(rows[worst][attack]['heldout_mcq'])} against "
-                    f"the oracle's {_fmt(rows['oracle'][attack]['heldout_mcq'])}, gap "
-                    f"{_fmt(gaps[worst], True)}")
-        text = (f"- **{attack}**: most knowledge back for {worst} ({measured})."
-                if gaps[worst] > 0 else
-                f"- **{attack}**: no method got back more than the oracle learns from the "
-                f"same attack (closest: {worst}, {measured}).")
+        above, n_seeds = table.above_oracle(worst, attack)
+        measured = (f"held-out MCQ peak {table.cell(worst, attack, 'heldout_mcq')} against "
+                    f"the oracle's {table.cell('oracle', attack, 'heldout_mcq')}, gap "
+                    f"{table.cell(worst, attack, 'oracle_gap_mcq', True)}, above the oracle "
+                    f"in {above} of {n_seeds} seeds")
+        if gaps[worst] > 0 and above == n_seeds and n_seeds > 1:
+            text = f"- **{attack}**: knowledge comes back for {worst} in every seed ({measured})."
+        elif gaps[worst] > 0:
+            text = (f"- **{attack}**: most knowledge back for {worst}, not consistently "
+                    f"across seeds ({measured}).")
+        else:
+            text = (f"- **{attack}**: no method got back more than the oracle learns from the "
+                    f"same attack (closest: {worst}, {measured}).")
         pairs = [(s, b) for s, b in REGULARISED.items() if s in gaps and b in gaps]
         for regularised, base in pairs:
             relation = ("below" if gaps[regularised] < gaps[base] else
                         "equal to" if gaps[regularised] == gaps[base] else "above")
-            text += (f" {regularised} gap {_fmt(gaps[regularised], True)}, {relation} "
-                     f"{base}'s {_fmt(gaps[base], True)}.")
+            text += (f" {regularised} gap {table.cell(regularised, attack, 'oracle_gap_mcq', True)}"
+                     f", {relation} {base}'s {table.cell(base, attack, 'oracle_gap_mcq', True)}.")
         lines.append(text)
     return lines
 
 
 def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Sequence[str],
-                        figures: Mapping[str, str], seeds: Sequence[int]) -> str:
+                        figures: Mapping[str, str]) -> str:
     """The audit report in Markdown: what each attack brought back, per method, against
-    the oracle, with the figures (paths relative to the report) and how to read each score."""
-    rows = summary["models"]
+    the oracle (mean ± standard deviation over the summary's seeds), with the figures
+    (paths relative to the report) and how to read each score."""
+    rows, table = summary["models"], _Table(summary)
+    seeds = summary["seeds"]
     names = ["base", "oracle", *methods]
     oracle, base = rows["oracle"]["unlearned"], rows["base"]["unlearned"]
     out = ["# Does the forgotten data come back?", "",
-           f"Seeds: {', '.join(map(str, seeds))}."
-           + (" One seed is not a result: differences below seed-to-seed noise are not "
-              "evidence either way." if len(seeds) < 2 else ""), "",
+           f"Seeds: {', '.join(map(str, seeds))}; "
+           + ("every cell is the mean ± the standard deviation across them." if len(seeds) > 1
+              else "one seed is not a result: differences below seed-to-seed noise are not "
+                   "evidence either way."), "",
            "## After unlearning", "",
            "| model | forget acc | forget MCQ | forget log-prob | retain acc | utility acc |",
            "|---|---|---|---|---|---|"]
     for name in names:
-        s = rows[name]["unlearned"]
-        out.append(f"| {name} | {_fmt(s.get('forget_acc'))} | {_fmt(s.get('forget_mcq'))} | "
-                   f"{_fmt(s.get('forget_logprob'))} | {_fmt(s.get('retain_acc'))} | "
-                   f"{_fmt(s.get('utility_acc'))} |")
+        out.append("| " + " | ".join([name, *(table.cell(name, "unlearned", key) for key in (
+            "forget_acc", "forget_mcq", "forget_logprob", "retain_acc", "utility_acc"))])
+            + " |")
     out += ["", "## After each attack", ""]
     out += _verdict_lines(summary, methods, attacks)
     for attack in attacks:
-        counted = ", ".join(f"lr {c['lr']:g}: {c['counted_steps']} steps"
-                            for c in summary["calibration"][attack])
+        counted = ", ".join(f"lr {c['lr']:g}: {' / '.join(map(str, c['counted_steps'].values()))}"
+                            " steps" for c in summary["calibration"][attack])
         out += ["", f"### {attack}", "", f"Counted (oracle retain ≥ "
-                f"{summary['min_oracle_retain']:.2f}): {counted}.", "",
-                "| model | held-out MCQ start → peak | recovery (MCQ) | oracle gap (MCQ) | "
-                "held-out log-prob start → peak | oracle gap (log-prob) | held-out acc peak | "
-                "retain (lowest) |", "|---|---|---|---|---|---|---|---|"]
+                f"{summary['min_oracle_retain']:.2f}; per seed): {counted}.", "",
+                "| model | held-out MCQ start | peak | recovery (MCQ) | oracle gap (MCQ) | "
+                "held-out log-prob start | peak | oracle gap (log-prob) | held-out acc peak | "
+                "retain (lowest) |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name in names:
-            r = rows[name][attack]
-            out.append(f"| {name} | {_fmt(r['start_mcq'])} → {_fmt(r['heldout_mcq'])} | "
-                       f"{_fmt(r['recovery_mcq'], True)} | {_fmt(r['oracle_gap_mcq'], True)} | "
-                       f"{_fmt(r['start_logprob'])} → {_fmt(r['heldout_logprob'])} | "
-                       f"{_fmt(r['oracle_gap_logprob'], True)} | {_fmt(r['heldout_acc'])} | "
-                       f"{_fmt(r['retain_acc'])} |")
+            keys = [("start_mcq", False), ("heldout_mcq", False), ("recovery_mcq", True),
+                    ("oracle_gap_mcq", True), ("start_logprob", False),
+                    ("heldout_logprob", False), ("oracle_gap_logprob", True),
+                    ("heldout_acc", False), ("retain_acc", False)]
+            cells = [table.cell(name, attack, key, sign) for key, sign in keys]
+            out.append("| " + " | ".join([name, *cells]) + " |")
     out += ["", "## Figures", ""]
     out += [f"![{caption}]({path})" for caption, path in figures.items()]
     values = {"oracle_mcq": oracle.get("forget_mcq", float("nan")),

@@ -1,7 +1,7 @@
 """The robustness verdict: after each attack, how much forgotten knowledge came back?
 
 Inputs are the relearning curves of every model (``relearn`` stages) and the scores of the
-base, the oracle and each unlearned model. Three rules turn curves into the summary:
+base, the oracle and each unlearned model. These rules turn curves into the summary:
 
 - **Calibration on the oracle.** An attack that drops the oracle's retain accuracy below
   ``min_oracle_retain`` measures damage, not relearning. For each attack and learning
@@ -10,6 +10,8 @@ base, the oracle and each unlearned model. Three rules turn curves into the summ
   first scored step does not count at all.
 - **Peak, as the paper reports.** A model's score after an attack is the highest value on
   the held-out forget facts over every counted step and strength, not the last.
+- **Seeds.** Every rule applies within one seed (its oracle calibrates its attacks);
+  the summary then gives each score's mean and standard deviation across seeds.
 - **Derived scores** (design.md): ``recovery = (after − unlearned) / (base − unlearned)``,
   all three on the same held-out facts (the model before the attack, the base before the
   attack), and ``oracle_gap = after − oracle_after`` (the oracle under the same counted
@@ -22,8 +24,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ssiuu.metrics import oracle_gap, recovery
+from ssiuu.seeds import mean_std
 
 SCORES = ("acc", "mcq", "logprob")
+UNLEARNED_KEYS = ("forget_acc", "forget_mcq", "forget_logprob", "retain_acc", "utility_acc")
 Curve = Sequence[Mapping[str, float]]
 Curves = Mapping[float, Curve]  # learning rate -> curve
 
@@ -81,22 +85,21 @@ def attack_row(curves: Curves, window: Mapping[float, int], oracle_curves: Curve
     return row
 
 
-def summarise(methods: Sequence[str], attacks: Sequence[str],
-              scores: Mapping[str, Mapping[str, float]],
-              curves: Mapping[str, Mapping[str, Curves]],
-              min_oracle_retain: float) -> dict[str, Any]:
-    """The whole summary: calibration, then one row per method (and for base and oracle).
+def summarise_seed(methods: Sequence[str], attacks: Sequence[str],
+                   scores: Mapping[str, Mapping[str, float]],
+                   curves: Mapping[str, Mapping[str, Curves]],
+                   min_oracle_retain: float) -> dict[str, Any]:
+    """One seed's summary: calibration, then one row per method (and for base and oracle).
 
     ``scores[name]`` holds the evaluation of ``base``, ``oracle`` and each method (the
-    ``metrics/*.json`` keys); ``curves[attack][name]`` the relearning curves per lr.
+    keys of one seed of ``metrics/*.json``); ``curves[attack][name]`` the relearning curves
+    per lr.
     """
     windows = {attack: calibrate(curves[attack]["oracle"], min_oracle_retain)
                for attack in attacks}
-    unlearned_keys = ("forget_acc", "forget_mcq", "forget_logprob", "retain_acc",
-                      "utility_acc")
     rows: dict[str, dict[str, Any]] = {}
     for name in ["base", "oracle", *methods]:
-        rows[name] = {"unlearned": {key: scores[name][key] for key in unlearned_keys
+        rows[name] = {"unlearned": {key: scores[name][key] for key in UNLEARNED_KEYS
                                     if key in scores[name]}}
         for attack in attacks:
             lr0 = next(iter(curves[attack]["base"]))
@@ -104,10 +107,50 @@ def summarise(methods: Sequence[str], attacks: Sequence[str],
                                             curves[attack]["oracle"],
                                             None if name == "base"
                                             else curves[attack]["base"][lr0][0])
+    return {"calibration": windows, "models": rows}
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    defined = [value for value in values if value is not None]
+    if not defined:
+        return None, None
+    mean, std = mean_std(defined)
+    return round(mean, 4), round(std, 4)
+
+
+def summarise(methods: Sequence[str], attacks: Sequence[str],
+              scores: Mapping[int, Mapping[str, Mapping[str, float]]],
+              curves: Mapping[int, Mapping[str, Mapping[str, Curves]]],
+              min_oracle_retain: float) -> dict[str, Any]:
+    """The summary over seeds: every seed's rows (:func:`summarise_seed`), their mean and
+    standard deviation per model, section and score, and the calibration per seed.
+
+    ``scores[seed]`` and ``curves[seed]`` are :func:`summarise_seed`'s inputs for one seed.
+    A mean covers the seeds where a score is defined (recovery is not when unlearning
+    moved nothing).
+    """
+    per_seed = {seed: summarise_seed(methods, attacks, scores[seed], curves[seed],
+                                     min_oracle_retain) for seed in scores}
+    first = next(iter(per_seed.values()))["models"]
+    means: dict[str, dict[str, dict[str, float | None]]] = {}
+    stds: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name, sections in first.items():
+        means[name], stds[name] = {}, {}
+        for section, row in sections.items():
+            stats = {key: _mean_std([one["models"][name][section].get(key)
+                                     for one in per_seed.values()]) for key in row}
+            means[name][section] = {key: mean for key, (mean, _) in stats.items()}
+            stds[name][section] = {key: std for key, (_, std) in stats.items()}
+    lrs = {attack: list(next(iter(per_seed.values()))["calibration"][attack])
+           for attack in attacks}
     return {
+        "seeds": list(per_seed),
         "min_oracle_retain": min_oracle_retain,
-        "calibration": {attack: [{"lr": lr, "counted_steps": steps}
-                                 for lr, steps in window.items()]
-                        for attack, window in windows.items()},
-        "models": rows,
+        "calibration": {attack: [{"lr": lr, "counted_steps": {
+                            str(seed): one["calibration"][attack][lr]
+                            for seed, one in per_seed.items()}} for lr in lrs[attack]]
+                        for attack in attacks},
+        "models": means,
+        "std": stds,
+        "per_seed": {str(seed): one["models"] for seed, one in per_seed.items()},
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 from ssiuu.errors import DataError
 
 
-def write_rows(path: str | Path, rows: Sequence[Mapping[str, float]]) -> Path:
+def write_rows(path: str | Path, rows: Sequence[Mapping[str, float | str]]) -> Path:
     """Write ``rows`` as CSV; the columns are every key, in order of first appearance."""
     path = Path(path)
     columns = list(dict.fromkeys(key for row in rows for key in row))

@@ -117,9 +117,11 @@ def _merge(train_logs: list[dict[str, float]],
 
 def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             retain: Sequence[Record], params: UnlearnParams, thresholds: dict[str, float],
-            max_length: int, eval_batch_size: int = 64,
-            device: str = "cpu") -> UnlearnOutcome:
-    """Unlearn ``forget`` from the model in ``base_dir`` with ``method``; keep ``retain``."""
+            max_length: int, eval_batch_size: int = 64, device: str = "cpu",
+            seed: int = 0) -> UnlearnOutcome:
+    """Unlearn ``forget`` from the model in ``base_dir`` with ``method``; keep ``retain``.
+
+    ``seed`` fixes the batch order (it matters when a batch is smaller than its set)."""
     train_knobs = params.train
     outcome = None
     attempts: list[Attempt] = []
@@ -134,10 +136,10 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             forget_examples = with_reference_logprobs(model, forget_examples, pad_id,
                                                       eval_batch_size)
         loaders = {"forget": make_loader(forget_examples, train_knobs.forget_batch_size,
-                                         pad_id, params.seed)}
+                                         pad_id, seed)}
         if objective.needs_retain:
             loaders["retain"] = make_loader(encode_rows(tokenizer, retain, max_length),
-                                            train_knobs.retain_batch_size, pad_id, params.seed)
+                                            train_knobs.retain_batch_size, pad_id, seed)
         monitor = _Monitor(tokenizer, forget, retain, thresholds, params.stop.eval_every,
                            train_knobs.max_steps, max_length, eval_batch_size)
         if monitor.check(0, model):
@@ -146,7 +148,7 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             run = TrainParams(steps=train_knobs.max_steps, lr=lr, schedule="constant",
                               warmup_ratio=0.0, weight_decay=train_knobs.weight_decay,
                               grad_clip=train_knobs.grad_clip, log_every=1)
-            result = train(model, loaders, objective, run, params.seed,
+            result = train(model, loaders, objective, run, seed,
                            should_stop=monitor.check, desc=f"{method} lr={lr:g}")
             result_steps, seconds, history = result.steps, result.seconds, result.history
         attempts.append(Attempt(lr, result_steps, monitor.reached, monitor.scores, seconds))
