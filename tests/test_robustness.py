@@ -158,3 +158,19 @@ def test_report_without_multiple_choice_points_to_log_prob():
     summary["calibration"]["harmful_30"] = [{"lr": 1e-4, "counted_steps": {"0": 0}}]
     text = robustness_markdown(summary, ["gd"], ["harmful_30"], {})
     assert "the attack measures damage only" in text
+
+
+def _with_ssiuu(ssiuu_curves):
+    base = {lr: [_point(s, 1.0, 1.0, 1.0, -0.5) for s in (0, 5, 10)] for lr in ORACLE}
+    curves = {0: {"harmful_30": {"base": base, "oracle": ORACLE, "gd": HIDER,
+                                 "ssiuu": ssiuu_curves}}}
+    scores = {0: {**SCORES, "ssiuu": SCORES["gd"]}}
+    summary = summarise(["gd", "ssiuu"], ["harmful_30"], scores, curves, 0.9)
+    return robustness_markdown(summary, ["gd", "ssiuu"], ["harmful_30"], {})
+
+
+def test_report_compares_ssiuu_with_its_base_method_at_the_shown_precision():
+    nearly = {lr: [{**p, "heldout_mcq": p["heldout_mcq"] + 0.002} for p in points]
+              for lr, points in HIDER.items()}  # gap 0.252 against gd's 0.25: shown equal
+    assert "ssiuu gap +0.25, equal to gd's +0.25." in _with_ssiuu(nearly)
+    assert "ssiuu gap -0.15, below gd's +0.25." in _with_ssiuu(ERASER)

@@ -210,8 +210,9 @@ def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[s
                     f"same attack (closest: {worst}, {measured}).")
         pairs = [(s, b) for s, b in REGULARISED.items() if s in gaps and b in gaps]
         for regularised, base in pairs:
-            relation = ("below" if gaps[regularised] < gaps[base] else
-                        "equal to" if gaps[regularised] == gaps[base] else "above")
+            shown, base_shown = round(gaps[regularised], 2), round(gaps[base], 2)
+            relation = ("below" if shown < base_shown else
+                        "equal to" if shown == base_shown else "above")
             text += (f" {regularised} gap {table.cell(regularised, attack, 'oracle_gap_mcq', True)}"
                      f", {relation} {base}'s {table.cell(base, attack, 'oracle_gap_mcq', True)}.")
         lines.append(text)
