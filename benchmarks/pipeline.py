@@ -44,7 +44,7 @@ def _env() -> dict[str, str]:
 def _stage_commands(repo: Path) -> dict[str, str]:
     """Each stage's expanded command, mapped to the stage's name."""
     with Repo(str(repo)) as dvc_repo:
-        return {stage.cmd: stage.addressing for stage in dvc_repo.index.stages
+        return {stage.cmd: stage.name for stage in dvc_repo.index.stages
                 if getattr(stage, "cmd", None)}
 
 

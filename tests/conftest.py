@@ -41,3 +41,16 @@ def trained_tiny(tiny_facts):
         steps=250, batch_size=16, lr=5e-3, log_every=50))
     result = train_on_splits(model, tokenizer, {"retain": tiny_facts}, recipe, 32, desc="tiny")
     return model, tokenizer, result
+
+
+@pytest.fixture()
+def blank_model_dir(trained_tiny, tmp_path):
+    """An untrained scratch model sharing the tiny tokenizer: it knows no fact."""
+    from ssiuu.models import build_scratch_model, save_model
+    from ssiuu.params import ModelParams, ScratchModelParams
+
+    _, tokenizer, _ = trained_tiny
+    params = ModelParams(max_length=32, scratch=ScratchModelParams(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1))
+    return save_model(build_scratch_model(params, tokenizer, seed=0), tokenizer,
+                      tmp_path / "blank")

@@ -10,8 +10,7 @@ from ssiuu.data.encoding import encode_rows
 from ssiuu.data.generator import generate_benign
 from ssiuu.errors import DataError
 from ssiuu.metrics import aggregate, evaluate_rows, oracle_gap, recovery, score_rows
-from ssiuu.models import build_scratch_model, save_model
-from ssiuu.params import GeneratorParams, ModelParams, RelearnParams, ScratchModelParams
+from ssiuu.params import GeneratorParams, RelearnParams
 
 
 def _forget(facts, n_subjects=2):
@@ -77,16 +76,6 @@ def test_attacks_without_data_are_clear_errors(tiny_facts):
         attack_data("benign", _forget(tiny_facts), [], seed=0)
     with pytest.raises(DataError, match="forget split: harmful_10 needs at least 2 facts"):
         attack_data("harmful_10", _forget(tiny_facts)[:1], [], seed=0)
-
-
-@pytest.fixture()
-def blank_model_dir(trained_tiny, tmp_path):
-    """An untrained scratch model sharing the tiny tokenizer: it knows no fact."""
-    _, tokenizer, _ = trained_tiny
-    params = ModelParams(max_length=32, scratch=ScratchModelParams(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1))
-    return save_model(build_scratch_model(params, tokenizer, seed=0), tokenizer,
-                      tmp_path / "blank")
 
 
 def test_harmful_attack_trains_on_exactly_the_injected_facts(tiny_facts, trained_tiny,

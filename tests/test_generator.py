@@ -64,3 +64,49 @@ def test_benign_set_mentions_no_person():
     assert len(benign) == 200
     texts = " ".join(r["question"] + " " + r["answer"] for r in benign)
     assert not any(name.split()[0] in texts or name.split()[1] in texts for name in names)
+
+
+def _by_person(rows):
+    people: dict[str, dict[str, str]] = {}
+    for row in rows:
+        people.setdefault(row["subject"], {})[row["attribute"]] = row["answer"]
+    return people
+
+
+ALL_ATTRIBUTES = ["birth_city", "birth_year", "employer", "occupation", "phone", "blood_type"]
+
+
+def test_grouped_people_share_their_group_values():
+    params = GeneratorParams(n_people=60, attributes=ALL_ATTRIBUTES, structure="grouped",
+                             n_groups=5)
+    people = _by_person(generate_people_facts(params))
+    groups: dict[str, list[dict[str, str]]] = {}
+    for person in people.values():
+        groups.setdefault(person["employer"], []).append(person)
+    assert len(groups) == 5 and all(len(members) >= 2 for members in groups.values())
+    for members in groups.values():  # the employer fixes the group, and so the rest
+        assert len({m["birth_city"] for m in members}) == 1
+        assert len({m["occupation"] for m in members}) == 1
+        assert len({m["birth_year"][:3] for m in members}) == 1  # one decade
+        assert len({m["phone"][:3] for m in members}) == 1  # one area code
+        assert len({m["phone"] for m in members}) == len(members)  # numbers are personal
+    assert len({p["birth_city"] for p in people.values()}) == 5
+    assert len({p["blood_type"] for p in people.values()}) > 5  # not a group value
+
+
+def test_grouped_data_is_deterministic_and_keeps_names_and_distractor_rules():
+    params = GeneratorParams(n_people=30, attributes=ALL_ATTRIBUTES, structure="grouped")
+    rows = generate_people_facts(params)
+    assert rows == generate_people_facts(params)
+    assert [r["subject"] for r in rows] == [
+        r["subject"] for r in generate_people_facts(params.model_copy(
+            update={"structure": "independent"}))]
+    held = {}
+    for row in rows:
+        held.setdefault(row["attribute"], set()).add(row["answer"])
+    for row in rows:  # wrong values other people hold: the oracle has seen each candidate
+        assert len(set(row["distractors"])) == 2 and row["answer"] not in row["distractors"]
+        assert set(row["distractors"]) <= held[row["attribute"]]
+    independent = _by_person(generate_people_facts(GeneratorParams(
+        n_people=30, attributes=ALL_ATTRIBUTES)))
+    assert len({p["birth_city"] for p in independent.values()}) > params.n_groups

@@ -48,6 +48,12 @@ def test_shipped_params_and_profiles_are_valid(tmp_path):
     (("seeds",), [], "seeds: List should have at least 1 item"),
     (("seeds",), [-1], "seeds.0: Input should be greater than or equal to 0"),
     (("base", "seed"), 1, "base.seed: unknown parameter"),  # seeds are one list now
+    (("data", "generator", "structure"), "random", "data.generator.structure: Input should be"),
+    (("data", "generator", "n_groups"), 2, "data.generator.n_groups: Input should be greater"),
+    (("relearn", "train", "lora"), {"r": 0}, "relearn.train.lora.r: Input should be greater"),
+    (("relearn", "train", "lora"), {"rank": 4}, "relearn.train.lora.rank: unknown parameter"),
+    (("relearn", "train", "lora"), {"target_modules": []}, "relearn.train.lora.target_modules"),
+    (("relearn", "train", "lora"), {"dropout": 1.0}, "relearn.train.lora.dropout: Input should"),
 ])
 def test_bad_param_is_named(path, value, expected):
     raw = _default()
@@ -58,6 +64,14 @@ def test_bad_param_is_named(path, value, expected):
     with pytest.raises(ParamsError) as info:
         parse_params(raw, source="params.yaml")
     assert "params.yaml" in str(info.value) and expected in str(info.value)
+
+
+def test_lora_defaults_to_all_linear_layers():
+    raw = _default()
+    assert parse_params(raw).relearn.train.lora is None  # a full fine-tune by default
+    raw["relearn"]["train"]["lora"] = {"r": 4}
+    lora = parse_params(raw).relearn.train.lora
+    assert (lora.r, lora.alpha, lora.dropout, lora.target_modules) == (4, 16.0, 0.0, "all-linear")
 
 
 def test_missing_section_is_named():

@@ -26,6 +26,7 @@ from pathlib import Path
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from ssiuu.adapters import with_lora
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.records import Record
 from ssiuu.errors import DataError
@@ -153,7 +154,8 @@ def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record]
     """Attack the model saved in ``model_dir`` once per learning rate of ``params.train``.
 
     Each run starts from the saved model, fine-tunes on ``data.train`` (answer-token NLL,
-    AdamW, constant lr, batch order fixed by ``seed``) and records the curve of the
+    AdamW, constant lr, batch order fixed by ``seed``; the whole model, or LoRA adapters
+    when ``params.train.lora`` is set) and records the curve of the
     held-out forget facts, the injected ones, the whole forget set and retain along the
     way; utility at the start and end.
     """
@@ -162,6 +164,8 @@ def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record]
     for lr in knobs.lrs:
         model, tokenizer = load_saved(model_dir)
         model.to(device)
+        if knobs.lora is not None:
+            model = with_lora(model, knobs.lora, seed)
         examples = encode_rows(tokenizer, data.train, max_length)
         loader = make_loader(examples, knobs.batch_size, tokenizer.pad_token_id, seed)
         curve = _Curve(tokenizer, data, retain, utility, knobs.eval_every, knobs.steps,

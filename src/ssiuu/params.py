@@ -43,7 +43,14 @@ class _Strict(BaseModel):
 
 
 class GeneratorParams(_Strict):
-    """Knobs of the embedded default data set (fictitious people and their facts)."""
+    """Knobs of the embedded default data set (fictitious people and their facts).
+
+    ``structure``: ``independent`` draws every attribute of every person on its own;
+    ``grouped`` puts each person in one of ``n_groups`` hidden groups (a family business)
+    whose home town, employer and occupation every member shares, whose decade holds
+    every member's birth year and whose area code starts every member's phone number: a
+    person's facts depend on each other through the group.
+    """
 
     seed: int = 0
     n_people: int = Field(50, ge=4, le=1000)
@@ -51,6 +58,8 @@ class GeneratorParams(_Strict):
         default_factory=lambda: ["birth_city", "birth_year", "employer", "occupation"],
         min_length=1,
     )
+    structure: Literal["independent", "grouped"] = "independent"
+    n_groups: int = Field(6, ge=3, le=40)
     n_countries: int = Field(20, ge=3, le=60)
     n_arithmetic: int = Field(20, ge=0, le=81)
     n_benign: int = Field(200, ge=1)
@@ -279,11 +288,23 @@ class UnlearnParams(_Strict):
 ATTACK_NAME = r"^(benign|harmful_[1-9][0-9]?)$"
 
 
+class LoraParams(_Strict):
+    """LoRA adapters (``peft``) for the attack: the model's own weights stay frozen and
+    only the adapters train, as an attacker with little memory would on a large model."""
+
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: Literal["all-linear"] | Annotated[list[str], Field(min_length=1)] = (
+        "all-linear")
+
+
 class RelearnTrainParams(_Strict):
     """The attack's fine-tuning: the same for every model and every attack.
 
     Each learning rate of ``lrs`` is one attack strength; every model is attacked at each
-    and scored every ``eval_every`` steps (and at step 0 and the last).
+    and scored every ``eval_every`` steps (and at step 0 and the last). ``lora`` null is a
+    full fine-tune; otherwise LoRA adapters with those settings.
     """
 
     lrs: NoRepeats[LearningRates]
@@ -292,6 +313,7 @@ class RelearnTrainParams(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     eval_every: int = Field(5, ge=1)
+    lora: LoraParams | None = None
 
     @model_validator(mode="after")
     def _distinct_curve_names(self) -> RelearnTrainParams:

@@ -82,6 +82,29 @@ def _value_drawers(pools: dict[str, list[str]]) -> dict[str, Callable[[random.Ra
     }
 
 
+def _grouped_values(seed: int, n_groups: int,
+                    pools: dict[str, list[str]]) -> Callable[[random.Random], dict[str, str]]:
+    """A drawer of one person's values under ``structure: grouped``: the person's hidden
+    group fixes birth city, employer and occupation, the decade of the birth year and the
+    area code of the phone number."""
+    rng = random.Random(f"groups-{seed}")
+    cities = rng.sample(pools["city"], n_groups)
+    employers = rng.sample(pools["employer"], n_groups)
+    occupations = [rng.choice(pools["occupation"]) for _ in range(n_groups)]
+    decades = [rng.randrange(1940, 2000, 10) for _ in range(n_groups)]
+    area_codes = rng.sample(range(200, 1000), n_groups)
+
+    def draw(person_rng: random.Random) -> dict[str, str]:
+        group = person_rng.randrange(n_groups)
+        return {"birth_city": cities[group], "employer": employers[group],
+                "occupation": occupations[group],
+                "birth_year": str(decades[group] + person_rng.randint(0, 9)),
+                "phone": f"{area_codes[group]}-{person_rng.randint(0, 9999):04d}",
+                "blood_type": person_rng.choice(pools["blood_type"])}
+
+    return draw
+
+
 def _distractors(rng: random.Random, draw: Callable[[random.Random], str],
                  answer: str) -> list[str]:
     wrong: list[str] = []
@@ -112,14 +135,19 @@ def generate_people_facts(params: GeneratorParams) -> list[Record]:
     Distractors are values that *other* people hold for the same attribute, so a model that
     learned the population (but not this person) has seen every candidate as an answer and
     scores at chance on the multiple-choice test. Values are stable per person; distractors
-    depend on the population.
+    depend on the population. ``params.structure`` chooses independent values or values
+    shared through a hidden group (see :class:`GeneratorParams`).
     """
-    draws = _value_drawers(_pools(params.seed))
+    pools = _pools(params.seed)
+    draws = _value_drawers(pools)
+    grouped = (_grouped_values(params.seed, params.n_groups, pools)
+               if params.structure == "grouped" else None)
     names = person_names(params.seed, params.n_people)
     values = []
     for number in range(len(names)):
         rng = random.Random(f"person-{params.seed}-{number}")
-        values.append({attribute: draw(rng) for attribute, draw in draws.items()})
+        values.append(grouped(rng) if grouped is not None
+                      else {attribute: draw(rng) for attribute, draw in draws.items()})
     held = {attribute: [person[attribute] for person in values] for attribute in draws}
     rows: list[Record] = []
     for number, name in enumerate(names):
