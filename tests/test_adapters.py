@@ -52,4 +52,3 @@ def test_lora_attack_relearns_through_adapters_and_is_seeded(tiny_facts, blank_m
         **params.train.model_dump(), "lora": None}})
     [full_run] = run_attack(blank_model_dir, data, tiny_facts[:6], [], full, 32, seed=1)
     assert full_run.curve[-1] != run.curve[-1]
-

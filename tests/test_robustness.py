@@ -68,10 +68,12 @@ SCORES = {"base": {"forget_acc": 1.0, "forget_mcq": 1.0, "forget_logprob": -0.01
                  "retain_acc": 0.9, "utility_acc": 0.5, "forget_n": 40}}
 
 
+BASE = {lr: [_point(s, 1.0, 1.0, 1.0, -0.5) for s in (0, 5, 10)] for lr in ORACLE}
+
+
 def _summary(gd_curves=(HIDER,)):
     """A summary with one seed per entry of ``gd_curves`` (the same base and oracle)."""
-    base = {lr: [_point(s, 1.0, 1.0, 1.0, -0.5) for s in (0, 5, 10)] for lr in ORACLE}
-    curves = {seed: {"harmful_30": {"base": base, "oracle": ORACLE, "gd": gd}}
+    curves = {seed: {"harmful_30": {"base": BASE, "oracle": ORACLE, "gd": gd}}
               for seed, gd in enumerate(gd_curves)}
     scores = {seed: SCORES for seed in curves}
     return summarise(["gd"], ["harmful_30"], scores, curves, 0.9), curves
@@ -161,8 +163,7 @@ def test_report_without_multiple_choice_points_to_log_prob():
 
 
 def _with_ssiuu(ssiuu_curves):
-    base = {lr: [_point(s, 1.0, 1.0, 1.0, -0.5) for s in (0, 5, 10)] for lr in ORACLE}
-    curves = {0: {"harmful_30": {"base": base, "oracle": ORACLE, "gd": HIDER,
+    curves = {0: {"harmful_30": {"base": BASE, "oracle": ORACLE, "gd": HIDER,
                                  "ssiuu": ssiuu_curves}}}
     scores = {0: {**SCORES, "ssiuu": SCORES["gd"]}}
     summary = summarise(["gd", "ssiuu"], ["harmful_30"], scores, curves, 0.9)

@@ -150,12 +150,13 @@ READINGS = {
                        "{min_retain:.2f}).",
 }
 REGULARISED = {"ssiuu": "gd", "ssiuu_ga": "ga", "ssiuu_npo": "npo"}
+DECIMALS = 2  # the report's precision: cells are shown, and compared, at this many decimals
 
 
 def _fmt(value: float | None, sign: bool = False) -> str:
     if value is None:
         return "–"
-    return f"{value:+.2f}" if sign else f"{value:.2f}"
+    return f"{value:+.{DECIMALS}f}" if sign else f"{value:.{DECIMALS}f}"
 
 
 class _Table:
@@ -169,8 +170,9 @@ class _Table:
         mean = self.summary["models"][name][section].get(key)
         std = self.summary["std"][name][section].get(key)
         text = _fmt(mean, sign)
-        return f"{text} ± {std:.2f}" if self.several and mean is not None and std is not None \
-            else text
+        if self.several and mean is not None and std is not None:
+            return f"{text} ± {std:.{DECIMALS}f}"
+        return text
 
     def above_oracle(self, name: str, attack: str) -> tuple[int, int]:
         """In how many seeds the MCQ oracle gap is > 0, out of the seeds where it is defined."""
@@ -210,7 +212,7 @@ def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[s
                     f"same attack (closest: {worst}, {measured}).")
         pairs = [(s, b) for s, b in REGULARISED.items() if s in gaps and b in gaps]
         for regularised, base in pairs:
-            shown, base_shown = round(gaps[regularised], 2), round(gaps[base], 2)
+            shown, base_shown = round(gaps[regularised], DECIMALS), round(gaps[base], DECIMALS)
             relation = ("below" if shown < base_shown else
                         "equal to" if shown == base_shown else "above")
             text += (f" {regularised} gap {table.cell(regularised, attack, 'oracle_gap_mcq', True)}"
