@@ -23,6 +23,18 @@ from ssiuu.seeds import across_seeds, existing_seed_dir
 from ssiuu.tables import write_rows
 
 CURVE_LENGTH = 10
+Site = tuple[int, str]
+
+
+def most_hiding_site(by_site: dict[Site, tuple[float, float]]) -> str:
+    """The (layer, module) whose D− most exceeds its D+, as ``"layer L module"``.
+
+    ``by_site`` maps each site to its ``(d_plus, d_minus)`` sums. ``"none"`` when no site's
+    D− exceeds its D+ (in particular when D− is 0 everywhere): no site hides.
+    """
+    excess = {site: d_minus - d_plus for site, (d_plus, d_minus) in by_site.items()}
+    best = max(excess, key=excess.__getitem__)
+    return f"layer {best[0]} {best[1]}" if excess[best] > 0 else "none"
 
 
 def main() -> None:
@@ -53,11 +65,10 @@ def main() -> None:
         shift = attribution_shift(NeuronAttribution.load(bases[seed]), unlearned)
         d_plus, d_minus = shift.top_sums(top_m)
         by_site = shift.by_site()
-        hiding_site = max(by_site, key=lambda key: by_site[key][1] - by_site[key][0])
         per_seed[seed] = {f"d_plus_top{top_m}": round(d_plus, 6),
                           f"d_minus_top{top_m}": round(d_minus, 6),
                           "verdict": "hiding" if d_minus > d_plus else "erasing",
-                          "most_hiding_site": f"layer {hiding_site[0]} {hiding_site[1]}"}
+                          "most_hiding_site": most_hiding_site(by_site)}
         curves.append(torch.stack(shift.curves(CURVE_LENGTH * top_m)))
         sites.append(by_site)
     summary = across_seeds(per_seed, digits=6)

@@ -16,7 +16,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     configure(params.runtime.num_threads)
-    prepared = prepare(params.data, args.out, args.report_dir)
+    prepared = prepare(params.data, args.out, args.report_dir,
+                       max_length=params.model.max_length)
     counts = ", ".join(f"{split}: {n} rows" for split, n in prepared.rows.items())
     print(f"{len(prepared.requests)} request(s); validated and wrote {args.out} ({counts})")
 

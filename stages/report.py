@@ -1,9 +1,9 @@
 """Stage `report`: the robustness summary and the audit report.
 
-Reads every model's scores and relearning curves of every seed, calibrates each attack on
-that seed's oracle, and writes ``metrics/summary.json`` (one row per method, mean and
-standard deviation across seeds), the relearning-curve figures and
-``reports/robustness.{md,html}``.
+Reads every model's scores and relearning curves of every seed and whether each method
+reached its unlearning stop (``metrics/unlearn``), calibrates each attack on that seed's
+oracle, and writes ``metrics/summary.json`` (one row per method, mean and standard deviation
+across seeds), the relearning-curve figures and ``reports/robustness.{md,html}``.
 """
 
 import argparse
@@ -42,13 +42,18 @@ def main() -> None:
     evaluations = {name: _read_json(path) for name, path in files.items()}
     scores = {seed: {name: seed_record(evaluations[name], seed, str(files[name]))
                      for name in names} for seed in seeds}
+    stop_files = {m: metrics / "unlearn" / f"{m}.json" for m in methods}
+    stop_runs = {m: _read_json(path) for m, path in stop_files.items()}
+    stops = {seed: {m: seed_record(stop_runs[m], seed, str(stop_files[m])) for m in methods}
+             for seed in seeds}
     curves = {seed: {attack: {name: {lr: read_numeric_rows(curve_path(
                                           args.curves, attack, name, seed, lr))
                                      for lr in params.relearn.train.lrs}
                               for name in names}
                      for attack in attacks}
               for seed in seeds}
-    summary = summarise(methods, attacks, scores, curves, params.relearn.min_oracle_retain)
+    summary = summarise(methods, attacks, scores, curves, params.relearn.min_oracle_retain,
+                        stops)
     out = metrics / "summary.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     windows = {attack: {entry["lr"]: min(entry["counted_steps"].values())

@@ -23,6 +23,7 @@ def _rows(question_key="q", answer_key="a", subject_key="person"):
     return rows
 
 
+MAX_LENGTH = 40
 FIELDS = FieldMap(question="q", answer="a", subject="person", id=None, attribute="kind",
                   distractors=None)
 
@@ -40,7 +41,8 @@ def test_jsonl_with_other_column_names(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in _rows()) + "\n")
     params = DataParams(source="jsonl", requests_dir=_requests(tmp_path),
                         jsonl=JsonlSource(facts=str(path), fields=FIELDS))
-    prepared = prepare(params, tmp_path / "out", tmp_path / "reports")
+    prepared = prepare(params, tmp_path / "out", tmp_path / "reports",
+                       max_length=MAX_LENGTH)
     forget = [json.loads(x) for x in prepared.paths["forget"].read_text().splitlines()]
     assert [r["id"] for r in forget] == ["facts-3", "facts-4"]
     assert {r["answer"] for r in forget} == {"Lima", "Initech"}
@@ -61,7 +63,8 @@ def test_hf_dataset_from_a_local_folder(tmp_path):
                         hf=HFSource(name=str(folder), split="train", fields=fields))
     loaded = load_data(params)
     assert len(loaded.facts) == 8 and loaded.sources["forget"].startswith("hf:")
-    prepared = prepare(params, tmp_path / "out", tmp_path / "reports")
+    prepared = prepare(params, tmp_path / "out", tmp_path / "reports",
+                       max_length=MAX_LENGTH)
     assert len(prepared.paths["retain"].read_text().splitlines()) == 6
 
 

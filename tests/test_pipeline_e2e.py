@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ssiuu.profiles import apply_profile
 from ssiuu.workspace import copy_pipeline
@@ -74,10 +75,48 @@ def test_repro_gives_a_memorising_base_and_an_ignorant_oracle_in_every_seed(tiny
     assert "forget_acc" in shown
 
 
-def test_second_repro_does_nothing(tiny_repo):
-    assert "Data and pipelines are up to date" in _dvc(tiny_repo, "status").stdout
-    out = _dvc(tiny_repo, "repro").stdout
-    assert "Running stage" not in out
+def _ran(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def test_second_repro_only_rechecks_the_inputs(tiny_repo):
+    status = json.loads(_dvc(tiny_repo, "status", "--json").stdout)
+    assert status == {"check": ["always changed"]}
+    assert _ran(_dvc(tiny_repo, "repro").stdout) == {"check"}
+
+
+def _snapshot(repo: Path) -> dict[Path, bytes]:
+    kept = [repo / "models" / "base", repo / "metrics", repo / "plots" / "train"]
+    return {p: p.read_bytes() for root in kept for p in root.rglob("*") if p.is_file()}
+
+
+def _set(raw: dict, dotted: str, value: object) -> dict:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    return raw
+
+
+@pytest.mark.parametrize(("dotted", "value", "field"), [
+    ("seeds", "banana", "params.yaml: seeds"),
+    ("bogus_key", 1, "params.yaml: bogus_key: unknown parameter"),
+    ("base.train.lr", -1.0, "params.yaml: base.train.lr"),
+], ids=["wrong-type", "unknown-key", "out-of-range"])
+def test_a_bad_param_fails_before_any_output_is_removed(tiny_repo, dotted, value, field):
+    params = tiny_repo / "params.yaml"
+    original = params.read_text()
+    before = _snapshot(tiny_repo)
+    params.write_text(yaml.safe_dump(_set(yaml.safe_load(original), dotted, value)))
+    try:
+        failed = _dvc(tiny_repo, "repro", check=False)
+    finally:
+        params.write_text(original)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and field in output, output[-2000:]
+    assert _ran(output) == {"check"}
+    assert _snapshot(tiny_repo) == before
 
 
 METHODS = ["ga", "gd", "npo", "ssiuu", "ssiuu_ga", "ssiuu_npo"]
@@ -102,6 +141,9 @@ def test_every_method_unlearns_to_the_threshold_and_keeps_retain(tiny_repo):
                      ).read_text().splitlines()
             assert curve[0].startswith("step,forget_acc")
             assert len(curve) == run["steps"] + 2
+            last = _curve(tiny_repo / "plots" / "unlearn" / method / f"seed_{seed}.csv")[-1]
+            for key in ("forget_acc", "forget_mcq", "forget_logprob", "retain_acc"):
+                assert last[key] == pytest.approx(unlearned[key], abs=1e-3), (method, key)
         diagnosis = _metrics(tiny_repo, f"diagnose/{method}")
         assert set(diagnosis["seeds"]) == set(SEEDS)
         mean = diagnosis["mean"]
@@ -199,9 +241,9 @@ def test_changed_lambda_reruns_only_that_method(tiny_repo):
     _run(tiny_repo, "git", "add", "-A")
     _run(tiny_repo, "git", "commit", "-qm", "lock")
     out = _dvc(tiny_repo, "exp", "run", "-S", "unlearn.losses.ssiuu.lam=0.5").stdout
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"unlearn@ssiuu", "evaluate_unlearned@ssiuu", "diagnose@ssiuu", "spurious",
-                   "relearn@ssiuu-harmful_30", "relearn@ssiuu-benign", "report"}
+    assert _ran(out) == {"check", "unlearn@ssiuu", "evaluate_unlearned@ssiuu",
+                         "diagnose@ssiuu", "spurious", "relearn@ssiuu-harmful_30",
+                         "relearn@ssiuu-benign", "report"}
     assert _metrics(tiny_repo, "oracle") == oracle_before
     assert _metrics(tiny_repo, "unlearn/gd") == gd_before
 

@@ -6,7 +6,7 @@ from ssiuu.errors import DataError, ParamsError
 from ssiuu.metrics import evaluate_rows
 from ssiuu.models import save_model
 from ssiuu.params import StopParams, UnlearnParams
-from ssiuu.unlearning import CHANCE_MCQ, stop_thresholds, unlearn
+from ssiuu.unlearning import CHANCE_MCQ, merge_history, stop_thresholds, unlearn
 
 
 def test_thresholds_resolve_chance_oracle_and_numbers():
@@ -43,6 +43,26 @@ def test_lowest_learning_rate_that_reaches_the_threshold_is_kept(trained_tiny, t
     assert {"forget_loss", "retain_loss", "retain_acc", "forget_mcq"} <= set(history[-1])
     untouched = evaluate_rows(model, tokenizer, forget, 32)["acc"]
     assert untouched == 1.0
+
+
+def test_the_last_logged_row_is_the_kept_models_own_score(trained_tiny, tiny_facts, tmp_path):
+    model, tokenizer, _ = trained_tiny
+    save_model(model, tokenizer, tmp_path / "base")
+    forget = [r for r in tiny_facts if r["subject"] == tiny_facts[0]["subject"]]
+    retain = [r for r in tiny_facts if r["subject"] != tiny_facts[0]["subject"]]
+    for method in ("gd", "npo"):
+        outcome = unlearn(method, tmp_path / "base", forget, retain, _params([1e-2], 15),
+                          {"acc": 0.0}, 32)
+        last = outcome.history[-1]
+        scores = evaluate_rows(outcome.model, tokenizer, forget, 32, multiple_choice=True)
+        for key in ("acc", "mcq", "logprob"):
+            assert last[f"forget_{key}"] == pytest.approx(scores[key], abs=1e-6), (method, key)
+        assert "batch_forget_answer_logprob" in last
+
+
+def test_training_and_evaluation_logs_may_not_share_a_column():
+    with pytest.raises(ValueError, match="share column"):
+        merge_history([{"step": 1, "forget_logprob": -30.0}], [{"step": 1, "forget_logprob": -8.0}])
 
 
 def test_a_run_that_never_gets_there_says_so(trained_tiny, tiny_facts, tmp_path):

@@ -8,9 +8,11 @@ import pytest
 
 from ssiuu.data.prepare import REPORT_NAME, prepare
 from ssiuu.errors import DataError, ValidationFailed
-from ssiuu.params import DataParams, JsonlSource
+from ssiuu.params import DataParams, JsonlSource, load_params
 
 SECRET = "Zorblax"  # appears only in forget-set text; must never leak into errors/reports
+MAX_LENGTH = 40
+REPO = Path(__file__).parents[1]
 
 
 def _fact(fid, subject, question, answer, distractors=("x1", "x2")):
@@ -42,7 +44,7 @@ def _setup(tmp_path: Path, facts, subjects=("Ann Lee",), lines=None):
 def _fail(tmp_path, facts, **kwargs) -> str:
     params, out, reports = _setup(tmp_path, facts, **kwargs)
     with pytest.raises(ValidationFailed) as info:
-        prepare(params, out, reports)
+        prepare(params, out, reports, max_length=MAX_LENGTH)
     message = str(info.value)
     report = (reports / REPORT_NAME).read_text()
     assert not out.exists(), "no split may be written when validation fails"
@@ -58,7 +60,7 @@ def _fail(tmp_path, facts, **kwargs) -> str:
 
 def test_good_user_data_passes_and_is_written(tmp_path):
     params, out, reports = _setup(tmp_path, GOOD)
-    prepared = prepare(params, out, reports)
+    prepared = prepare(params, out, reports, max_length=MAX_LENGTH)
     forget = [json.loads(line) for line in (out / "forget.jsonl").read_text().splitlines()]
     assert [r["id"] for r in forget] == ["f1", "f2"]
     assert set(prepared.sha256) == {"forget", "retain", "utility", "benign"}
@@ -69,7 +71,7 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
     lines = [json.dumps(GOOD[0]), "{not json", json.dumps(GOOD[2])]
     params, out, reports = _setup(tmp_path, None, lines=lines)
     with pytest.raises(DataError, match=r"facts\.jsonl:2: not valid JSON"):
-        prepare(params, out, reports)
+        prepare(params, out, reports, max_length=MAX_LENGTH)
 
 
 def test_missing_answer_field_names_field_and_id(tmp_path):
@@ -128,18 +130,46 @@ def test_malformed_request_names_file_and_field(tmp_path, content, field):
     params, out, reports = _setup(tmp_path, GOOD)
     (Path(params.requests_dir) / "r.json").write_text(content)
     with pytest.raises(DataError) as info:
-        prepare(params, out, reports)
+        prepare(params, out, reports, max_length=MAX_LENGTH)
     assert "r.json" in str(info.value) and field in str(info.value)
 
 
-def test_generated_default_passes_every_rule(tmp_path):
-    from ssiuu.params import load_params
+def _generated(**generator) -> tuple[DataParams, int]:
+    """The shipped params' data section (requests from the repo) and model.max_length."""
+    params = load_params(REPO / "params.yaml")
+    data = params.data
+    return data.model_copy(update={
+        "requests_dir": str(REPO / data.requests_dir),
+        "generator": data.generator.model_copy(update=generator),
+    }), params.model.max_length
 
-    params = load_params(Path(__file__).parents[1] / "params.yaml").data
-    repo = Path(__file__).parents[1]
-    params = params.model_copy(update={"requests_dir": str(repo / params.requests_dir)})
-    prepared = prepare(params, tmp_path / "out", tmp_path / "reports")
+
+def test_generated_default_passes_every_rule(tmp_path):
+    params, max_length = _generated()
+    prepared = prepare(params, tmp_path / "out", tmp_path / "reports", max_length=max_length)
     assert prepared.report.success and len(prepared.report.results) > 40
+
+
+def test_shipped_request_with_another_generator_seed_hints_at_the_seed(tmp_path):
+    params, max_length = _generated(seed=1)
+    with pytest.raises(ValidationFailed) as info:
+        prepare(params, tmp_path / "out", tmp_path / "reports", max_length=max_length)
+    message = str(info.value)
+    assert "rule 'every requested subject present'" in message
+    assert "req-0001.json subjects[0]" in message
+    assert "generated people depend on data.generator.seed and n_people" in message
+    report = (tmp_path / "reports" / REPORT_NAME).read_text()
+    for name in json.loads((REPO / "data" / "requests" / "req-0001.json").read_text())[
+            "subjects"]:
+        assert name not in message and name not in report
+
+
+def test_answer_too_long_for_the_model_is_rejected(tmp_path):
+    long_answer = " ".join([f"{SECRET}burg"] * 2000)
+    message = _fail(tmp_path, [GOOD[0], _fact("f2", "Ann Lee", "Who employs Ann Lee?",
+                                              long_answer), *GOOD[2:]])
+    assert "forget split" in message and "rule 'question + answer fit model.max_length'" in message
+    assert "ids: f2" in message and "more than 38 words" in message
 
 
 def _explicit(tmp_path: Path, forget_lines, retain_rows, subjects=None):
@@ -159,7 +189,7 @@ def _explicit(tmp_path: Path, forget_lines, retain_rows, subjects=None):
 
 def test_explicit_forget_and_retain_files_need_no_request(tmp_path):
     params, out, reports = _explicit(tmp_path, [json.dumps(r) for r in GOOD[:2]], GOOD[2:])
-    prepared = prepare(params, out, reports)
+    prepared = prepare(params, out, reports, max_length=MAX_LENGTH)
     assert prepared.rows["forget"] == 2 and prepared.rows["retain"] == 2
     assert prepared.requests == []
 
@@ -167,7 +197,7 @@ def test_explicit_forget_and_retain_files_need_no_request(tmp_path):
 def test_malformed_forget_file_names_file_and_line(tmp_path):
     params, out, reports = _explicit(tmp_path, [json.dumps(GOOD[0]), '{"id": "f2",'], GOOD[2:])
     with pytest.raises(DataError, match=r"forget\.jsonl:2: not valid JSON"):
-        prepare(params, out, reports)
+        prepare(params, out, reports, max_length=MAX_LENGTH)
     assert not out.exists()
 
 
@@ -176,7 +206,7 @@ def test_explicit_forget_file_missing_a_field_names_the_forget_file(tmp_path):
     params, out, reports = _explicit(tmp_path, [json.dumps(GOOD[0]), json.dumps(broken)],
                                      GOOD[2:])
     with pytest.raises(ValidationFailed) as info:
-        prepare(params, out, reports)
+        prepare(params, out, reports, max_length=MAX_LENGTH)
     message = str(info.value)
     assert "forget split (source: " in message and "forget.jsonl)" in message
     assert "rule 'every row has a question'" in message and "ids: f2" in message
@@ -186,7 +216,7 @@ def test_explicit_splits_are_checked_against_requests(tmp_path):
     params, out, reports = _explicit(tmp_path, [json.dumps(r) for r in GOOD[:2]], GOOD[2:],
                                      subjects=["Bo Chan"])
     with pytest.raises(ValidationFailed) as info:
-        prepare(params, out, reports)
+        prepare(params, out, reports, max_length=MAX_LENGTH)
     message = str(info.value)
     assert "rule 'every requested subject present'" in message
     assert "rule 'no requested subject in retain'" in message and "r1, r2" in message

@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from ssiuu.data.requests import DeletionRequest
-from ssiuu.data.validation import validate_splits
+from ssiuu.data.validation import FITS_RULE, validate_splits
 
 
 def _fact(fid, subject, question, answer):
@@ -24,6 +24,11 @@ VALID = {
 }
 SOURCES = dict.fromkeys(VALID, "crafted.jsonl")
 REQUEST = DeletionRequest("req-1", "2026-11-01", ("Ann Lee",), "data/requests/req-1.json")
+MAX_LENGTH = 12  # room for 10 words of question + answer
+
+
+def _validate(splits, requests=(REQUEST,), sources=SOURCES):
+    return validate_splits(splits, sources, list(requests), max_length=MAX_LENGTH)
 
 
 def _drop(split, key):
@@ -60,11 +65,12 @@ CASES = {
         _add("retain", _fact("f1", "Bo Chan", "Is Bo Chan tall?", "yes")), ["f1"]),
     "no requested subject in retain": (_set("retain", 0, "subject", "Ann Lee"), ["r1"]),
     "no forget subject in benign": (_set("benign", 0, "question", "Repeat: Ann Lee"), ["b1"]),
+    FITS_RULE: (_set("utility", 0, "answer", "2 " * 7), ["u1"]),
 }
 
 
 def test_valid_splits_pass_every_rule():
-    report = validate_splits(copy.deepcopy(VALID), SOURCES, [REQUEST])
+    report = _validate(copy.deepcopy(VALID))
     assert report.success, report.message()
     assert {r.rule for r in report.results} >= set(CASES)
 
@@ -74,7 +80,7 @@ def test_rule_rejects_its_crafted_split(rule):
     mutate, ids = CASES[rule]
     splits = copy.deepcopy(VALID)
     mutate(splits)
-    report = validate_splits(splits, SOURCES, [REQUEST])
+    report = _validate(splits)
     failed = {r.rule: r for r in report.failures()}
     assert set(failed) == {rule}, report.message()
     if ids and rule != "schema: column 'answer' present":
@@ -85,13 +91,13 @@ def test_rule_rejects_its_crafted_split(rule):
 def test_repeated_distractor_counts_as_one():
     splits = copy.deepcopy(VALID)
     splits["retain"][0]["distractors"] = ["Quito", "Quito"]
-    [failure] = validate_splits(splits, SOURCES, [REQUEST]).failures()
+    [failure] = _validate(splits).failures()
     assert failure.rule == "two distinct distractors per fact" and failure.unexpected_ids == ["r1"]
 
 
 def test_unknown_requested_subject_is_reported_by_position():
     request = DeletionRequest("req-2", "2026-11-02", ("Ann Lee", "Cy Diaz"), "req-2.json")
-    report = validate_splits(copy.deepcopy(VALID), SOURCES, [REQUEST, request])
+    report = _validate(copy.deepcopy(VALID), [REQUEST, request])
     [failure] = report.failures()
     assert failure.rule == "every requested subject present"
     assert failure.note == "unknown subject(s) at req-2.json subjects[1]"
@@ -101,7 +107,20 @@ def test_forget_question_in_benign_is_reported():
     splits = copy.deepcopy(VALID)
     splits["benign"].append({**VALID["benign"][0], "id": "b2",
                              "question": "Where was Ann Lee born?"})
-    failed = {r.rule: r.unexpected_ids for r in validate_splits(splits, SOURCES,
-                                                                 [REQUEST]).failures()}
+    failed = {r.rule: r.unexpected_ids for r in _validate(splits).failures()}
     assert failed == {"no forget question in benign": ["b2"],
                       "no forget subject in benign": ["b2"]}
+
+
+@pytest.mark.parametrize("split", ["forget", "retain", "utility", "benign"])
+def test_row_too_long_for_max_length_is_rejected_in_every_split(split):
+    splits = copy.deepcopy(VALID)
+    row = splits[split][0]
+    room = MAX_LENGTH - 2 - len(row["question"].split())
+    row["answer"] = " ".join(["word"] * room)
+    assert _validate(splits).success, "exactly max_length - 2 words must pass"
+    row["answer"] += "  word"
+    [failure] = _validate(splits).failures()
+    assert (failure.rule, failure.split, failure.unexpected_ids) == (FITS_RULE, split,
+                                                                     [row["id"]])
+    assert failure.note.startswith("question + answer have more than 10 words")

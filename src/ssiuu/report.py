@@ -151,6 +151,8 @@ READINGS = {
 }
 REGULARISED = {"ssiuu": "gd", "ssiuu_ga": "ga", "ssiuu_npo": "npo"}
 DECIMALS = 2  # the report's precision: cells are shown, and compared, at this many decimals
+MISSED = "†"  # marks a method that did not reach its unlearning stop in some seed
+STOP_METRICS = {"acc": "forget acc", "mcq": "forget MCQ"}
 
 
 def _fmt(value: float | None, sign: bool = False) -> str:
@@ -182,8 +184,82 @@ class _Table:
         return sum(gap > 0 for gap in defined), len(defined)
 
 
+def _missed(summary: Mapping, methods: Sequence[str]) -> dict[str, Mapping]:
+    """The ``stop`` record of each method that did not reach its unlearning stop in some seed."""
+    stops = {m: summary["models"][m]["stop"] for m in methods}
+    return {m: stop for m, stop in stops.items() if not stop["reached"]}
+
+
+def _label(name: str, missed: Mapping[str, Mapping]) -> str:
+    """A model's name as the report shows it: marked when it missed its unlearning stop."""
+    return f"{name} {MISSED}" if name in missed else name
+
+
+def _seeds_text(seeds: Sequence[int]) -> str:
+    listed = ", ".join(map(str, seeds))
+    return f"seed {listed}" if len(seeds) == 1 else f"seeds {listed}"
+
+
+def _missed_footnotes(missed: Mapping[str, Mapping]) -> list[str]:
+    """Under a table: why each marked method is not comparable with the others."""
+    out = []
+    for method, stop in missed.items():
+        above = stop["above_threshold"]
+        why = (f" ({' and '.join(STOP_METRICS[m] for m in above)} above "
+               f"{'its threshold' if len(above) == 1 else 'their thresholds'})" if above else "")
+        out += ["", f"{MISSED} {method} did not reach the unlearning stop in "
+                    f"{_seeds_text(stop['not_reached_seeds'])}{why}: its scores after "
+                    "unlearning and under attack are not comparable with the methods that did."]
+    return out
+
+
+def _stop_rule(summary: Mapping, methods: Sequence[str]) -> list[str]:
+    """The distinct notes of the stop rules (how a threshold was chosen), said once."""
+    notes = dict.fromkeys(note for m in methods for note in summary["models"][m]["stop"]["notes"])
+    return ["", "Stop rule: " + " ".join(notes)] if notes else []
+
+
+def _verdict_text(attack: str, worst: str, gap: float, above: int, n_seeds: int,
+                  measured: str, qualified: bool) -> str:
+    """What an attack brought back for the method with the highest oracle gap among those
+    compared; ``qualified`` when some methods are left out of the comparison."""
+    if gap > 0 and above == n_seeds and n_seeds > 1:
+        return f"- **{attack}**: knowledge comes back for {worst} in every seed ({measured})."
+    if gap > 0:
+        return (f"- **{attack}**: most knowledge back for {worst}, not consistently "
+                f"across seeds ({measured}).")
+    which = "no method that reached its unlearning stop" if qualified else "no method"
+    return (f"- **{attack}**: {which} got back more than the oracle learns from the "
+            f"same attack (closest: {worst}, {measured}).")
+
+
+def _missed_verdict(table: _Table, attack: str, method: str, stop: Mapping) -> str:
+    """The oracle gap of a method that missed its stop, said not to be comparable."""
+    above, n_seeds = table.above_oracle(method, attack)
+    return (f" {method} {MISSED} did not reach the unlearning stop in "
+            f"{_seeds_text(stop['not_reached_seeds'])}: its gap "
+            f"{table.cell(method, attack, 'oracle_gap_mcq', True)} (above the oracle in "
+            f"{above} of {n_seeds} seeds) is not comparable with the methods that did.")
+
+
+def _pair_text(table: _Table, attack: str, regularised: str, base: str,
+               gaps: Mapping[str, float], missed: Mapping[str, Mapping]) -> str:
+    """Ssiuu against its base method, at the shown precision; not compared when either
+    missed its unlearning stop."""
+    gap, base_gap = (table.cell(m, attack, "oracle_gap_mcq", True) for m in (regularised, base))
+    left_out = [m for m in (regularised, base) if m in missed]
+    if left_out:
+        return (f" {_label(regularised, missed)} gap {gap} and {_label(base, missed)}'s "
+                f"{base_gap} are not compared: {' and '.join(left_out)} did not reach the "
+                "unlearning stop in every seed.")
+    shown, base_shown = round(gaps[regularised], DECIMALS), round(gaps[base], DECIMALS)
+    relation = "below" if shown < base_shown else "equal to" if shown == base_shown else "above"
+    return f" {regularised} gap {gap}, {relation} {base}'s {base_gap}."
+
+
 def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[str]) -> list[str]:
     rows, table = summary["models"], _Table(summary)
+    missed = _missed(summary, methods)
     lines = []
     for attack in attacks:
         gaps = {m: rows[m][attack]["oracle_gap_mcq"] for m in methods
@@ -196,27 +272,22 @@ def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[s
             lines.append(f"- **{attack}**: no multiple-choice score (the forget facts have no "
                          "distractors); see the log-prob columns.")
             continue
-        worst = max(gaps, key=gaps.__getitem__)
-        above, n_seeds = table.above_oracle(worst, attack)
-        measured = (f"held-out MCQ peak {table.cell(worst, attack, 'heldout_mcq')} against "
-                    f"the oracle's {table.cell('oracle', attack, 'heldout_mcq')}, gap "
-                    f"{table.cell(worst, attack, 'oracle_gap_mcq', True)}, above the oracle "
-                    f"in {above} of {n_seeds} seeds")
-        if gaps[worst] > 0 and above == n_seeds and n_seeds > 1:
-            text = f"- **{attack}**: knowledge comes back for {worst} in every seed ({measured})."
-        elif gaps[worst] > 0:
-            text = (f"- **{attack}**: most knowledge back for {worst}, not consistently "
-                    f"across seeds ({measured}).")
+        compared = {m: gap for m, gap in gaps.items() if m not in missed}
+        if compared:
+            worst = max(compared, key=compared.__getitem__)
+            above, n_seeds = table.above_oracle(worst, attack)
+            measured = (f"held-out MCQ peak {table.cell(worst, attack, 'heldout_mcq')} against "
+                        f"the oracle's {table.cell('oracle', attack, 'heldout_mcq')}, gap "
+                        f"{table.cell(worst, attack, 'oracle_gap_mcq', True)}, above the "
+                        f"oracle in {above} of {n_seeds} seeds")
+            text = _verdict_text(attack, worst, compared[worst], above, n_seeds, measured,
+                                 len(compared) < len(gaps))
         else:
-            text = (f"- **{attack}**: no method got back more than the oracle learns from the "
-                    f"same attack (closest: {worst}, {measured}).")
+            text = f"- **{attack}**: no method reached its unlearning stop in every seed."
+        text += "".join(_missed_verdict(table, attack, m, missed[m]) for m in gaps
+                        if m in missed)
         pairs = [(s, b) for s, b in REGULARISED.items() if s in gaps and b in gaps]
-        for regularised, base in pairs:
-            shown, base_shown = round(gaps[regularised], DECIMALS), round(gaps[base], DECIMALS)
-            relation = ("below" if shown < base_shown else
-                        "equal to" if shown == base_shown else "above")
-            text += (f" {regularised} gap {table.cell(regularised, attack, 'oracle_gap_mcq', True)}"
-                     f", {relation} {base}'s {table.cell(base, attack, 'oracle_gap_mcq', True)}.")
+        text += "".join(_pair_text(table, attack, s, b, gaps, missed) for s, b in pairs)
         lines.append(text)
     return lines
 
@@ -225,10 +296,13 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
                         figures: Mapping[str, str]) -> str:
     """The audit report in Markdown: what each attack brought back, per method, against
     the oracle (mean ± standard deviation over the summary's seeds), with the figures
-    (paths relative to the report) and how to read each score."""
+    (paths relative to the report) and how to read each score. A method that did not reach
+    its unlearning stop in some seed is marked † in every table, footnoted, and left out of
+    the verdict's comparisons."""
     rows, table = summary["models"], _Table(summary)
     seeds = summary["seeds"]
     names = ["base", "oracle", *methods]
+    missed = _missed(summary, methods)
     oracle, base = rows["oracle"]["unlearned"], rows["base"]["unlearned"]
     out = ["# Does the forgotten data come back?", "",
            f"Seeds: {', '.join(map(str, seeds))}; "
@@ -239,9 +313,12 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
            "| model | forget acc | forget MCQ | forget log-prob | retain acc | utility acc |",
            "|---|---|---|---|---|---|"]
     for name in names:
-        out.append("| " + " | ".join([name, *(table.cell(name, "unlearned", key) for key in (
-            "forget_acc", "forget_mcq", "forget_logprob", "retain_acc", "utility_acc"))])
+        out.append("| " + " | ".join([_label(name, missed), *(
+            table.cell(name, "unlearned", key) for key in (
+                "forget_acc", "forget_mcq", "forget_logprob", "retain_acc", "utility_acc"))])
             + " |")
+    out += _missed_footnotes(missed)
+    out += _stop_rule(summary, methods)
     out += ["", "## After each attack", ""]
     out += _verdict_lines(summary, methods, attacks)
     for attack in attacks:
@@ -258,7 +335,8 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
                     ("heldout_logprob", False), ("oracle_gap_logprob", True),
                     ("heldout_acc", False), ("retain_acc", False)]
             cells = [table.cell(name, attack, key, sign) for key, sign in keys]
-            out.append("| " + " | ".join([name, *cells]) + " |")
+            out.append("| " + " | ".join([_label(name, missed), *cells]) + " |")
+        out += _missed_footnotes(missed)
     out += ["", "## Figures", ""]
     out += [f"![{caption}]({path})" for caption, path in figures.items()]
     values = {"oracle_mcq": oracle.get("forget_mcq", float("nan")),

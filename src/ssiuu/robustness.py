@@ -12,6 +12,11 @@ base, the oracle and each unlearned model. These rules turn curves into the summ
   the held-out forget facts over every counted step and strength, not the last.
 - **Seeds.** Every rule applies within one seed (its oracle calibrates its attacks);
   the summary then gives each score's mean and standard deviation across seeds.
+- **Unlearning stop.** Each method unlearns until its forget scores reach the stop
+  thresholds (``metrics/unlearn/<method>.json``). Per seed the summary keeps whether it got
+  there, the thresholds, which forget scores stayed above them, and the stop rule's note;
+  per method, in how many seeds it got there. A method that did not get there in some seed
+  is not comparable with those that did.
 - **Derived scores** (design.md): ``recovery = (after − unlearned) / (base − unlearned)``,
   all three on the same held-out facts (the model before the attack, the base before the
   attack), and ``oracle_gap = after − oracle_after`` (the oracle under the same counted
@@ -28,6 +33,8 @@ from ssiuu.seeds import mean_std
 
 SCORES = ("acc", "mcq", "logprob")
 UNLEARNED_KEYS = ("forget_acc", "forget_mcq", "forget_logprob", "retain_acc", "utility_acc")
+STOP_PREFIX = "stop_forget_"
+STOP_DIGITS = 4  # stages/unlearn.py writes the stop thresholds rounded to this many decimals
 Curve = Sequence[Mapping[str, float]]
 Curves = Mapping[float, Curve]  # learning rate -> curve
 
@@ -85,15 +92,54 @@ def attack_row(curves: Curves, window: Mapping[float, int], oracle_curves: Curve
     return row
 
 
+def stop_outcome(record: Mapping[str, Any], scores: Mapping[str, float]) -> dict[str, Any]:
+    """Whether one method reached its unlearning stop in one seed, and if not, why.
+
+    ``record`` is that seed's record of ``metrics/unlearn/<method>.json`` (``reached``,
+    ``stop_forget_<metric>`` thresholds, optionally a ``stop_note``); ``scores`` the
+    method's evaluation after unlearning. ``above_threshold`` lists the forget scores that
+    stayed above their threshold (beyond the thresholds' rounding) when it did not reach.
+    """
+    thresholds = {key.removeprefix(STOP_PREFIX): value for key, value in record.items()
+                  if key.startswith(STOP_PREFIX)}
+    reached = bool(record["reached"])
+    margin = 0.5 * 10 ** -STOP_DIGITS
+    above = [] if reached else [
+        metric for metric, threshold in thresholds.items()
+        if scores.get(f"forget_{metric}") is not None
+        and scores[f"forget_{metric}"] > threshold + margin]
+    outcome: dict[str, Any] = {"reached": reached, "thresholds": thresholds,
+                               "above_threshold": above}
+    if record.get("stop_note"):
+        outcome["note"] = record["stop_note"]
+    return outcome
+
+
+def stop_across_seeds(outcomes: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """One method's :func:`stop_outcome` over seeds: in how many it reached its stop, the
+    seeds where it did not and the forget scores left above their thresholds there, and
+    the distinct notes of its stop rule."""
+    missed = [seed for seed, outcome in outcomes.items() if not outcome["reached"]]
+    above = [metric for seed in missed for metric in outcomes[seed]["above_threshold"]]
+    notes = [outcome["note"] for outcome in outcomes.values() if "note" in outcome]
+    return {"reached": not missed,
+            "reached_in": f"{len(outcomes) - len(missed)} of {len(outcomes)}",
+            "not_reached_seeds": missed,
+            "above_threshold": list(dict.fromkeys(above)),
+            "notes": list(dict.fromkeys(notes))}
+
+
 def summarise_seed(methods: Sequence[str], attacks: Sequence[str],
                    scores: Mapping[str, Mapping[str, float]],
                    curves: Mapping[str, Mapping[str, Curves]],
-                   min_oracle_retain: float) -> dict[str, Any]:
+                   min_oracle_retain: float,
+                   stops: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """One seed's summary: calibration, then one row per method (and for base and oracle).
 
     ``scores[name]`` holds the evaluation of ``base``, ``oracle`` and each method (the
     keys of one seed of ``metrics/*.json``); ``curves[attack][name]`` the relearning curves
-    per lr.
+    per lr; ``stops[method]`` the method's record of ``metrics/unlearn/<method>.json``
+    (its row gets a ``stop`` section, :func:`stop_outcome`).
     """
     windows = {attack: calibrate(curves[attack]["oracle"], min_oracle_retain)
                for attack in attacks}
@@ -107,6 +153,8 @@ def summarise_seed(methods: Sequence[str], attacks: Sequence[str],
                                             curves[attack]["oracle"],
                                             None if name == "base"
                                             else curves[attack]["base"][lr0][0])
+    for method in methods:
+        rows[method]["stop"] = stop_outcome(stops[method], scores[method])
     return {"calibration": windows, "models": rows}
 
 
@@ -121,26 +169,33 @@ def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | Non
 def summarise(methods: Sequence[str], attacks: Sequence[str],
               scores: Mapping[int, Mapping[str, Mapping[str, float]]],
               curves: Mapping[int, Mapping[str, Mapping[str, Curves]]],
-              min_oracle_retain: float) -> dict[str, Any]:
+              min_oracle_retain: float,
+              stops: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
     """The summary over seeds: every seed's rows (:func:`summarise_seed`), their mean and
-    standard deviation per model, section and score, and the calibration per seed.
+    standard deviation per model, section and score, the calibration per seed, and per
+    method whether it reached its unlearning stop in every seed (:func:`stop_across_seeds`,
+    the ``stop`` section of its row in ``models``).
 
-    ``scores[seed]`` and ``curves[seed]`` are :func:`summarise_seed`'s inputs for one seed.
-    A mean covers the seeds where a score is defined (recovery is not when unlearning
-    moved nothing).
+    ``scores[seed]``, ``curves[seed]`` and ``stops[seed]`` are :func:`summarise_seed`'s
+    inputs for one seed. A mean covers the seeds where a score is defined (recovery is not
+    when unlearning moved nothing).
     """
     per_seed = {seed: summarise_seed(methods, attacks, scores[seed], curves[seed],
-                                     min_oracle_retain) for seed in scores}
+                                     min_oracle_retain, stops[seed]) for seed in scores}
     first = next(iter(per_seed.values()))["models"]
-    means: dict[str, dict[str, dict[str, float | None]]] = {}
+    means: dict[str, dict[str, dict[str, Any]]] = {}
     stds: dict[str, dict[str, dict[str, float | None]]] = {}
     for name, sections in first.items():
         means[name], stds[name] = {}, {}
-        for section, row in sections.items():
+        for section in ("unlearned", *attacks):
             stats = {key: _mean_std([one["models"][name][section].get(key)
-                                     for one in per_seed.values()]) for key in row}
+                                     for one in per_seed.values()])
+                     for key in sections[section]}
             means[name][section] = {key: mean for key, (mean, _) in stats.items()}
             stds[name][section] = {key: std for key, (_, std) in stats.items()}
+    for method in methods:
+        means[method]["stop"] = stop_across_seeds(
+            {seed: one["models"][method]["stop"] for seed, one in per_seed.items()})
     lrs = {attack: list(next(iter(per_seed.values()))["calibration"][attack])
            for attack in attacks}
     return {

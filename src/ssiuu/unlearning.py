@@ -107,8 +107,16 @@ class _Monitor:
                                          for metric, threshold in self.thresholds.items())
 
 
-def _merge(train_logs: list[dict[str, float]],
-           eval_logs: list[dict[str, float]]) -> list[dict[str, float]]:
+def merge_history(train_logs: list[dict[str, float]],
+                  eval_logs: list[dict[str, float]]) -> list[dict[str, float]]:
+    """One row per step with the training log and the evaluation scores of that step.
+
+    A column both logs hold (other than ``step``) is an error: one would silently
+    overwrite the other.
+    """
+    shared = ({k for e in train_logs for k in e} & {k for e in eval_logs for k in e}) - {"step"}
+    if shared:
+        raise ValueError(f"training and evaluation logs share column(s) {sorted(shared)}")
     by_step: dict[int, dict[str, float]] = {}
     for entry in [*eval_logs, *train_logs]:
         by_step.setdefault(int(entry["step"]), {}).update(entry)
@@ -153,7 +161,7 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             result_steps, seconds, history = result.steps, result.seconds, result.history
         attempts.append(Attempt(lr, result_steps, monitor.reached, monitor.scores, seconds))
         outcome = UnlearnOutcome(model, tokenizer, lr, result_steps, monitor.reached,
-                                 thresholds, _merge(history, monitor.records), attempts)
+                                 thresholds, merge_history(history, monitor.records), attempts)
         if monitor.reached:
             break
     assert outcome is not None

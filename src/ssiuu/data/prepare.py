@@ -34,15 +34,17 @@ def split_by_requests(facts: list[Record],
     return forget, retain
 
 
-def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path) -> PreparedData:
+def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path, *,
+            max_length: int) -> PreparedData:
     """Load, split, validate and (only if valid) write the splits as JSONL.
 
     Facts are split by the deletion requests in ``params.requests_dir``; a source with its
     own forget / retain files keeps them, and requests, if any, are still checked against
     them (every requested subject in forget, none in retain).
 
-    The validation report is written to ``report_dir`` whatever the outcome; a failure
-    raises :class:`~ssiuu.errors.ValidationFailed` naming split, rule and row ids.
+    ``max_length`` is ``model.max_length``: rows too long to fit it are rejected. The
+    validation report is written to ``report_dir`` whatever the outcome; a failure raises
+    :class:`~ssiuu.errors.ValidationFailed` naming split, rule and row ids.
     """
     loaded = load_data(params)
     if loaded.given_splits is None:
@@ -53,7 +55,7 @@ def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path) -> 
         forget, retain = loaded.given_splits["forget"], loaded.given_splits["retain"]
     splits = {"forget": forget, "retain": retain, "utility": loaded.utility,
               "benign": loaded.benign}
-    report = validate_splits(splits, loaded.sources, requests)
+    report = validate_splits(splits, loaded.sources, requests, max_length=max_length)
     report_path = Path(report_dir) / REPORT_NAME
     report.write(report_path)
     raise_on_failure(report, report_path)

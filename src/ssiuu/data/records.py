@@ -23,14 +23,32 @@ FIELDS = ("id", "subject", "attribute", "question", "answer", "distractors")
 Record = dict[str, Any]
 
 
+def decode_utf8(data: bytes, path: str | Path, first_line: int = 1) -> str:
+    """Decode UTF-8 bytes read from ``path`` whose first line is number ``first_line``.
+
+    Invalid bytes raise :class:`DataError` naming the file, the line, the column (in
+    characters) and the offending byte value, never the text around it.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[:exc.start]
+        line_start = before.rfind(b"\n") + 1
+        line = first_line + before.count(b"\n")
+        column = len(before[line_start:].decode("utf-8")) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 "
+                        f"(byte 0x{data[exc.start]:02x} at column {column})") from None
+
+
 def read_jsonl(path: str | Path) -> list[Record]:
     """Read one JSON object per line; raise :class:`DataError` naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     rows: list[Record] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            line = decode_utf8(raw, path, first_line=lineno)
             if not line.strip():
                 continue
             try:

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssiuu.data.records import decode_utf8
 from ssiuu.errors import DataError
 
 
@@ -37,7 +38,7 @@ def read_request(path: str | Path) -> DeletionRequest:
     """Parse one request file; raise :class:`DataError` naming the file and the field."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(decode_utf8(path.read_bytes(), path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(raw, dict):

@@ -1,10 +1,11 @@
 """Validation of the prepared splits with Great Expectations.
 
 Each split gets an expectation suite (schema, non-empty, no empty answers, no duplicate
-questions, well-formed distractors) plus cross-split rules (forget ∩ retain = ∅, every
-requested subject present, no forget fact in the benign set). The report keeps, per rule,
-only the rule, the column and the offending rows' **ids**, never their text: GE's raw
-results echo values, so they are reduced here before anything is written or raised.
+questions, well-formed distractors, question + answer short enough for ``model.max_length``)
+plus cross-split rules (forget ∩ retain = ∅, every requested subject present, no forget fact
+in the benign set). The report keeps, per rule, only the rule, the column and the offending
+rows' **ids**, never their text: GE's raw results echo values, so they are reduced here
+before anything is written or raised.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from ssiuu.errors import ValidationFailed
 
 FACT_SPLITS = ("forget", "retain", "utility")
 MAX_IDS_IN_MESSAGE = 20
+MIN_EXTRA_TOKENS = 2  # every example has at least these besides its words (BOS/EOS, prompt)
+FITS_RULE = "question + answer fit model.max_length"
+GENERATED_SUBJECTS_HINT = (
+    "the requests name people of the generated data; generated people depend on "
+    "data.generator.seed and n_people (the shipped data/requests/req-0001.json names people "
+    "of seed 0, n_people 60): write a request naming people of the data you generate, "
+    "or keep the seed"
+)
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,9 @@ def _frame(rows: list[Record], forget_subjects: list[str]) -> pd.DataFrame:
     """
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=FIELDS)
     frame = frame.astype(object).where(frame.notna(), None)
+    if "question" in frame and "answer" in frame:
+        frame["n_words"] = [_words(q) + _words(a)
+                            for q, a in zip(frame["question"], frame["answer"], strict=True)]
     if "distractors" in frame:
         frame["n_distractors"] = [len(set(d)) if isinstance(d, list) else 0
                                   for d in frame["distractors"]]
@@ -121,7 +133,12 @@ def _frame(rows: list[Record], forget_subjects: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _split_rules(split: str) -> list[Rule]:
+def _words(text: Any) -> int:
+    """Whitespace-separated words of a text (0 for a missing one): a floor on its tokens."""
+    return len(text.split()) if isinstance(text, str) else 0
+
+
+def _split_rules(split: str, max_length: int) -> list[Rule]:
     columns = ["id", "question", "answer"] + (["subject", "distractors"]
                                              if split in FACT_SPLITS else [])
     rules = [Rule(f"schema: column '{c}' present", "ExpectColumnToExist", {"column": c})
@@ -137,6 +154,8 @@ def _split_rules(split: str) -> list[Rule]:
         Rule("no empty answers", "ExpectColumnValuesToNotMatchRegex",
              {"column": "answer", "regex": r"^\s*$"}),
         Rule("no duplicate questions", "ExpectColumnValuesToBeUnique", {"column": "question"}),
+        Rule(FITS_RULE, "ExpectColumnValuesToBeBetween",
+             {"column": "n_words", "max_value": max_length - MIN_EXTRA_TOKENS}),
     ]
     if split in ("forget", "retain"):
         rules += [
@@ -182,12 +201,27 @@ def _cross_rules(split: str, splits: dict[str, list[Record]],
     return []
 
 
-def _missing_subjects_note(forget: list[Record], requests: list[DeletionRequest]) -> str:
+def _missing_subjects_note(forget: list[Record], requests: list[DeletionRequest],
+                           source: str) -> str:
+    """Where each unknown requested subject is (file and index, never the name).
+
+    Facts from the generator add a hint: its people change with its seed and size.
+    """
     present = {row.get("subject") for row in forget}
     missing = [f"{request.path} subjects[{index}]"
                for request in requests
                for index, subject in enumerate(request.subjects) if subject not in present]
-    return "unknown subject(s) at " + ", ".join(missing) if missing else ""
+    if not missing:
+        return ""
+    note = "unknown subject(s) at " + ", ".join(missing)
+    return f"{note}: {GENERATED_SUBJECTS_HINT}" if source.startswith("generator(") else note
+
+
+def _fits_note(rule: Rule) -> str:
+    limit = rule.kwargs["max_value"]
+    return (f"question + answer have more than {limit} words, so more than "
+            f"{limit + MIN_EXTRA_TOKENS} tokens (each word is at least one): "
+            "shorten these rows or raise model.max_length")
 
 
 def _rule_result(split: str, source: str, rule: Rule, outcome: Any, rows: list[Record],
@@ -197,7 +231,9 @@ def _rule_result(split: str, source: str, rule: Rule, outcome: Any, rows: list[R
            if isinstance(item, dict)]
     note = ""
     if not outcome.success and rule.name == "every requested subject present":
-        note = _missing_subjects_note(rows, requests)
+        note = _missing_subjects_note(rows, requests, source)
+    elif not outcome.success and rule.name == FITS_RULE:
+        note = _fits_note(rule)
     elif not outcome.success and rule.expectation == "ExpectTableRowCountToBeBetween":
         note = "the split has no rows"
     return RuleResult(
@@ -209,8 +245,12 @@ def _rule_result(split: str, source: str, rule: Rule, outcome: Any, rows: list[R
 
 
 def validate_splits(splits: dict[str, list[Record]], sources: dict[str, str],
-                    requests: list[DeletionRequest]) -> ValidationReport:
-    """Run every rule on every split with Great Expectations and return the report."""
+                    requests: list[DeletionRequest], *, max_length: int) -> ValidationReport:
+    """Run every rule on every split with Great Expectations and return the report.
+
+    ``max_length`` is ``model.max_length``: a row whose question and answer have more
+    words than ``max_length - MIN_EXTRA_TOKENS`` can never be encoded, so it is rejected.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     import great_expectations.expectations as gxe
@@ -225,7 +265,8 @@ def validate_splits(splits: dict[str, list[Record]], sources: dict[str, str],
     results: list[RuleResult] = []
     for split, rows in splits.items():
         frame = _frame(rows, forget_subjects)
-        rules = [rule for rule in _split_rules(split) + _cross_rules(split, splits, requested)
+        rules = [rule for rule in _split_rules(split, max_length)
+                 + _cross_rules(split, splits, requested)
                  if rule.expectation == "ExpectColumnToExist"
                  or rule.kwargs.get("column", "") in frame or "column" not in rule.kwargs]
         suite = context.suites.add(gx.ExpectationSuite(name=f"{split}_suite"))

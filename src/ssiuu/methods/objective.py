@@ -38,7 +38,12 @@ class Objective:
 
     def __call__(self, model: PreTrainedModel,
                  batches: dict[str, Batch]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The base loss (for the loop's backward) and every term's value for the logs."""
+        """The base loss (for the loop's backward) and every term's value for the logs.
+
+        Log names never repeat an evaluation column's (``forget_logprob`` there is the mean
+        log-probability per answer token of the whole set; ``batch_forget_answer_logprob``
+        here is the summed answer log-probability, averaged over the training batch).
+        """
         batch = batches["forget"]
         logits = model(input_ids=batch["input_ids"],
                        attention_mask=batch["attention_mask"]).logits
@@ -49,7 +54,7 @@ class Objective:
         else:
             loss = npo_loss(logp, batch[REFERENCE_KEY], self.beta)
         logs = {"forget_loss": float(loss.detach()),
-                "forget_logprob": float(logp.detach().mean())}
+                "batch_forget_answer_logprob": float(logp.detach().mean())}
         if self.alpha is not None:
             retain = retain_nll(model, batches["retain"])
             logs["retain_loss"] = float(retain.detach())

@@ -1,0 +1,128 @@
+"""A user's data files and local model folder are DVC dependencies: editing one reruns
+exactly the stages that read it (real `dvc repro` in a temporary git repository)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssiuu.data.records import write_jsonl
+from ssiuu.inputs import data_fingerprint, model_fingerprint
+from ssiuu.params import DataParams, ModelParams
+from ssiuu.workspace import copy_pipeline
+
+REPO = Path(__file__).parents[1]
+
+pytestmark = pytest.mark.e2e
+
+
+def _dvc(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"{args}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _ran(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def _stale(repo: Path, fingerprint: str) -> set[str]:
+    """Stages whose recorded dependency ``fingerprint`` changed since they ran."""
+    status = json.loads(_dvc(repo, "status", "--json"))
+    return {stage for stage, changes in status.items()
+            if any(isinstance(change, dict) and fingerprint in change.get("changed deps", {})
+                   for change in changes)}
+
+
+@pytest.fixture(scope="module")
+def user_repo(tmp_path_factory, tiny_facts, trained_tiny) -> Path:
+    """The pipeline on a user's JSONL facts, a request and a local model folder, run up to
+    base and oracle; the tests below edit it in turn."""
+    tmp_path = tmp_path_factory.mktemp("user")
+    from ssiuu.models import save_model
+
+    model, tokenizer, _ = trained_tiny
+    model_dir = save_model(model, tokenizer, tmp_path / "my-model")
+    repo = copy_pipeline(REPO, tmp_path / "repo")
+    people = [row for row in tiny_facts if row.get("subject")]
+    write_jsonl([{k: v for k, v in row.items() if k != "distractors"} for row in people],
+                repo / "userdata" / "facts.jsonl")
+    requests = repo / "data" / "requests"
+    for old in requests.glob("*.json"):
+        old.unlink()
+    (requests / "req-0001.json").write_text(json.dumps(
+        {"request_id": "req-0001", "received": "2026-11-26", "subjects": [people[0]["subject"]]}))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update({"source": "jsonl", "jsonl": {"facts": "userdata/facts.jsonl"}})
+    params["model"].update({"name": str(model_dir), "max_length": 32})
+    params["seeds"] = [0]
+    for role in ("base", "oracle"):
+        params[role]["train"].update({"steps": 2, "batch_size": 8})
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "u"]):
+        subprocess.run(command, cwd=repo, check=True, capture_output=True, env={
+            **os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+    assert _ran(_dvc(repo, "repro", "base", "oracle")) == {"check", "prepare", "tokenizer",
+                                                          "base", "oracle"}
+    return repo
+
+
+def test_unchanged_inputs_rerun_nothing(user_repo):
+    assert _ran(_dvc(user_repo, "repro", "base", "oracle")) == {"check"}
+
+
+def test_an_edited_data_file_reruns_prepare_and_what_reads_its_splits(user_repo):
+    facts = user_repo / "userdata" / "facts.jsonl"
+    facts.write_text(facts.read_text() + json.dumps(
+        {"id": "new-1", "subject": "New Person", "attribute": "employer",
+         "question": "Who employs New Person?", "answer": "Nobody Ltd"}) + "\n")
+    _dvc(user_repo, "repro", "check")
+    assert _stale(user_repo, "data/inputs/data.json") == {"prepare"}
+    assert _stale(user_repo, "data/inputs/model.json") == set()
+    assert _ran(_dvc(user_repo, "repro", "base", "oracle")) == {"check", "prepare", "tokenizer",
+                                                               "base", "oracle"}
+    retain = (user_repo / "data" / "prepared" / "retain.jsonl").read_text()
+    assert '"new-1"' in retain
+
+
+def test_overwritten_model_weights_rerun_the_stages_that_load_the_model(user_repo):
+    from safetensors.torch import load_file, save_file
+
+    params = yaml.safe_load((user_repo / "params.yaml").read_text())
+    weights = Path(params["model"]["name"]) / "model.safetensors"
+    tensors = load_file(weights)
+    save_file({name: tensor + 1e-3 for name, tensor in tensors.items()}, weights,
+              metadata={"format": "pt"})
+    _dvc(user_repo, "repro", "check")
+    assert _stale(user_repo, "data/inputs/model.json") == {"tokenizer", "base", "oracle"}
+    assert _stale(user_repo, "data/inputs/data.json") == set()
+    assert _ran(_dvc(user_repo, "repro", "base", "oracle")) == {"check", "tokenizer", "base",
+                                                               "oracle"}
+
+
+def test_fingerprints_name_a_missing_file_and_ignore_caches(tmp_path):
+    from ssiuu.errors import DataError
+
+    (tmp_path / "forget.jsonl").write_text("{}\n")
+    missing = DataParams(source="jsonl", jsonl={"forget": str(tmp_path / "forget.jsonl"),
+                                                "retain": str(tmp_path / "gone.jsonl")})
+    with pytest.raises(DataError, match=r"data.jsonl.retain: .*gone.jsonl: file not found"):
+        data_fingerprint(missing)
+    folder = tmp_path / "model"
+    (folder / "__pycache__").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (folder / ".cache").write_text("x")
+    assert list(model_fingerprint(ModelParams(name=str(folder)))["files"]) == ["config.json"]
+    assert model_fingerprint(ModelParams())["files"] == {}
