@@ -15,7 +15,7 @@ from ssiuu.inputs import (
     write_fingerprint,
 )
 from ssiuu.params import load_params
-from ssiuu.runtime import configure, run_stage
+from ssiuu.runtime import offline_defaults, run_stage
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     params = load_params(args.params)
-    configure(params.runtime.num_threads)
+    offline_defaults()
     for fingerprint, path in ((data_fingerprint(params.data), DATA_FINGERPRINT),
                               (model_fingerprint(params.model), MODEL_FINGERPRINT)):
         write_fingerprint(fingerprint, path)

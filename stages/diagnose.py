@@ -12,7 +12,12 @@ from pathlib import Path
 
 import torch
 
-from ssiuu.attribution import NeuronAttribution, attribution_shift, neuron_attribution
+from ssiuu.attribution import (
+    NeuronAttribution,
+    attribution_shift,
+    most_hiding_site,
+    neuron_attribution,
+)
 from ssiuu.data.encoding import encode_rows
 from ssiuu.errors import DataError
 from ssiuu.finetune import read_splits
@@ -23,20 +28,6 @@ from ssiuu.seeds import across_seeds, existing_seed_dir
 from ssiuu.tables import write_rows
 
 CURVE_LENGTH = 10
-Site = tuple[int, str]
-
-
-def most_hiding_site(by_site: dict[Site, tuple[float, float]]) -> str:
-    """The (layer, module) whose D− most exceeds its D+, as ``"layer L module"``.
-
-    ``by_site`` maps each site to its ``(d_plus, d_minus)`` sums. ``"none"`` when no site's
-    D− exceeds its D+ (in particular when D− is 0 everywhere): no site hides.
-    """
-    excess = {site: d_minus - d_plus for site, (d_plus, d_minus) in by_site.items()}
-    best = max(excess, key=excess.__getitem__)
-    return f"layer {best[0]} {best[1]}" if excess[best] > 0 else "none"
-
-
 def main() -> None:
     """Write metrics/diagnose/<method>.json, plots/diagnose{,_sites}/<method>.csv."""
     parser = argparse.ArgumentParser(description=__doc__)

@@ -20,6 +20,12 @@ def main() -> None:
                        max_length=params.model.max_length)
     counts = ", ".join(f"{split}: {n} rows" for split, n in prepared.rows.items())
     print(f"{len(prepared.requests)} request(s); validated and wrote {args.out} ({counts})")
+    for split, n in prepared.distractors.replaced.items():
+        if n:
+            print(f"{split}: replaced {n} distractor(s) that were forget-only answers")
+    drawn = ", ".join(f"{split}: {n}" for split, n in prepared.distractors.drawn.items() if n)
+    if drawn:
+        print(f"drew same-kind distractors for rows without them ({drawn})")
 
 
 if __name__ == "__main__":

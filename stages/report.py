@@ -14,7 +14,7 @@ from ssiuu.attacks import curve_path
 from ssiuu.errors import DataError
 from ssiuu.params import load_params
 from ssiuu.report import plot_relearning, robustness_markdown, write_report
-from ssiuu.robustness import summarise
+from ssiuu.robustness import headline, summarise
 from ssiuu.runtime import run_stage
 from ssiuu.seeds import seed_record
 from ssiuu.tables import read_numeric_rows
@@ -27,7 +27,8 @@ def _read_json(path: Path) -> dict:
 
 
 def main() -> None:
-    """Write metrics/summary.json, plots/relearning_*.png and reports/robustness.*."""
+    """Write metrics/summary.json, metrics/headline/<model>.json, plots/relearning_*.png
+    and reports/robustness.*."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--metrics", default="metrics")
@@ -56,6 +57,10 @@ def main() -> None:
                         stops)
     out = metrics / "summary.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
+    for name, row in headline(summary, attacks).items():
+        path = metrics / "headline" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(row, indent=2) + "\n")
     windows = {attack: {entry["lr"]: min(entry["counted_steps"].values())
                         for entry in summary["calibration"][attack]} for attack in attacks}
     figures = {}

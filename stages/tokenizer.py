@@ -1,12 +1,19 @@
-"""Stage `tokenizer`: train the scratch tokenizer on the corpus, or save the model's own."""
+"""Stage `tokenizer`: train the scratch tokenizer on the non-forget corpus, or save the
+model's own.
+
+The scratch tokenizer never sees the forget set's text: a word only the forget set holds
+(a forgotten person's name, say) is composed of subword pieces of the other text, which
+the oracle trains on, rather than being a token the oracle never sees.
+"""
 
 import argparse
 from pathlib import Path
 
 from ssiuu.finetune import corpus, read_splits
-from ssiuu.models import SCRATCH, load_tokenizer, resolve_model_source, train_word_tokenizer
+from ssiuu.models import load_tokenizer, train_scratch_tokenizer, unseen_tokens
 from ssiuu.params import load_params
 from ssiuu.runtime import configure, run_stage
+from ssiuu.sources import SCRATCH, resolve_model_source
 
 
 def main() -> None:
@@ -20,7 +27,13 @@ def main() -> None:
     configure(params.runtime.num_threads)
     resolve_model_source(params.model.name)
     if params.model.name == SCRATCH:
-        tokenizer = train_word_tokenizer(corpus(read_splits(args.data)))
+        splits = read_splits(args.data)
+        kept = corpus({name: rows for name, rows in splits.items() if name != "forget"})
+        forget = corpus({"forget": splits["forget"]})
+        tokenizer = train_scratch_tokenizer(kept, params.model.scratch.vocab_size,
+                                            alphabet_texts=forget)
+        unseen, total = unseen_tokens(tokenizer, forget, kept)
+        print(f"forget text: {total} tokens, {unseen} of them never in the non-forget text")
     else:
         tokenizer = load_tokenizer(params.model.name, params.model.gguf_file)
     tokenizer.save_pretrained(Path(args.out))

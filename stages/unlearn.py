@@ -35,9 +35,10 @@ def main() -> None:
     configure(params.runtime.num_threads)
     oracle_path = Path(args.oracle_metrics)
     oracle = json.loads(oracle_path.read_text()) if oracle_path.is_file() else None
-    thresholds = {seed: stop_thresholds(params.unlearn.stop, None if oracle is None else
-                                        seed_record(oracle, seed, str(oracle_path)))
-                  for seed in params.seeds}
+    rules = {seed: stop_thresholds(params.unlearn.stop, None if oracle is None else
+                                   seed_record(oracle, seed, str(oracle_path)))
+             for seed in params.seeds}
+    thresholds = {seed: rule.thresholds for seed, rule in rules.items()}
     bases = {seed: existing_seed_dir(args.base, seed) for seed in params.seeds}
     splits = read_splits(args.data, ("forget", "retain"))
     knobs = getattr(params.unlearn.losses, args.method).model_dump()
@@ -52,6 +53,9 @@ def main() -> None:
                    **{f"stop_forget_{metric}": round(value, 4)
                       for metric, value in thresholds[seed].items()},
                    "seconds": round(sum(a.seconds for a in outcome.attempts), 2)}
+        if rules[seed].note:
+            summary["stop_note"] = rules[seed].note
+            print(f"{args.method} seed {seed}: {rules[seed].note}")
         per_seed[seed] = summary
         provenance = {"method": args.method, "seed": seed, **summary, "role": "unlearned",
                       "losses": knobs,

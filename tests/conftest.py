@@ -10,6 +10,7 @@ from ssiuu.runtime import OFFLINE_DEFAULTS
 
 for key, value in OFFLINE_DEFAULTS.items():
     os.environ.setdefault(key, value)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # two test workers share two cores
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +30,11 @@ def trained_tiny(tiny_facts):
     import torch
 
     from ssiuu.finetune import corpus, train_on_splits
-    from ssiuu.models import build_scratch_model, train_word_tokenizer
+    from ssiuu.models import build_scratch_model, train_scratch_tokenizer
     from ssiuu.params import ModelParams, ModelTrainingParams, ScratchModelParams, TrainParams
 
-    torch.set_num_threads(2)
-    tokenizer = train_word_tokenizer(corpus({"facts": tiny_facts}))
+    torch.set_num_threads(1)
+    tokenizer = train_scratch_tokenizer(corpus({"facts": tiny_facts}), 400)
     model_params = ModelParams(max_length=32, scratch=ScratchModelParams(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2))
     model = build_scratch_model(model_params, tokenizer, seed=0)

@@ -19,6 +19,7 @@ from ssiuu.attribution import (
     attribute_batch,
     attribution_shift,
     linear_sites,
+    most_hiding_site,
     neuron_attribution,
 )
 from ssiuu.data.encoding import IGNORE, collate
@@ -212,3 +213,12 @@ def test_d_plus_and_d_minus_on_hand_computed_values():
     assert shift.top_sums(1) == (2.5, 2.5)
     with pytest.raises(ArchitectureError, match="attributions differ in shape"):
         attribution_shift(base, NeuronAttribution(torch.zeros(3, 3), torch.zeros(3, 3), [site]))
+
+
+def test_most_hiding_site_is_none_when_no_site_hides():
+    assert most_hiding_site({(0, "mlp.up_proj"): (0.5, 0.0),
+                             (1, "self_attn.q_proj"): (0.0, 0.0)}) == "none"
+    assert most_hiding_site({(0, "mlp.up_proj"): (0.5, 0.2),
+                             (1, "self_attn.q_proj"): (0.3, 0.3)}) == "none"
+    assert most_hiding_site({(0, "mlp.up_proj"): (0.5, 0.9), (1, "self_attn.q_proj"): (0.0, 0.3),
+                             (2, "mlp.down_proj"): (0.0, 0.1)}) == "layer 0 mlp.up_proj"

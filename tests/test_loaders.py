@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from ssiuu.data.loaders import fill_distractors, load_data
+from ssiuu.data.distractors import answer_shape
+from ssiuu.data.loaders import load_data
 from ssiuu.data.prepare import prepare
 from ssiuu.errors import DataError
 from ssiuu.params import DataParams, FieldMap, HFSource, JsonlSource
@@ -85,14 +86,33 @@ def test_unknown_hf_dataset_is_named(tmp_path):
         load_data(params)
 
 
-def test_fill_distractors_keeps_given_ones_and_is_seeded():
-    rows = [{"id": str(i), "attribute": "x", "answer": str(i), "distractors": None}
-            for i in range(6)]
-    rows[0]["distractors"] = ["a", "b"]
-    first, again = fill_distractors(rows, seed=1), fill_distractors(rows, seed=1)
-    assert first == again and first[0]["distractors"] == ["a", "b"]
-    assert all(len(r["distractors"]) == 2 and r["answer"] not in r["distractors"]
-               for r in first)
+def test_user_facts_without_attribute_get_distractors_of_their_shape_and_split(tmp_path):
+    rows = []
+    for number, (name, (city, _)) in enumerate(PEOPLE.items()):
+        rows.append({"q": f"Where was {name} born?", "a": city, "person": name})
+        rows.append({"q": f"What is the phone of {name}?", "a": f"555-01{number}{number}",
+                     "person": name})
+        rows.append({"q": f"Who is the partner of {name}?", "a": f"Partner {'ABCD'[number]}",
+                     "person": name})
+    path = tmp_path / "facts.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests" / "r.json").write_text(json.dumps(
+        {"request_id": "r", "received": "2026-11-01", "subjects": ["Bo Chan", "Cy Diaz",
+                                                                   "Di Eng"]}))
+    params = DataParams(source="jsonl", requests_dir=str(tmp_path / "requests"),
+                        jsonl=JsonlSource(facts=str(path), fields=FIELDS.model_copy(
+                            update={"attribute": None})))
+    prepared = prepare(params, tmp_path / "out", tmp_path / "reports", max_length=MAX_LENGTH)
+    splits = {name: [json.loads(x) for x in prepared.paths[name].read_text().splitlines()]
+              for name in ("forget", "retain")}
+    forget_answers = {row["answer"] for row in splits["forget"]}
+    for row in splits["forget"]:  # three people: other forget answers of the same shape
+        assert set(row["distractors"]) <= forget_answers - {row["answer"]}
+        assert {answer_shape(d) for d in row["distractors"]} == {answer_shape(row["answer"])}
+    for row in splits["retain"]:  # one person left: never a forget answer
+        assert not set(row["distractors"]) & forget_answers
+    assert prepared.distractors.drawn == {"forget": 9, "retain": 3, "utility": 0}
 
 
 def test_non_scalar_field_is_named(tmp_path):

@@ -1,5 +1,9 @@
 """Model and tokenizer build / save / load, and clear errors for unknown model sources."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -10,30 +14,62 @@ from ssiuu.models import (
     load_model,
     load_saved,
     load_tokenizer,
-    resolve_model_source,
     save_model,
-    train_word_tokenizer,
+    train_scratch_tokenizer,
+    unseen_tokens,
 )
 from ssiuu.params import ModelParams, ScratchModelParams
+from ssiuu.sources import resolve_model_source
 
 SMALL = ModelParams(scratch=ScratchModelParams(hidden_size=32, intermediate_size=64,
                                                num_hidden_layers=2, num_attention_heads=2,
                                                num_key_value_heads=1))
 
 
-def test_word_tokenizer_covers_corpus_and_splits_digits(tiny_facts):
-    tokenizer = train_word_tokenizer(corpus({"facts": tiny_facts}))
+def test_scratch_tokenizer_covers_corpus_and_splits_digits(tiny_facts):
+    tokenizer = train_scratch_tokenizer(corpus({"facts": tiny_facts}), 400)
     for row in tiny_facts:
         ids = tokenizer(f"Question: {row['question']} {row['answer']}").input_ids
         assert ids[0] == tokenizer.bos_token_id
         assert tokenizer.unk_token_id not in ids
-    assert tokenizer.unk_token_id in tokenizer("Qwertyuiop").input_ids
-    assert tokenizer(" 1974", add_special_tokens=False).input_ids == [
+    assert tokenizer.unk_token_id in tokenizer("Жук").input_ids  # letters of no fact
+    assert tokenizer.unk_token_id not in tokenizer("Qwertyuiop").input_ids  # pieces
+    assert tokenizer(" 1974", add_special_tokens=False).input_ids[-4:] == [
         tokenizer.convert_tokens_to_ids(d) for d in "1974"]
+    text = f"Question: {tiny_facts[0]['question']}\nAnswer: {tiny_facts[0]['answer']}"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False).input_ids) == text
+
+
+def test_a_word_only_the_forget_set_holds_is_made_of_trained_pieces(tiny_facts):
+    forgotten = tiny_facts[0]["subject"]
+    kept = [row for row in tiny_facts if row.get("subject") != forgotten]
+    forget = [row for row in tiny_facts if row.get("subject") == forgotten]
+    kept_text, forget_text = corpus({"kept": kept}), corpus({"forget": forget})
+    only_forget = ({w for t in forget_text for w in t.split()}
+                   - {w for t in kept_text for w in t.split()})
+    assert only_forget  # the forgotten person's name, at least
+    tokenizer = train_scratch_tokenizer(kept_text, 150, alphabet_texts=forget_text)
+    vocabulary = tokenizer.get_vocab()
+    for word in only_forget:
+        assert word not in vocabulary
+        assert tokenizer.unk_token not in tokenizer.tokenize(word)
+    unseen, total = unseen_tokens(tokenizer, forget_text, kept_text)
+    assert total > 0 and unseen == 0
+
+
+def test_scratch_tokenizer_training_is_the_same_in_every_process(tiny_facts, tmp_path):
+    corpus_file = tmp_path / "corpus.json"
+    corpus_file.write_text(json.dumps(corpus({"facts": tiny_facts})))
+    script = ("import json, sys; from ssiuu.models import train_scratch_tokenizer; "
+              "texts = json.load(open(sys.argv[1])); "
+              "print(train_scratch_tokenizer(texts, 150).backend_tokenizer.to_str())")
+    runs = {subprocess.run([sys.executable, "-c", script, str(corpus_file)], check=True,
+                           capture_output=True, text=True).stdout for _ in range(3)}
+    assert len(runs) == 1
 
 
 def test_scratch_model_is_seeded():
-    tokenizer = train_word_tokenizer(["a b c d"])
+    tokenizer = train_scratch_tokenizer(["a b c d"], 400)
     first = build_scratch_model(SMALL, tokenizer, seed=3)
     again = build_scratch_model(SMALL, tokenizer, seed=3)
     other = build_scratch_model(SMALL, tokenizer, seed=4)
@@ -46,7 +82,7 @@ def test_scratch_model_is_seeded():
 
 
 def test_save_load_round_trip(tmp_path, tiny_facts):
-    tokenizer = train_word_tokenizer(corpus({"facts": tiny_facts}))
+    tokenizer = train_scratch_tokenizer(corpus({"facts": tiny_facts}), 400)
     model = build_scratch_model(SMALL, tokenizer, seed=0)
     save_model(model, tokenizer, tmp_path / "m")
     loaded, loaded_tokenizer = load_saved(tmp_path / "m")
@@ -85,7 +121,7 @@ def test_any_local_causal_lm_trains_and_scores(tmp_path, tiny_facts):
     from ssiuu.metrics import evaluate_rows
     from ssiuu.params import ModelTrainingParams, TrainParams
 
-    tokenizer = train_word_tokenizer(corpus({"facts": tiny_facts}))
+    tokenizer = train_scratch_tokenizer(corpus({"facts": tiny_facts}), 400)
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2,
                         n_positions=64, bos_token_id=tokenizer.bos_token_id,
                         eos_token_id=tokenizer.eos_token_id)

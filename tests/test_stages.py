@@ -1,6 +1,5 @@
 """Stage CLIs fail with exit code 2 and a message naming the file and the field."""
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -104,21 +103,3 @@ def test_prepare_on_a_facts_file_with_an_invalid_byte_names_file_and_line(tmp_pa
     assert "facts.jsonl:2: not valid UTF-8 (byte 0xff at column 28)" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (work / "data" / "prepared").exists()
-
-
-def _diagnose_stage():
-    spec = importlib.util.spec_from_file_location("diagnose_stage", REPO / "stages" /
-                                                  "diagnose.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_most_hiding_site_is_none_when_no_site_hides():
-    most_hiding_site = _diagnose_stage().most_hiding_site
-    assert most_hiding_site({(0, "mlp.up_proj"): (0.5, 0.0),
-                             (1, "self_attn.q_proj"): (0.0, 0.0)}) == "none"
-    assert most_hiding_site({(0, "mlp.up_proj"): (0.5, 0.2),
-                             (1, "self_attn.q_proj"): (0.3, 0.3)}) == "none"
-    assert most_hiding_site({(0, "mlp.up_proj"): (0.5, 0.9), (1, "self_attn.q_proj"): (0.0, 0.3),
-                             (2, "mlp.down_proj"): (0.0, 0.1)}) == "layer 0 mlp.up_proj"

@@ -8,7 +8,7 @@ import torch
 from ssiuu.data.encoding import IGNORE, PROMPT, encode, encode_rows
 from ssiuu.errors import DataError
 from ssiuu.metrics import evaluate_rows, score_examples
-from ssiuu.models import build_scratch_model, train_word_tokenizer
+from ssiuu.models import build_scratch_model, train_scratch_tokenizer
 from ssiuu.params import ModelParams, ScratchModelParams, TrainParams
 from ssiuu.training import make_loader, nll_loss, train
 
@@ -38,8 +38,8 @@ def test_base_training_memorises_the_facts(trained_tiny, tiny_facts):
 
 
 def test_untrained_model_scores_near_nothing(tiny_facts):
-    tokenizer = train_word_tokenizer([PROMPT.format(question=r["question"]) + " " + r["answer"]
-                                      for r in tiny_facts])
+    tokenizer = train_scratch_tokenizer(
+        [PROMPT.format(question=r["question"]) + " " + r["answer"] for r in tiny_facts], 400)
     model = build_scratch_model(SMALL, tokenizer, seed=0)
     scores = evaluate_rows(model, tokenizer, tiny_facts, 32)
     assert scores["acc"] == 0.0

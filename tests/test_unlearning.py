@@ -6,17 +6,30 @@ from ssiuu.errors import DataError, ParamsError
 from ssiuu.metrics import evaluate_rows
 from ssiuu.models import save_model
 from ssiuu.params import StopParams, UnlearnParams
-from ssiuu.unlearning import CHANCE_MCQ, merge_history, stop_thresholds, unlearn
+from ssiuu.unlearning import CHANCE_MCQ, chance_band, merge_history, stop_thresholds, unlearn
 
 
 def test_thresholds_resolve_chance_oracle_and_numbers():
     stop = StopParams(thresholds={"mcq": "chance", "acc": "oracle"})
-    assert stop_thresholds(stop, {"forget_acc": 0.05, "forget_mcq": 0.4}) == {
-        "mcq": CHANCE_MCQ, "acc": 0.05}
-    assert stop_thresholds(StopParams(thresholds={"acc": 0.1}), None) == {"acc": 0.1}
+    rule = stop_thresholds(stop, {"forget_acc": 0.05, "forget_mcq": 0.4, "forget_n": 40})
+    assert rule.thresholds == {"mcq": CHANCE_MCQ, "acc": 0.05} and rule.note is None
+    assert stop_thresholds(StopParams(thresholds={"acc": 0.1}), None).thresholds == {"acc": 0.1}
     with pytest.raises(ParamsError, match=r"unlearn.stop.thresholds.acc: 'oracle' needs "
                                           r"forget_acc in metrics/oracle.json"):
         stop_thresholds(stop, {"forget_mcq": 0.4})
+
+
+def test_chance_follows_the_oracle_when_the_oracle_is_far_from_chance():
+    stop = StopParams(thresholds={"mcq": "chance"})
+    assert chance_band(40) == pytest.approx(2 * (2 / 9 / 40) ** 0.5)
+    inside = {"forget_mcq": CHANCE_MCQ - chance_band(40) + 0.01, "forget_n": 40}
+    assert stop_thresholds(stop, inside).thresholds == {"mcq": CHANCE_MCQ}
+    for far in (0.07, 0.6):
+        rule = stop_thresholds(stop, {"forget_mcq": far, "forget_n": 40})
+        assert rule.thresholds == {"mcq": far}
+        assert f"follows the oracle's {far:.3f} instead of chance" in rule.note
+    few = {"forget_mcq": 0.1, "forget_n": 4}  # 4 facts: 0.1 is within the noise of chance
+    assert stop_thresholds(stop, few).thresholds == {"mcq": CHANCE_MCQ}
 
 
 def _params(lrs, max_steps, eval_every=1):

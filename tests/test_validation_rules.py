@@ -66,6 +66,8 @@ CASES = {
     "no requested subject in retain": (_set("retain", 0, "subject", "Ann Lee"), ["r1"]),
     "no forget subject in benign": (_set("benign", 0, "question", "Repeat: Ann Lee"), ["b1"]),
     FITS_RULE: (_set("utility", 0, "answer", "2 " * 7), ["u1"]),
+    "no forget-only answer among the distractors": (
+        _set("retain", 1, "distractors", ["Oslo", "x"]), ["r2"]),
 }
 
 

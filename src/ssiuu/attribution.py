@@ -206,6 +206,18 @@ class Shift:
         return cells
 
 
+def most_hiding_site(by_site: dict[tuple[int, str], tuple[float, float]]) -> str:
+    """The (layer, module) whose D− most exceeds its D+, as ``"layer L module"``.
+
+    ``by_site`` maps each site to its ``(d_plus, d_minus)`` sums (:meth:`Shift.by_site`).
+    ``"none"`` when no site's D− exceeds its D+ (in particular when D− is 0 everywhere):
+    no site hides.
+    """
+    excess = {site: d_minus - d_plus for site, (d_plus, d_minus) in by_site.items()}
+    best = max(excess, key=excess.__getitem__)
+    return f"layer {best[0]} {best[1]}" if excess[best] > 0 else "none"
+
+
 def attribution_shift(base: NeuronAttribution, unlearned: NeuronAttribution) -> Shift:
     """The paper's D+ and D− of ``unlearned`` against ``base`` over the same forget examples."""
     if base.maxima.shape != unlearned.maxima.shape or base.sites != unlearned.sites:

@@ -9,8 +9,9 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ssiuu.data.encoding import PROMPT, encode_rows
 from ssiuu.data.records import Record, read_jsonl
-from ssiuu.models import SCRATCH, build_scratch_model, load_model
+from ssiuu.models import build_scratch_model, load_model
 from ssiuu.params import SPLITS, ModelParams, ModelTrainingParams
+from ssiuu.sources import SCRATCH
 from ssiuu.training import TrainResult, make_loader, nll_loss, train
 
 
@@ -20,7 +21,9 @@ def read_splits(data_dir: str | Path, names: tuple[str, ...] = SPLITS) -> dict[s
 
 
 def corpus(splits: dict[str, list[Record]]) -> list[str]:
-    """Every prompt, answer and distractor: the corpus the scratch tokenizer is trained on."""
+    """Every prompt, answer and distractor of ``splits``, one text per row.
+
+    The scratch tokenizer is trained on the corpus of the non-forget splits."""
     return [PROMPT.format(question=row["question"]) + " " + " ".join(
                 [row["answer"], *(row.get("distractors") or [])])
             for rows in splits.values() for row in rows]

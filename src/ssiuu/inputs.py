@@ -19,6 +19,7 @@ from typing import Any
 from ssiuu.data.records import sha256_file
 from ssiuu.errors import DataError
 from ssiuu.params import DataParams, ModelParams
+from ssiuu.sources import SCRATCH, resolve_model_source
 
 DATA_FINGERPRINT = "data/inputs/data.json"
 MODEL_FINGERPRINT = "data/inputs/model.json"
@@ -67,8 +68,6 @@ def model_fingerprint(params: ModelParams) -> dict[str, Any]:
     ``scratch`` has no file (it is built from params); a hub id records the cached
     snapshot's revision. An unknown name fails here, naming ``model.name``.
     """
-    from ssiuu.models import SCRATCH, resolve_model_source
-
     source = resolve_model_source(params.name)
     if params.name == SCRATCH:
         return {"name": params.name, "files": {}}

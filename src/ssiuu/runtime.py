@@ -17,10 +17,15 @@ OFFLINE_DEFAULTS = {
 }
 
 
-def configure(num_threads: int) -> None:
-    """Default to offline hubs (a user may override each variable) and fix torch threads."""
+def offline_defaults() -> None:
+    """Default to offline hubs; a user may override each variable."""
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def configure(num_threads: int) -> None:
+    """:func:`offline_defaults`, and fix torch's threads."""
+    offline_defaults()
     import torch
 
     torch.set_num_threads(num_threads)

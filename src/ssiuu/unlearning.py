@@ -8,6 +8,7 @@ that gets there is kept: the paper's "lowest learning rate that reaches the thre
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,22 +29,51 @@ from ssiuu.training import make_loader, train
 CHANCE_MCQ = 1 / 3
 
 
-def stop_thresholds(stop: StopParams,
-                    oracle_metrics: dict[str, float] | None) -> dict[str, float]:
-    """The forget score per metric at or below which unlearning stops (all must hold)."""
-    resolved = {}
+@dataclass(frozen=True)
+class StopRule:
+    """The forget score per metric at or below which unlearning stops (all must hold), and
+    why a threshold is not the one params asked for (``None`` when it is)."""
+
+    thresholds: dict[str, float]
+    note: str | None = None
+
+
+def chance_band(n_facts: int) -> float:
+    """Two binomial standard errors of a multiple-choice score over ``n_facts`` at chance."""
+    return 2 * math.sqrt(CHANCE_MCQ * (1 - CHANCE_MCQ) / max(n_facts, 1))
+
+
+def stop_thresholds(stop: StopParams, oracle_metrics: dict[str, float] | None) -> StopRule:
+    """Resolve ``unlearn.stop.thresholds`` against the oracle's forget scores.
+
+    ``chance`` for ``mcq`` is 1/3, unless the oracle's forget MCQ lies outside
+    :func:`chance_band` of it: then a model that never saw the facts does not score at
+    chance on these options (distractors of another kind than the answers, for example),
+    and the threshold follows the oracle's MCQ, with a note that says so.
+    """
+    resolved, note = {}, None
     for metric, threshold in stop.thresholds.items():
-        if threshold == "chance":
-            resolved[metric] = CHANCE_MCQ
-        elif threshold == "oracle":
-            key = f"forget_{metric}"
-            if oracle_metrics is None or key not in oracle_metrics:
-                raise ParamsError(f"params.yaml: unlearn.stop.thresholds.{metric}: 'oracle' "
-                                  f"needs {key} in metrics/oracle.json (run evaluate@oracle)")
+        key = f"forget_{metric}"
+        if threshold == "oracle" and (oracle_metrics is None or key not in oracle_metrics):
+            raise ParamsError(f"params.yaml: unlearn.stop.thresholds.{metric}: 'oracle' "
+                              f"needs {key} in metrics/oracle.json (run evaluate@oracle)")
+        if threshold == "oracle":
             resolved[metric] = float(oracle_metrics[key])
+        elif threshold == "chance":
+            resolved[metric] = CHANCE_MCQ
+            if oracle_metrics is not None and key in oracle_metrics:
+                oracle_mcq = float(oracle_metrics[key])
+                band = chance_band(int(oracle_metrics.get("forget_n", 0)))
+                if abs(oracle_mcq - CHANCE_MCQ) > band:
+                    resolved[metric] = oracle_mcq
+                    note = (f"the forget MCQ threshold follows the oracle's {oracle_mcq:.3f} "
+                            f"instead of chance ({CHANCE_MCQ:.3f}): the oracle, which never "
+                            f"saw these facts, is more than {band:.3f} (two standard errors "
+                            f"over {int(oracle_metrics.get('forget_n', 0))} facts) from "
+                            "chance, so chance is not where a model that forgot them lands")
         else:
             resolved[metric] = float(threshold)
-    return resolved
+    return StopRule(resolved, note)
 
 
 @dataclass

@@ -2,12 +2,11 @@
 
 Each loader returns rows in the record schema of :mod:`ssiuu.data.records`. Fields a user
 row lacks stay ``None`` so that validation can name the field and the rows' ids; rows
-without distractors get two wrong answers of the same attribute drawn from the other rows.
+without distractors get them once the facts are split (:mod:`ssiuu.data.distractors`).
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,30 +63,6 @@ def map_fields(rows: list[dict[str, Any]], fields: FieldMap, origin: str) -> lis
     return mapped
 
 
-def fill_distractors(rows: list[Record], seed: int) -> list[Record]:
-    """Give every row lacking distractors two wrong answers of the same attribute.
-
-    Candidates are the other rows' answers with the same ``attribute`` (any attribute if
-    fewer than two differ from the true answer). Rows that already have them are kept.
-    """
-    rng = random.Random(f"distractors-{seed}")
-    by_attribute: dict[Any, list[str]] = {}
-    for row in rows:
-        if row.get("answer") is not None:
-            by_attribute.setdefault(row.get("attribute"), []).append(row["answer"])
-    every_answer = sorted({a for answers in by_attribute.values() for a in answers})
-    filled = []
-    for row in rows:
-        if row.get("distractors") or row.get("answer") is None:
-            filled.append({**row, "distractors": row.get("distractors") or []})
-            continue
-        pool = sorted(set(by_attribute.get(row.get("attribute"), [])) - {row["answer"]})
-        if len(pool) < 2:
-            pool = [a for a in every_answer if a != row["answer"]]
-        filled.append({**row, "distractors": rng.sample(pool, 2) if len(pool) >= 2 else []})
-    return filled
-
-
 def _load_generated(params: DataParams) -> LoadedData:
     gen = params.generator
     origin = f"generator(seed={gen.seed})"
@@ -109,15 +84,14 @@ def _load_jsonl(params: DataParams) -> LoadedData:
 
     given = None
     if src.facts is not None:
-        facts = fill_distractors(read(src.facts), params.seed)
+        facts = read(src.facts)
         sources = {"forget": src.facts, "retain": src.facts}
     else:
         assert src.forget is not None and src.retain is not None
-        forget, retain = read(src.forget), read(src.retain)
-        facts = fill_distractors(forget + retain, params.seed)
-        given = {"forget": facts[: len(forget)], "retain": facts[len(forget):]}
+        given = {"forget": read(src.forget), "retain": read(src.retain)}
+        facts = given["forget"] + given["retain"]
         sources = {"forget": src.forget, "retain": src.retain}
-    utility = fill_distractors(read(src.utility), params.seed) if src.utility else default.utility
+    utility = read(src.utility) if src.utility else default.utility
     benign = read(src.benign) if src.benign else default.benign
     return LoadedData(
         facts=facts,
@@ -149,7 +123,7 @@ def _load_hf(params: DataParams) -> LoadedData:
             f"dataset {src.name!r}: missing column(s) {missing} named in data.hf.fields "
             f"(has {dataset.column_names})"
         )
-    facts = fill_distractors(map_fields(list(dataset), src.fields, "hf"), params.seed)
+    facts = map_fields(list(dataset), src.fields, "hf")
     default = _load_generated(params)
     origin = f"hf:{src.name}/{src.split}"
     return LoadedData(facts, default.utility, default.benign,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssiuu.data.distractors import DistractorChanges, complete_distractors
 from ssiuu.data.loaders import load_data
 from ssiuu.data.records import Record, sha256_file, write_jsonl
 from ssiuu.data.requests import DeletionRequest, read_requests
@@ -16,13 +17,15 @@ REPORT_NAME = "data_validation.json"
 
 @dataclass(frozen=True)
 class PreparedData:
-    """The written splits' paths, row counts and hashes, the requests served, the report."""
+    """The written splits' paths, row counts and hashes, the requests served, the report,
+    and the distractors drawn or replaced."""
 
     paths: dict[str, Path]
     rows: dict[str, int]
     sha256: dict[str, str]
     requests: list[DeletionRequest]
     report: ValidationReport
+    distractors: DistractorChanges
 
 
 def split_by_requests(facts: list[Record],
@@ -40,7 +43,8 @@ def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path, *,
 
     Facts are split by the deletion requests in ``params.requests_dir``; a source with its
     own forget / retain files keeps them, and requests, if any, are still checked against
-    them (every requested subject in forget, none in retain).
+    them (every requested subject in forget, none in retain). Distractors are completed
+    once the splits are known (:func:`~ssiuu.data.distractors.complete_distractors`).
 
     ``max_length`` is ``model.max_length``: rows too long to fit it are rejected. The
     validation report is written to ``report_dir`` whatever the outcome; a failure raises
@@ -53,8 +57,9 @@ def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path, *,
     else:
         requests = read_requests(params.requests_dir, required=False)
         forget, retain = loaded.given_splits["forget"], loaded.given_splits["retain"]
-    splits = {"forget": forget, "retain": retain, "utility": loaded.utility,
-              "benign": loaded.benign}
+    splits, changes = complete_distractors(
+        {"forget": forget, "retain": retain, "utility": loaded.utility,
+         "benign": loaded.benign}, params.seed)
     report = validate_splits(splits, loaded.sources, requests, max_length=max_length)
     report_path = Path(report_dir) / REPORT_NAME
     report.write(report_path)
@@ -64,4 +69,5 @@ def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path, *,
     for split in SPLITS:
         write_jsonl(splits[split], paths[split])
     return PreparedData(paths, {s: len(splits[s]) for s in SPLITS},
-                        {s: sha256_file(p) for s, p in paths.items()}, requests, report)
+                        {s: sha256_file(p) for s, p in paths.items()}, requests, report,
+                        changes)

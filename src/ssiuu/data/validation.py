@@ -3,9 +3,10 @@
 Each split gets an expectation suite (schema, non-empty, no empty answers, no duplicate
 questions, well-formed distractors, question + answer short enough for ``model.max_length``)
 plus cross-split rules (forget ∩ retain = ∅, every requested subject present, no forget fact
-in the benign set). The report keeps, per rule, only the rule, the column and the offending
-rows' **ids**, never their text: GE's raw results echo values, so they are reduced here
-before anything is written or raised.
+in the benign set, no forget-only answer among the retain or utility distractors). The
+report keeps, per rule, only the rule, the column and the offending rows' **ids**, never
+their text: GE's raw results echo values, so they are reduced here before anything is
+written or raised.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from ssiuu.data.distractors import forget_only_answers
 from ssiuu.data.records import FIELDS, Record
 from ssiuu.data.requests import DeletionRequest
 from ssiuu.errors import ValidationFailed
@@ -106,7 +108,8 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def _frame(rows: list[Record], forget_subjects: list[str]) -> pd.DataFrame:
+def _frame(rows: list[Record], forget_subjects: list[str],
+           forget_only: frozenset[str]) -> pd.DataFrame:
     """The rows as a frame (a column per field any row has), plus derived columns.
 
     A field no row has stays absent, so the schema rule reports it; derived columns exist
@@ -125,6 +128,8 @@ def _frame(rows: list[Record], forget_subjects: list[str]) -> pd.DataFrame:
                 isinstance(d, list) and a in d
                 for a, d in zip(frame["answer"], frame["distractors"], strict=True)
             ]
+        frame["carries_forget_answer"] = [isinstance(d, list) and bool(forget_only & set(d))
+                                          for d in frame["distractors"]]
     if "question" in frame:
         frame["mentions_forget_subject"] = [
             isinstance(q, str) and any(s in q for s in forget_subjects)
@@ -188,9 +193,14 @@ def _cross_rules(split: str, splits: dict[str, list[Record]],
             Rule("every requested subject present", "ExpectColumnDistinctValuesToContainSet",
                  {"column": "subject", "value_set": requested}),
         ]
+    no_forget_text = Rule("no forget-only answer among the distractors",
+                          "ExpectColumnValuesToBeInSet",
+                          {"column": "carries_forget_answer", "value_set": [False]})
     if split == "retain":
         return [Rule("no requested subject in retain", "ExpectColumnValuesToNotBeInSet",
-                     {"column": "subject", "value_set": requested})]
+                     {"column": "subject", "value_set": requested}), no_forget_text]
+    if split == "utility":
+        return [no_forget_text]
     if split == "benign":
         return [
             Rule("no forget question in benign", "ExpectColumnValuesToNotBeInSet",
@@ -259,12 +269,13 @@ def validate_splits(splits: dict[str, list[Record]], sources: dict[str, str],
     requested = sorted({s for request in requests for s in request.subjects})
     forget_subjects = sorted({row["subject"] for row in splits.get("forget", [])
                               if row.get("subject")})
+    forget_only = forget_only_answers(splits)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     datasource = context.data_sources.add_pandas("splits")
     results: list[RuleResult] = []
     for split, rows in splits.items():
-        frame = _frame(rows, forget_subjects)
+        frame = _frame(rows, forget_subjects, forget_only)
         rules = [rule for rule in _split_rules(split, max_length)
                  + _cross_rules(split, splits, requested)
                  if rule.expectation == "ExpectColumnToExist"
