@@ -25,7 +25,7 @@ def main() -> None:
             print(f"{split}: replaced {n} distractor(s) that were forget-only answers")
     drawn = ", ".join(f"{split}: {n}" for split, n in prepared.distractors.drawn.items() if n)
     if drawn:
-        print(f"drew same-kind distractors for rows without them ({drawn})")
+        print(f"drew same-kind distractors for rows that lacked two ({drawn} rows)")
 
 
 if __name__ == "__main__":
