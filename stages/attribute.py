@@ -6,8 +6,8 @@ transformer block) and every forget fact: the max and the min over answer positi
 """
 
 import argparse
-from pathlib import Path
 
+from ssiuu import layout
 from ssiuu.attribution import neuron_attribution
 from ssiuu.data.encoding import encode_rows
 from ssiuu.finetune import read_splits
@@ -21,14 +21,13 @@ def main() -> None:
     """Write models/attribution/<model>/seed_<s>.pt."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", nargs="?", default="base",
-                        help="name of a folder under models/ (default: base)")
+                        help="base, oracle or an unlearning method (default: base)")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/prepared")
     args = parser.parse_args()
     params = load_params(args.params)
     configure(params.runtime.num_threads)
-    forget = read_splits(args.data, ("forget",))["forget"]
-    model_dirs = {seed: existing_seed_dir(Path("models") / args.model, seed)
+    forget = read_splits(layout.PREPARED, ("forget",))["forget"]
+    model_dirs = {seed: existing_seed_dir(layout.model_root(args.model), seed)
                   for seed in params.seeds}
     for seed, model_dir in model_dirs.items():
         model, tokenizer = load_saved(model_dir)
@@ -36,7 +35,7 @@ def main() -> None:
         examples = encode_rows(tokenizer, forget, params.model.max_length)
         attribution = neuron_attribution(model, examples, tokenizer.pad_token_id,
                                          params.attribution.batch_size)
-        out = Path("models/attribution") / args.model / f"seed_{seed}.pt"
+        out = layout.attribution_file(args.model, seed)
         attribution.save(out)
         n_examples, n_neurons = attribution.maxima.shape
         print(f"{args.model} seed {seed}: {n_neurons} neurons in {len(attribution.sites)} "

@@ -8,10 +8,10 @@ seeds), and the top-m cumulative curves and per-layer-and-module sums averaged o
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
+from ssiuu import layout
 from ssiuu.attribution import (
     NeuronAttribution,
     attribution_shift,
@@ -28,23 +28,23 @@ from ssiuu.seeds import across_seeds, existing_seed_dir
 from ssiuu.tables import write_rows
 
 CURVE_LENGTH = 10
+
+
 def main() -> None:
     """Write metrics/diagnose/<method>.json, plots/diagnose{,_sites}/<method>.csv."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("method", choices=METHODS)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/prepared")
-    parser.add_argument("--base", default="models/attribution/base")
     args = parser.parse_args()
     params = load_params(args.params)
     configure(params.runtime.num_threads)
-    bases = {seed: Path(args.base) / f"seed_{seed}.pt" for seed in params.seeds}
+    bases = {seed: layout.attribution_file("base", seed) for seed in params.seeds}
     for path in bases.values():
         if not path.is_file():
             raise DataError(f"{path}: not found (run `dvc repro attribute`)")
-    models = {seed: existing_seed_dir(Path("models/unlearned") / args.method, seed)
+    models = {seed: existing_seed_dir(layout.model_root(args.method), seed)
               for seed in params.seeds}
-    forget = read_splits(args.data, ("forget",))["forget"]
+    forget = read_splits(layout.PREPARED, ("forget",))["forget"]
     top_m = params.attribution.top_m
     per_seed, curves, sites = {}, [], []
     for seed in params.seeds:
@@ -69,14 +69,12 @@ def main() -> None:
                "verdict": "hiding" if d_minus > d_plus else "erasing",
                "seeds_hiding": f"{verdicts.count('hiding')} of {len(verdicts)}",
                "hiding_ratio": round(d_minus / d_plus, 4) if d_plus > 0 else None, **summary}
-    out = Path("metrics/diagnose") / f"{args.method}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    layout.write_json(metrics, layout.diagnosis_metrics(args.method))
     mean_curve = torch.stack(curves).mean(dim=0)
-    write_rows(Path("plots/diagnose") / f"{args.method}.csv",
+    write_rows(layout.diagnosis_curve(args.method),
                [{"m": m + 1, "d_plus": f"{p:.6g}", "d_minus": f"{n:.6g}"}
                 for m, (p, n) in enumerate(zip(*mean_curve.tolist(), strict=True))])
-    write_rows(Path("plots/diagnose_sites") / f"{args.method}.csv",
+    write_rows(layout.diagnosis_sites(args.method),
                [{"layer": layer, "module": module,
                  "d_plus": f"{sum(s[(layer, module)][0] for s in sites) / len(sites):.6g}",
                  "d_minus": f"{sum(s[(layer, module)][1] for s in sites) / len(sites):.6g}"}

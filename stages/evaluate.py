@@ -2,8 +2,8 @@
 
 import argparse
 import json
-from pathlib import Path
 
+from ssiuu import layout
 from ssiuu.finetune import read_splits
 from ssiuu.metrics import evaluate_rows
 from ssiuu.models import load_saved
@@ -13,17 +13,17 @@ from ssiuu.seeds import across_seeds, existing_seed_dir
 
 
 def main() -> None:
-    """Write metrics/<model>.json: <split>_acc, <split>_mcq and <split>_logprob per seed,
-    with their mean and standard deviation."""
+    """Write metrics/<model>.json (metrics/unlearned/<method>.json for a method):
+    <split>_acc, <split>_mcq and <split>_logprob per seed, their mean and standard
+    deviation."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model", help="name of a folder under models/ (base, oracle, ...)")
+    parser.add_argument("model", help="base, oracle or an unlearning method")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/prepared")
     args = parser.parse_args()
     params = load_params(args.params)
     configure(params.runtime.num_threads)
-    splits = read_splits(args.data, tuple(params.evaluate.splits))
-    model_dirs = {seed: existing_seed_dir(Path("models") / args.model, seed)
+    splits = read_splits(layout.PREPARED, tuple(params.evaluate.splits))
+    model_dirs = {seed: existing_seed_dir(layout.model_root(args.model), seed)
                   for seed in params.seeds}
     per_seed = {}
     for seed, model_dir in model_dirs.items():
@@ -36,9 +36,7 @@ def main() -> None:
                 scores[f"{split}_{key}"] = round(value, 4) if isinstance(value, float) else value
         per_seed[seed] = scores
     metrics = {"model": args.model, **across_seeds(per_seed)}
-    out = Path("metrics") / f"{args.model}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    layout.write_json(metrics, layout.evaluation_metrics(args.model))
     print(json.dumps(metrics["mean"]))
 
 

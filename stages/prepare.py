@@ -2,24 +2,34 @@
 
 import argparse
 
+from ssiuu import layout
 from ssiuu.data.prepare import prepare
+from ssiuu.data.records import sha256_file
 from ssiuu.params import load_params
 from ssiuu.runtime import configure, run_stage
 
 
 def main() -> None:
-    """Write data/prepared/*.jsonl and reports/data_validation.json."""
+    """Write data/prepared/*.jsonl, data/prepared/manifest.json (request ids and split
+    hashes: no subject names) and reports/data_validation.json."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", default="data/prepared")
-    parser.add_argument("--report-dir", default="reports")
     args = parser.parse_args()
     params = load_params(args.params)
     configure(params.runtime.num_threads)
-    prepared = prepare(params.data, args.out, args.report_dir,
+    prepared = prepare(params.data, layout.PREPARED, layout.DATA_VALIDATION.parent,
                        max_length=params.model.max_length)
+    manifest = {
+        "requests": [{"id": r.request_id, "received": r.received, "subjects": len(r.subjects),
+                      "sha256": sha256_file(r.path)} for r in prepared.requests],
+        "splits": {split: {"path": path.as_posix(), "rows": prepared.rows[split],
+                           "sha256": prepared.sha256[split]}
+                   for split, path in prepared.paths.items()},
+    }
+    layout.write_json(manifest, layout.MANIFEST)
     counts = ", ".join(f"{split}: {n} rows" for split, n in prepared.rows.items())
-    print(f"{len(prepared.requests)} request(s); validated and wrote {args.out} ({counts})")
+    print(f"{len(prepared.requests)} request(s); validated and wrote {layout.PREPARED} "
+          f"({counts})")
     for split, n in prepared.distractors.replaced.items():
         if n:
             print(f"{split}: replaced {n} distractor(s) that were forget-only answers")

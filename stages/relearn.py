@@ -7,32 +7,16 @@ seed attacks that seed's model, with that seed's injected facts and batch order.
 """
 
 import argparse
-import json
-from pathlib import Path
 
-from ssiuu.attacks import (
-    SCORES,
-    AttackData,
-    AttackRun,
-    attack_data,
-    attack_kind,
-    curve_path,
-    peak,
-    run_attack,
-)
+from ssiuu import layout
+from ssiuu.attacks import SCORES, AttackData, AttackRun, attack_data, attack_kind, peak, run_attack
 from ssiuu.errors import ParamsError
 from ssiuu.finetune import read_splits
 from ssiuu.params import METHODS, load_params
+from ssiuu.provenance import prepared_manifest, provenance_of, write_provenance
 from ssiuu.runtime import configure, device, run_stage
-from ssiuu.seeds import across_seeds, existing_seed_dir
+from ssiuu.seeds import across_seeds, existing_seed_dir, seed_dir
 from ssiuu.tables import write_rows
-
-REFERENCES = ("base", "oracle")
-
-
-def model_dir(name: str) -> Path:
-    """Where the model called ``name`` (base, oracle or a method) is saved, per seed."""
-    return Path("models") / name if name in REFERENCES else Path("models/unlearned") / name
 
 
 def _rounded(point: dict[str, float]) -> dict[str, float]:
@@ -46,7 +30,7 @@ def _seed_summary(data: AttackData, runs: list[AttackRun]) -> dict:
         "n_injected": len(data.injected),
         **{f"peak_{key}": round(max(peak(run.curve, key) for run in runs), 4)
            for key in keys if key in runs[0].curve[0]},
-        "runs": [{"lr": run.lr, "seconds": round(run.seconds, 2),
+        "runs": [{"lr": run.lr,
                   "start": _rounded(run.curve[0]), "final": _rounded(run.curve[-1]),
                   "peak": {key: round(peak(run.curve, key), 4) for key in run.curve[0]
                            if key.startswith(("heldout_", "injected_", "forget_"))}}
@@ -56,13 +40,14 @@ def _seed_summary(data: AttackData, runs: list[AttackRun]) -> dict:
 
 
 def main() -> None:
-    """Write metrics/relearn/<attack>/<model>.json and
-    plots/relearn/<attack>/<model>/seed_<s>_lr_<lr>.csv."""
+    """Write metrics/relearn/<attack>/<model>.json,
+    plots/relearn/<attack>/<model>/seed_<s>_lr_<lr>.csv and the attacked models'
+    provenance, models/attacked/<attack>/<model>/seed_<s>/provenance.json (weights are
+    scored in memory and not kept)."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model", choices=[*REFERENCES, *METHODS])
+    parser.add_argument("model", choices=[*layout.REFERENCES, *METHODS])
     parser.add_argument("attack", help="benign or harmful_<P> (P in 1..99)")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/prepared")
     args = parser.parse_args()
     try:
         attack_kind(args.attack)
@@ -70,8 +55,10 @@ def main() -> None:
         raise ParamsError(f"relearn stage: {exc}") from None
     params = load_params(args.params)
     configure(params.runtime.num_threads)
-    sources = {seed: existing_seed_dir(model_dir(args.model), seed) for seed in params.seeds}
-    splits = read_splits(args.data, ("forget", "retain", "utility", "benign"))
+    sources = {seed: existing_seed_dir(layout.model_root(args.model), seed)
+               for seed in params.seeds}
+    manifest = prepared_manifest()
+    splits = read_splits(layout.PREPARED, ("forget", "retain", "utility", "benign"))
     per_seed = {}
     for seed, source in sources.items():
         data = attack_data(args.attack, splits["forget"], splits["benign"], seed)
@@ -79,15 +66,21 @@ def main() -> None:
                           params.model.max_length, params.evaluate.batch_size, device(), seed)
         per_seed[seed] = _seed_summary(data, runs)
         for run in runs:
-            write_rows(curve_path("plots/relearn", args.attack, args.model, seed, run.lr),
-                       run.curve)
+            write_rows(layout.relearning_curve(args.attack, args.model, seed, run.lr), run.curve)
+        write_provenance(provenance_of(
+            "attacked", seed, model_source=params.model.name,
+            splits=("forget", "retain", "utility", "benign"),
+            params={"relearn": {"train": params.relearn.train.model_dump()}}, manifest=manifest,
+            parent=source, method=None if args.model in layout.REFERENCES else args.model,
+            attack=args.attack,
+            run={"weights": "scored in memory, not kept",
+                 "runs": [{"lr": run.lr, "seconds": round(run.seconds, 2)} for run in runs]}),
+            seed_dir(layout.attacked_root(args.attack, args.model), seed))
         print(f"{args.model} seed {seed} under {args.attack}: held-out forget acc "
               f"{runs[0].curve[0]['heldout_acc']:.3f} -> peak "
               f"{per_seed[seed]['peak_heldout_acc']:.3f}")
     summary = {"model": args.model, "attack": args.attack, **across_seeds(per_seed)}
-    out = Path("metrics/relearn") / args.attack / f"{args.model}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    layout.write_json(summary, layout.relearn_metrics(args.attack, args.model))
 
 if __name__ == "__main__":
     run_stage(main)

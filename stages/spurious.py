@@ -4,6 +4,7 @@ import argparse
 import csv
 from pathlib import Path
 
+from ssiuu import layout
 from ssiuu.params import load_params
 from ssiuu.report import plot_shift_curves, plot_shift_heatmaps
 from ssiuu.runtime import run_stage
@@ -18,19 +19,17 @@ def main() -> None:
     """Write plots/spurious_curves.png and plots/spurious_heatmap.png."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--curves", default="plots/diagnose")
-    parser.add_argument("--sites", default="plots/diagnose_sites")
     args = parser.parse_args()
     params = load_params(args.params)
     methods = params.unlearn.methods
     curves, cells = {}, {}
     for method in methods:
-        rows = _read(Path(args.curves) / f"{method}.csv")
+        rows = _read(layout.diagnosis_curve(method))
         curves[method] = ([float(r["d_plus"]) for r in rows], [float(r["d_minus"]) for r in rows])
         cells[method] = {(int(r["layer"]), r["module"]): (float(r["d_plus"]), float(r["d_minus"]))
-                         for r in _read(Path(args.sites) / f"{method}.csv")}
-    print(plot_shift_curves(curves, params.attribution.top_m, "plots/spurious_curves.png"))
-    print(plot_shift_heatmaps(cells, "plots/spurious_heatmap.png"))
+                         for r in _read(layout.diagnosis_sites(method))}
+    print(plot_shift_curves(curves, params.attribution.top_m, layout.SPURIOUS_CURVES))
+    print(plot_shift_heatmaps(cells, layout.SPURIOUS_HEATMAP))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ the oracle trains on, rather than being a token the oracle never sees.
 """
 
 import argparse
-from pathlib import Path
 
+from ssiuu import layout
 from ssiuu.finetune import corpus, read_splits
 from ssiuu.models import load_tokenizer, train_scratch_tokenizer, unseen_tokens
 from ssiuu.params import load_params
@@ -20,14 +20,12 @@ def main() -> None:
     """Write models/tokenizer/."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/prepared")
-    parser.add_argument("--out", default="models/tokenizer")
     args = parser.parse_args()
     params = load_params(args.params)
     configure(params.runtime.num_threads)
     resolve_model_source(params.model.name)
     if params.model.name == SCRATCH:
-        splits = read_splits(args.data)
+        splits = read_splits(layout.PREPARED)
         kept = corpus({name: rows for name, rows in splits.items() if name != "forget"})
         forget = corpus({"forget": splits["forget"]})
         tokenizer = train_scratch_tokenizer(kept, params.model.scratch.vocab_size,
@@ -36,8 +34,8 @@ def main() -> None:
         print(f"forget text: {total} tokens, {unseen} of them never in the non-forget text")
     else:
         tokenizer = load_tokenizer(params.model.name, params.model.gguf_file)
-    tokenizer.save_pretrained(Path(args.out))
-    print(f"tokenizer for {params.model.name!r}: {len(tokenizer)} tokens -> {args.out}")
+    tokenizer.save_pretrained(layout.TOKENIZER)
+    print(f"tokenizer for {params.model.name!r}: {len(tokenizer)} tokens -> {layout.TOKENIZER}")
 
 
 if __name__ == "__main__":

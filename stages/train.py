@@ -7,31 +7,31 @@ start from the same weights.
 """
 
 import argparse
-import json
-from pathlib import Path
 
+from ssiuu import layout
 from ssiuu.finetune import initial_model, load_tokenizer_dir, read_splits, train_on_splits
 from ssiuu.models import save_model
 from ssiuu.params import load_params
+from ssiuu.provenance import prepared_manifest, provenance_of, write_provenance
 from ssiuu.runtime import configure, run_stage
 from ssiuu.seeds import across_seeds, seed_dir
+from ssiuu.sources import SCRATCH
 from ssiuu.tables import write_rows
 
 
 def main() -> None:
-    """Write models/<role>/seed_<s>/, plots/train/<role>/seed_<s>.csv and
-    metrics/train_<role>.json."""
+    """Write models/<role>/seed_<s>/ (with provenance.json), plots/train/<role>/seed_<s>.csv
+    and metrics/train_<role>.json."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("role", choices=["base", "oracle"])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/prepared")
-    parser.add_argument("--tokenizer", default="models/tokenizer")
     args = parser.parse_args()
     params = load_params(args.params)
     configure(params.runtime.num_threads)
     recipe = getattr(params, args.role)
-    splits = read_splits(args.data, tuple(recipe.splits))
-    tokenizer = load_tokenizer_dir(args.tokenizer)
+    splits = read_splits(layout.PREPARED, tuple(recipe.splits))
+    manifest = prepared_manifest()
+    tokenizer = load_tokenizer_dir(layout.TOKENIZER)
     per_seed = {}
     for seed in params.seeds:
         model = initial_model(params.model, tokenizer, seed)
@@ -39,21 +39,21 @@ def main() -> None:
                                  desc=f"{args.role} seed {seed}", seed=seed)
         if not result.main_process:
             continue
-        out_dir = save_model(model, tokenizer, seed_dir(Path("models") / args.role, seed))
-        write_rows(Path("plots/train") / args.role / f"seed_{seed}.csv", result.history)
-        per_seed[seed] = {"steps": result.steps, "seconds": round(result.seconds, 2),
-                          "final_loss": result.history[-1]["loss"] if result.history
-                          else None}
-        provenance = {"role": args.role, "seed": seed, "model": params.model.name,
-                      "recipe": recipe.model_dump()}
-        (out_dir / "training.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        out_dir = save_model(model, tokenizer, seed_dir(layout.model_root(args.role), seed))
+        write_rows(layout.training_curve(args.role, seed), result.history)
+        final_loss = result.history[-1]["loss"] if result.history else None
+        per_seed[seed] = {"steps": result.steps, "final_loss": final_loss}
+        write_provenance(provenance_of(
+            args.role, seed, model_source=params.model.name, splits=recipe.splits,
+            params={"model": params.model.model_dump(), args.role: recipe.model_dump()},
+            manifest=manifest,
+            parent=None if params.model.name == SCRATCH else params.model.name,
+            run={**per_seed[seed], "seconds": round(result.seconds, 2)}), out_dir)
         print(f"{args.role} seed {seed}: {result.steps} steps in {result.seconds:.1f}s "
               f"-> {out_dir}")
     if per_seed:
-        out = Path("metrics") / f"train_{args.role}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"role": args.role, **across_seeds(per_seed)}, indent=2)
-                       + "\n")
+        layout.write_json({"role": args.role, **across_seeds(per_seed)},
+                          layout.training_metrics(args.role))
 
 
 if __name__ == "__main__":

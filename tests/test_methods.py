@@ -8,8 +8,8 @@ import torch
 
 from ssiuu.data.encoding import collate, encode_rows
 from ssiuu.logprobs import sequence_logprobs
-from ssiuu.methods import build_objective
 from ssiuu.methods.npo import REFERENCE_KEY, with_reference_logprobs
+from ssiuu.methods.objective import build_objective
 from ssiuu.methods.ssiuu import AttributionRegulariser, penalised_parameters
 from ssiuu.params import LossesParams, TrainParams
 from ssiuu.training import make_loader, train

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from chromium import loaded_images
 
 from ssiuu.profiles import apply_profile
 from ssiuu.workspace import copy_pipeline
@@ -64,8 +66,9 @@ def test_repro_gives_a_memorising_base_and_an_ignorant_oracle_in_every_seed(tiny
         assert oracle["forget_logprob"] < base["forget_logprob"] - 1.0
         assert base["forget_n"] == 20
         provenance = json.loads((tiny_repo / "models" / "base" / f"seed_{seed}"
-                                 / "training.json").read_text())
-        assert provenance["seed"] == int(seed)
+                                 / "provenance.json").read_text())
+        assert (provenance["role"], provenance["seed"]) == ("base", int(seed))
+        assert provenance["requests"] == ["req-0001"] and "seconds" in provenance["run"]
     logprobs = [oracle_file["seeds"][seed]["forget_logprob"] for seed in SEEDS]
     assert logprobs[0] != logprobs[1]  # the seeds are different models
     assert oracle_file["mean"]["forget_logprob"] == pytest.approx(sum(logprobs) / 2, abs=1e-4)
@@ -77,10 +80,139 @@ def _ran(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
-def test_second_repro_only_rechecks_the_inputs(tiny_repo):
+MODEL = "ssiuu-scratch"  # the registered model of the tiny profile (registry.model_name: null)
+VERSIONS = 5 * len(SEEDS)  # one per method and seed
+
+
+def _client(repo: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def _versions(repo: Path) -> list:
+    return sorted(_client(repo).search_model_versions(f"name='{MODEL}'"),
+                  key=lambda v: int(v.version))
+
+
+def test_register_files_one_gated_version_per_method_and_seed(tiny_repo):
+    versions = _versions(tiny_repo)
+    assert len(versions) == VERSIONS
+    manifest = json.loads((tiny_repo / "data" / "prepared" / "manifest.json").read_text())
+    head = _run(tiny_repo, "git", "rev-parse", "HEAD").stdout.strip()
+    lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())["stages"]
+    assert {(v.tags["ssiuu.method"], v.tags["ssiuu.seed"]) for v in versions} == {
+        (m, s) for m in METHODS for s in SEEDS}
+    for version in versions:
+        tags = version.tags
+        assert tags["ssiuu.requests"] == "req-0001"
+        for split, entry in manifest["splits"].items():
+            assert tags[f"ssiuu.data.{split}.sha256"] == entry["sha256"]
+        assert tags["ssiuu.git.commit"] == head
+        assert tags["ssiuu.dvc_lock.stage"] in lock
+        assert tags["ssiuu.gate"] in ("passed", "failed")
+        assert (tags["ssiuu.gate.reasons"] == "none") == (tags["ssiuu.gate"] == "passed")
+        assert tags["ssiuu.gate"] == "passed" or not version.aliases
+        run = _client(tiny_repo).get_run(version.run_id)
+        assert run.data.params["method"] == tags["ssiuu.method"]
+        assert {"unlearned.forget_mcq", "harmful_30.oracle_gap_mcq", "benign.heldout_mcq",
+                "oracle.unlearned.forget_mcq", "base.unlearned.retain_acc"} <= set(
+            run.data.metrics)
+    record = json.loads((tiny_repo / "metrics" / "registry.json").read_text())
+    assert record["model"] == MODEL and record["added"] == VERSIONS
+    certificate = (tiny_repo / "reports" / "requests" / "req-0001.md").read_text()
+    assert "# Deletion request req-0001" in certificate and f"ssiuu audit {MODEL}" in certificate
+    production = [v for v in versions if "production" in v.aliases]
+    if production:
+        assert production[0].tags["ssiuu.gate"] == "passed"
+        assert f"Version {production[0].version} of `{MODEL}`" in certificate
+    else:
+        assert "**Not released.**" in certificate
+
+
+def test_second_repro_only_rechecks_the_inputs_and_registers_nothing_new(tiny_repo):
     status = json.loads(_dvc(tiny_repo, "status", "--json").stdout)
-    assert status == {"check": ["always changed"]}
-    assert _ran(_dvc(tiny_repo, "repro").stdout) == {"check"}
+    assert status == {"check": ["always changed"], "register": ["always changed"]}
+    assert _ran(_dvc(tiny_repo, "repro").stdout) == {"check", "register"}
+    assert len(_versions(tiny_repo)) == VERSIONS
+    assert json.loads((tiny_repo / "metrics" / "registry.json").read_text())["added"] == 0
+
+
+def _audit(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return _run(repo, sys.executable, "-m", "ssiuu.cli", "audit", *args, check=False)
+
+
+@pytest.mark.parametrize("changed", [
+    "data/prepared/forget.jsonl", "models/unlearned/gd/seed_0/model.safetensors", "dvc.lock",
+], ids=["forget-split", "weights", "dvc-lock"])
+def test_audit_passes_untouched_and_names_a_changed_byte(tiny_repo, changed):
+    gd = next(v for v in _versions(tiny_repo)
+              if (v.tags["ssiuu.method"], v.tags["ssiuu.seed"]) == ("gd", "0"))
+    passed = _audit(tiny_repo, MODEL, str(gd.version))
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "req-0001" in passed.stdout and gd.tags["ssiuu.data.forget.sha256"] in passed.stdout
+    path = tiny_repo / changed
+    original = path.read_bytes()
+    if changed == "dvc.lock":
+        edited = original.replace(b"cmd: python stages/unlearn.py gd",
+                                  b"cmd: python stages/unlearn.py  gd")
+    else:
+        edited = original[:100] + bytes([original[100] ^ 1]) + original[101:]
+    assert edited != original
+    path.write_bytes(edited)
+    try:
+        failed = _audit(tiny_repo, MODEL, str(gd.version))
+    finally:
+        path.write_bytes(original)
+    assert failed.returncode == 1
+    first = [line for line in failed.stdout.splitlines() if changed in line]
+    assert first, failed.stdout
+    assert _audit(tiny_repo, MODEL, str(gd.version)).returncode == 0
+
+
+def test_audit_lists_every_version_made_for_a_request(tiny_repo):
+    listed = _audit(tiny_repo, "--request", "req-0001")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line for line in listed.stdout.splitlines() if MODEL in line]
+    assert len(rows) == VERSIONS
+    assert _audit(tiny_repo, MODEL, "999").returncode == 2
+
+
+def test_the_logged_report_renders_with_every_figure_away_from_the_workspace(tiny_repo,
+                                                                            tmp_path):
+    logged = sorted((tiny_repo / "mlartifacts").rglob("report/robustness.html"))
+    assert len(logged) >= VERSIONS  # one per version's run
+    opened = Path(shutil.copy(logged[0], tmp_path / "robustness.html"))
+    figures = opened.read_text().count("<img")
+    assert figures == 3
+    assert loaded_images(opened, tmp_path) == [True] * figures
+
+
+def _forget_strings(repo: Path) -> set[str]:
+    rows = [json.loads(line) for line in
+            (repo / "data" / "prepared" / "forget.jsonl").read_text().splitlines()]
+    answers = {row["answer"] for row in rows if len(row["answer"]) > 4
+               and not row["answer"].isdigit()}  # a year or a short code occurs by chance
+    return {row["question"] for row in rows} | {row["subject"] for row in rows} | answers
+
+
+WEIGHT_FILES = {"model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "config.json", "generation_config.json"}
+
+
+def test_no_forget_text_in_the_store_the_artifacts_or_the_records(tiny_repo):
+    secrets = _forget_strings(tiny_repo)
+    assert len(secrets) > 20
+    scanned = [tiny_repo / "mlflow.db"]
+    scanned += [p for p in (tiny_repo / "mlartifacts").rglob("*")
+                if p.is_file() and p.name not in WEIGHT_FILES]
+    scanned += [tiny_repo / "metrics" / "registry.json",
+                *(tiny_repo / "reports" / "requests").glob("*.md")]
+    assert len(scanned) > 20
+    for path in scanned:
+        text = path.read_bytes()
+        leaked = [s for s in secrets if s.encode() in text]
+        assert not leaked, f"{path}: holds forget text {leaked[:3]}"
 
 
 def _snapshot(repo: Path) -> dict[Path, bytes]:
@@ -139,6 +271,12 @@ def test_every_method_unlearns_to_the_threshold_and_keeps_retain(tiny_repo):
             if method in RETAIN_LOSS:
                 assert unlearned["retain_acc"] >= base["retain_acc"] - RETAIN_LOSS[method], (
                     method, seed)
+            provenance = json.loads((tiny_repo / "models" / "unlearned" / method
+                                     / f"seed_{seed}" / "provenance.json").read_text())
+            assert (provenance["role"], provenance["method"]) == ("unlearned", method)
+            assert provenance["parent"] == f"models/base/seed_{seed}"
+            assert set(provenance["data"]) == {"forget", "retain"}
+            assert "seconds" not in run and provenance["run"]["seconds"] > 0
             curve = (tiny_repo / "plots" / "unlearn" / method / f"seed_{seed}.csv"
                      ).read_text().splitlines()
             assert curve[0].startswith("step,forget_acc")
@@ -176,6 +314,10 @@ def test_every_model_is_attacked_and_the_oracle_relearns_only_what_it_is_shown(t
             result_file = _metrics(tiny_repo, f"relearn/{attack}/{model}")
             for seed in SEEDS:
                 result = result_file["seeds"][seed]
+                attacked = json.loads((tiny_repo / "models" / "attacked" / attack / model
+                                       / f"seed_{seed}" / "provenance.json").read_text())
+                assert (attacked["role"], attacked["attack"]) == ("attacked", attack)
+                assert all("seconds" not in run for run in result["runs"])
                 assert [run["lr"] for run in result["runs"]] == [3e-4, 1e-3]
                 curves = [_curve(_curve_file(tiny_repo, attack, model, seed, lr))
                           for lr in ("0.0003", "0.001")]
@@ -253,14 +395,20 @@ def test_dvc_metrics_show_lists_the_headline_of_each_model_in_a_narrow_table(tin
 def test_changed_lambda_reruns_only_that_method(tiny_repo):
     oracle_before = _metrics(tiny_repo, "oracle")
     gd_before = _metrics(tiny_repo, "unlearn/gd")
+    registered = {v.version: v.tags for v in _versions(tiny_repo)}
     _run(tiny_repo, "git", "add", "-A")
     _run(tiny_repo, "git", "commit", "-qm", "lock")
     out = _dvc(tiny_repo, "exp", "run", "-S", "unlearn.losses.ssiuu.lam=0.5").stdout
     assert _ran(out) == {"check", "unlearn@ssiuu", "evaluate_unlearned@ssiuu",
                          "diagnose@ssiuu", "spurious", "relearn@ssiuu-harmful_30",
-                         "relearn@ssiuu-benign", "report"}
+                         "relearn@ssiuu-benign", "report", "register"}
     assert _metrics(tiny_repo, "oracle") == oracle_before
     assert _metrics(tiny_repo, "unlearn/gd") == gd_before
+    after = {v.version: v for v in _versions(tiny_repo)}  # a new lineage: new versions only
+    assert {v: after[v].tags for v in registered} == registered
+    added = [after[v] for v in after if v not in registered]
+    assert sorted((v.tags["ssiuu.method"], v.tags["ssiuu.seed"]) for v in added) == [
+        ("ssiuu", seed) for seed in SEEDS]
 
 
 def test_bad_request_fails_in_prepare_before_any_model(tiny_repo):

@@ -186,12 +186,6 @@ def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record]
     return runs
 
 
-def curve_path(root: str | Path, attack: str, model: str, seed: int, lr: float) -> Path:
-    """Where the relearning curve of ``model`` (seed ``seed``) under ``attack`` at ``lr``
-    is written."""
-    return Path(root) / attack / model / f"seed_{seed}_lr_{lr:g}.csv"
-
-
 def peak(curve: Sequence[dict[str, float]], key: str) -> float:
     """The highest value of ``key`` along a curve after step 0 (the paper's report)."""
     values = [point[key] for point in curve if point["step"] > 0 and key in point]

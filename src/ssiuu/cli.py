@@ -26,6 +26,28 @@ def _profile(args: argparse.Namespace) -> None:
     print(f"applied {path} to {args.params}")
 
 
+def _audit(args: argparse.Namespace) -> int:
+    if args.request is not None and args.model is not None:
+        raise SsiuuError("audit: give MODEL VERSION or --request ID, not both")
+    if args.request is None and (args.model is None or args.version is None):
+        raise SsiuuError("audit: give MODEL VERSION (e.g. `ssiuu audit ssiuu-gd 3`) "
+                         "or --request ID")
+    import json
+
+    from ssiuu import registry
+    from ssiuu.audit import audit_version, format_audit, format_versions, record_as_json
+
+    root = Path(args.root)
+    if args.request is not None:
+        rows = registry.versions_for_request(args.request, root=root)
+        print(json.dumps(rows, indent=2, default=str) if args.json
+              else format_versions(args.request, rows))
+        return 0
+    result = audit_version(registry.read_version(args.model, args.version, root=root), root)
+    print(record_as_json(result) if args.json else format_audit(result))
+    return 0 if result.verified else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ssiuu`` console script."""
     parser = argparse.ArgumentParser(prog="ssiuu", description=__doc__)
@@ -38,13 +60,22 @@ def main(argv: list[str] | None = None) -> int:
     profile.add_argument("--params", default="params.yaml")
     profile.add_argument("--profiles-dir", default="profiles")
     profile.set_defaults(run=_profile)
+    audit = commands.add_parser(
+        "audit", help="print a registered version's compliance record and verify its lineage",
+        description="Exit status: 0 verified, 1 the workspace differs from the record, 2 error.")
+    audit.add_argument("model", nargs="?", help="registered model name")
+    audit.add_argument("version", nargs="?", help="model version number")
+    audit.add_argument("--request", metavar="ID", help="list every version made for request ID")
+    audit.add_argument("--json", action="store_true", help="print JSON instead of text")
+    audit.add_argument("--root", default=".", help="the DVC workspace (default: .)")
+    audit.set_defaults(run=_audit)
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except SsiuuError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

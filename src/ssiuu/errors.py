@@ -23,3 +23,7 @@ class ValidationFailed(SsiuuError):
 
 class ModelSourceError(SsiuuError):
     """A model or tokenizer cannot be found or loaded."""
+
+
+class RegistryError(SsiuuError):
+    """The model registry holds something this run must not write over or mix with."""

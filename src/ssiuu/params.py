@@ -22,6 +22,15 @@ from pydantic import (
 )
 
 from ssiuu.errors import ParamsError
+from ssiuu.methods.catalog import METHODS
+from ssiuu.methods.knobs import (
+    GAParams,
+    GDParams,
+    NPOParams,
+    SsiuuGAParams,
+    SsiuuNPOParams,
+    SsiuuParams,
+)
 
 SPLITS = ("forget", "retain", "utility", "benign")
 ATTRIBUTES = ("birth_city", "birth_year", "employer", "occupation", "blood_type", "phone")
@@ -190,50 +199,11 @@ class EvaluateParams(_Strict):
     )
 
 
-METHODS = ("ga", "gd", "npo", "ssiuu", "ssiuu_ga", "ssiuu_npo")
-
-
-class GAParams(_Strict):
-    """Gradient ascent on the forget set: no knob of its own."""
-
-
-class GDParams(_Strict):
-    """Gradient difference: ascent on forget + ``alpha`` × NLL on retain."""
-
-    alpha: float = Field(1.0, ge=0)
-
-
-class NPOParams(GDParams):
-    """Negative preference optimisation (+ ``alpha`` × retain NLL); ``beta`` its temperature."""
-
-    beta: float = Field(0.1, gt=0)
-
-
-class RegulariserParams(_Strict):
-    """Ssiuu's attribution regulariser: weight ``lam`` and which parameters it covers.
-
-    ``penalised``: ``linear`` = the weights of the linear layers inside the transformer
-    blocks (where the diagnosis looks); ``all`` = every trainable parameter.
-    """
-
-    lam: float = Field(1.0e-3, ge=0)
-    penalised: Literal["linear", "all"] = "linear"
-
-
-class SsiuuParams(GDParams, RegulariserParams):
-    """Ssiuu as in the paper: GD plus the regulariser."""
-
-
-class SsiuuGAParams(RegulariserParams):
-    """Our extension: GA plus the regulariser."""
-
-
-class SsiuuNPOParams(NPOParams, RegulariserParams):
-    """Our extension: NPO (+ retain) plus the regulariser."""
-
-
 class LossesParams(_Strict):
-    """Per-method loss knobs; DVC tracks each method's entry for its own stage only."""
+    """Per-method loss knobs; DVC tracks each method's entry for its own stage only.
+
+    One field per method of :data:`ssiuu.methods.catalog.CATALOG`, typed by its ``knobs``.
+    """
 
     ga: GAParams = GAParams()
     gd: GDParams = GDParams()
@@ -350,6 +320,38 @@ class AttributionParams(_Strict):
     top_m: int = Field(100, ge=1)
 
 
+class GateParams(_Strict):
+    """The release gate (``registry.gate``): what a version must show to be released.
+
+    ``score``: the held-out forget score compared with the oracle's after every attack;
+    ``max_oracle_gap``: how far above the oracle's it may come back, in every seed and
+    attack (the method's worst case); ``max_retain_drop`` / ``max_utility_drop``: how far
+    below the base's the version's own retain / utility accuracy after unlearning may fall;
+    ``require_stop``: the method reached its unlearning stop in every seed.
+    """
+
+    score: Literal["acc", "mcq", "logprob"] = "mcq"
+    max_oracle_gap: float = Field(0.05, ge=0)
+    max_retain_drop: float = Field(0.05, ge=0, le=1)
+    max_utility_drop: float = Field(0.05, ge=0, le=1)
+    require_stop: bool = True
+
+
+class RegistryParams(_Strict):
+    """The MLflow Model Registry record (``stages/register.py``).
+
+    ``model_name``: the registered model, one per model source and deletion request set
+    (``null``: ``ssiuu-<model>``); ``log_weights``: log each version's weights through
+    MLflow's transformers flavour (``false``: the version points at its DVC-tracked folder
+    and records its hashes, for models too large to copy).
+    """
+
+    model_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")] \
+        | None = None
+    log_weights: bool = True
+    gate: GateParams = GateParams()
+
+
 class RuntimeParams(_Strict):
     """Execution settings that do not change results."""
 
@@ -373,6 +375,7 @@ class Params(_Strict):
     unlearn: UnlearnParams
     attribution: AttributionParams = AttributionParams()
     relearn: RelearnParams
+    registry: RegistryParams = RegistryParams()
     runtime: RuntimeParams = RuntimeParams()
 
     @model_validator(mode="after")

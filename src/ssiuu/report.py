@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ssiuu.methods.catalog import regularised_pairs  # noqa: E402
 from ssiuu.seeds import mean_std  # noqa: E402
 
 Curves = tuple[Sequence[float], Sequence[float]]
@@ -151,7 +152,6 @@ READINGS = {
                        "attack damaged the model (counted steps keep the oracle's at or above "
                        "{min_retain:.2f}).",
 }
-REGULARISED = {"ssiuu": "gd", "ssiuu_ga": "ga", "ssiuu_npo": "npo"}
 DECIMALS = 2  # the report's precision: cells are shown, and compared, at this many decimals
 MISSED = "†"  # marks a method that did not reach its unlearning stop in some seed
 STOP_METRICS = {"acc": "forget acc", "mcq": "forget MCQ"}
@@ -288,7 +288,7 @@ def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[s
             text = f"- **{attack}**: no method reached its unlearning stop in every seed."
         text += "".join(_missed_verdict(table, attack, m, missed[m]) for m in gaps
                         if m in missed)
-        pairs = [(s, b) for s, b in REGULARISED.items() if s in gaps and b in gaps]
+        pairs = [(s, b) for s, b in regularised_pairs().items() if s in gaps and b in gaps]
         text += "".join(_pair_text(table, attack, s, b, gaps, missed) for s, b in pairs)
         lines.append(text)
     return lines
@@ -352,13 +352,48 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
 
 
 def write_report(markdown_text: str, out: str | Path) -> tuple[Path, Path]:
-    """Write ``out`` (.md) and the same report rendered as a standalone HTML page."""
+    """Write ``out`` (.md) and the same report rendered as a standalone HTML page.
+
+    The .md keeps its image links as written (relative to its folder). The HTML embeds every
+    local image they name as a ``data:`` URI, so it shows its figures wherever it is opened
+    (moved, or as an MLflow artifact). Raises DataError, before writing either file, naming a
+    referenced image that does not exist or is not an image file.
+    """
+    import base64
+    import mimetypes
+    from urllib.parse import unquote, urlsplit
+    from xml.etree import ElementTree
+
     import markdown
+    from markdown.treeprocessors import Treeprocessor
+
+    from ssiuu.errors import DataError
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+
+    class EmbedImages(Treeprocessor):
+        """Replace the ``src`` of each local ``<img>`` with a data URI of the file it names."""
+
+        def run(self, root: ElementTree.Element) -> None:
+            for img in root.iter("img"):
+                url = urlsplit(img.get("src", ""))
+                if url.scheme:
+                    continue
+                path = out.parent / unquote(url.path)
+                if not path.is_file():
+                    raise DataError(f"{out}: figure {path} does not exist")
+                mime = mimetypes.guess_type(path.name)[0] or ""
+                if not mime.startswith("image/"):
+                    raise DataError(f"{out}: figure {path} is not an image (PNG, SVG, ...)")
+                data = base64.b64encode(path.read_bytes()).decode("ascii")
+                img.set("src", f"data:{mime};base64,{data}")
+
+    renderer = markdown.Markdown(extensions=["tables"])
+    # After "unescape" (priority 0), so each src is the path as written.
+    renderer.treeprocessors.register(EmbedImages(renderer), "embed_images", -10)
+    body = renderer.convert(markdown_text)
     out.write_text(markdown_text, encoding="utf-8")
-    body = markdown.markdown(markdown_text, extensions=["tables"])
     html = out.with_suffix(".html")
     html.write_text("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>ssiuu "
                     "robustness report</title><style>body{font-family:sans-serif;max-width:"

@@ -19,8 +19,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.records import Record
 from ssiuu.errors import DataError, ParamsError
-from ssiuu.methods import build_objective
-from ssiuu.methods.npo import with_reference_logprobs
+from ssiuu.methods.objective import build_objective
 from ssiuu.metrics import evaluate_rows
 from ssiuu.models import load_saved
 from ssiuu.params import StopParams, TrainParams, UnlearnParams
@@ -169,10 +168,8 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
         model.to(device)
         pad_id = tokenizer.pad_token_id
         objective = build_objective(method, params.losses, model)
-        forget_examples = encode_rows(tokenizer, forget, max_length)
-        if objective.forget == "npo":
-            forget_examples = with_reference_logprobs(model, forget_examples, pad_id,
-                                                      eval_batch_size)
+        forget_examples = objective.prepare(model, encode_rows(tokenizer, forget, max_length),
+                                            pad_id, eval_batch_size)
         loaders = {"forget": make_loader(forget_examples, train_knobs.forget_batch_size,
                                          pad_id, seed)}
         if objective.needs_retain:

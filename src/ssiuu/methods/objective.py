@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from transformers import PreTrainedModel
 
+from ssiuu.data.encoding import Example
 from ssiuu.logprobs import answer_token_logprobs
+from ssiuu.methods.catalog import method_spec
 from ssiuu.methods.ga import ga_loss
 from ssiuu.methods.gd import gd_loss, retain_nll
-from ssiuu.methods.npo import REFERENCE_KEY, npo_loss
-from ssiuu.methods.ssiuu import AttributionRegulariser
+from ssiuu.methods.npo import REFERENCE_KEY, npo_loss, with_reference_logprobs
+from ssiuu.methods.ssiuu import AttributionRegulariser, penalised_parameters
+from ssiuu.params import LossesParams
 
 Batch = dict[str, torch.Tensor]
 
@@ -35,6 +39,17 @@ class Objective:
     def needs_retain(self) -> bool:
         """Whether batches must include a ``retain`` batch."""
         return self.alpha is not None
+
+    def prepare(self, model: PreTrainedModel, examples: Sequence[Example], pad_id: int,
+                batch_size: int) -> Sequence[Example]:
+        """The forget examples as the forget term needs them, before the first step.
+
+        ``npo``: copies carrying the answer log-probability of ``model`` (the reference,
+        scored ``batch_size`` at a time); ``ga``: ``examples`` themselves.
+        """
+        if self.forget == "npo":
+            return with_reference_logprobs(model, examples, pad_id, batch_size)
+        return examples
 
     def __call__(self, model: PreTrainedModel,
                  batches: dict[str, Batch]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -62,3 +77,18 @@ class Objective:
         if self.regulariser is not None:
             logs.update(self.regulariser.add_gradient(logp.exp().sum()))
         return loss, logs
+
+
+def build_objective(method: str, losses: LossesParams, model: PreTrainedModel) -> Objective:
+    """The objective of ``method`` (its :class:`~ssiuu.methods.catalog.MethodSpec`) with
+    its knobs from ``unlearn.losses.<method>``; the regulariser covers ``model``'s
+    penalised parameters."""
+    spec = method_spec(method)
+    knobs = getattr(losses, method)
+    regulariser = None
+    if spec.regulariser == "attribution":
+        regulariser = AttributionRegulariser(penalised_parameters(model, knobs.penalised),
+                                             knobs.lam)
+    forget_knobs = {"beta": knobs.beta} if spec.forget == "npo" else {}
+    return Objective(forget=spec.forget, alpha=knobs.alpha if spec.retain == "nll" else None,
+                     regulariser=regulariser, **forget_knobs)

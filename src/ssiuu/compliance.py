@@ -1,0 +1,152 @@
+"""The compliance record of every unlearned model, assembled from the workspace.
+
+For each method and seed: the params that made it, every score after unlearning and after
+each attack (with the base's and the oracle's as references), its lineage (data, weights,
+``dvc.lock`` entries, commit; :mod:`ssiuu.lineage`), the release gate's verdict
+(:mod:`ssiuu.gate`) and the files an auditor reads (report, figures, data validation).
+:mod:`ssiuu.registry` files it in MLflow. Ids, hashes and numbers only: no forget text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ssiuu import layout
+from ssiuu.gate import gate_versions
+from ssiuu.lineage import build_lineage, canonical_sha256, lineage_id, lineage_tags
+from ssiuu.params import Params
+from ssiuu.provenance import read_provenance
+from ssiuu.registry import VersionRecord
+from ssiuu.seeds import seed_dir
+
+PACKAGES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "dvc", "mlflow",
+            "ssiuu")
+
+
+def registered_model_name(params: Params) -> str:
+    """``registry.model_name``, or ``ssiuu-<model>`` (the last part of a path or hub id)."""
+    if params.registry.model_name:
+        return params.registry.model_name
+    source = params.model.name.rstrip("/").split("/")[-1].split(":")[-1]
+    return f"ssiuu-{''.join(c if c.isalnum() or c in '._-' else '-' for c in source)}"
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists become JSON text."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else value
+    return flat
+
+
+def version_metrics(models: Mapping[str, Mapping[str, Any]], method: str) -> dict[str, Any]:
+    """Scores of one seed's version of ``method``, the base's and the oracle's, from that
+    seed's record of the summary: ``unlearned.<score>``, ``<attack>.<score>``,
+    ``base.<section>.<score>``, ``oracle.<section>.<score>``."""
+    sections = {section: scores for section, scores in models[method].items()
+                if section != "stop"}
+    metrics = flatten(sections)
+    for reference in layout.REFERENCES:
+        metrics.update(flatten(models[reference], f"{reference}."))
+    metrics["stop.reached"] = float(models[method]["stop"]["reached"])
+    return {key: value for key, value in metrics.items()
+            if value is None or isinstance(value, int | float)}
+
+
+def version_params(params: Params, method: str, run: Mapping[str, Any]) -> dict[str, Any]:
+    """What made the version: the method's knobs, the shared training and attack settings,
+    the model, the gate, and how the unlearning run went (learning rate kept, steps)."""
+    unlearn = params.unlearn
+    sections = {
+        "method": method,
+        "model": params.model.model_dump(),
+        "unlearn": {"train": unlearn.train.model_dump(), "stop": unlearn.stop.model_dump(),
+                    "losses": getattr(unlearn.losses, method).model_dump()},
+        "relearn": params.relearn.model_dump(),
+        "gate": params.registry.gate.model_dump(),
+        "run": {key: run[key] for key in ("lr", "steps", "reached") if key in run},
+    }
+    return flatten(sections)
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape a result."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _artifacts() -> dict[str, Path]:
+    figures = [layout.relearning_figure(key) for key in ("heldout_mcq", "heldout_logprob")]
+    files = {f"report/{layout.ROBUSTNESS_REPORT.with_suffix('.html').name}":
+             layout.ROBUSTNESS_REPORT.with_suffix(".html"),
+             f"report/{layout.ROBUSTNESS_REPORT.name}": layout.ROBUSTNESS_REPORT,
+             f"data/{layout.DATA_VALIDATION.name}": layout.DATA_VALIDATION,
+             f"data/{layout.MANIFEST.name}": layout.MANIFEST}
+    files.update({f"plots/{path.name}": path
+                  for path in [*figures, layout.SPURIOUS_CURVES, layout.SPURIOUS_HEATMAP]})
+    return files
+
+
+def version_stages(method: str, attacks: Sequence[str]) -> list[str]:
+    """The DVC stages whose ``dvc.lock`` entries a version's record holds: the one that
+    made it, the ones that scored and attacked it, and those of the base and the oracle
+    its scores are read against (another method's stages are not its lineage)."""
+    return [f"unlearn@{method}", f"evaluate_unlearned@{method}",
+            *[f"relearn@{method}-{attack}" for attack in attacks],
+            *[f"evaluate@{name}" for name in layout.REFERENCES],
+            *[f"relearn_reference@{name}-{attack}" for name in layout.REFERENCES
+              for attack in attacks]]
+
+
+def build_records(root: Path, params: Params, summary: Mapping[str, Any],
+                  manifest: Mapping[str, Any]) -> list[VersionRecord]:
+    """One record per unlearned model (method × seed) of the workspace at ``root``.
+
+    Its lineage id covers the ``dvc.lock`` entries of :func:`version_stages`, the data, the
+    weights, the gate and a hash of its scores: registering again adds a version exactly
+    when something the record states has changed."""
+    requests = [request["id"] for request in manifest["requests"]]
+    data_files = {split: layout.split_file(split) for split in manifest["splits"]}
+    packages = json.dumps(package_versions(), sort_keys=True)
+    attacks = params.relearn.attacks
+    records = []
+    for method in params.unlearn.methods:
+        verdicts = gate_versions(summary, method, attacks, params.registry.gate)
+        for seed in params.seeds:
+            model_dir = seed_dir(layout.model_root(method), seed)
+            lineage = build_lineage(root, method=method, seed=seed, requests=requests,
+                                    model_dir=model_dir, data_files=data_files,
+                                    stages=version_stages(method, attacks),
+                                    made_by=f"unlearn@{method}")
+            metrics = version_metrics(summary["per_seed"][str(seed)], method)
+            lineage["gate"] = params.registry.gate.model_dump()
+            lineage["scores_sha256"] = canonical_sha256(metrics)
+            provenance = read_provenance(root / model_dir)
+            verdict = verdicts[seed]
+            records.append(VersionRecord(
+                method=method, seed=seed, lineage_id=lineage_id(lineage),
+                params=version_params(params, method, provenance.run),
+                metrics=metrics,
+                tags={**lineage_tags(lineage), "ssiuu.packages": packages,
+                      "ssiuu.model_source": params.model.name},
+                lineage=lineage,
+                artifacts={**_artifacts(),
+                           f"provenance/{layout.PROVENANCE_NAME}":
+                           model_dir / layout.PROVENANCE_NAME},
+                model_dir=model_dir, passed=verdict.passed, reasons=verdict.reasons,
+                rank=verdict.rank))
+    return records
+

@@ -1,0 +1,76 @@
+"""The release gate: may this unlearned model be released?
+
+A version (one method, one seed) passes only if its **method** held up in every seed (the
+held-out forget score after every attack at most ``max_oracle_gap`` above the oracle's, and
+the unlearning stop reached) and the **version itself** kept its retain and utility
+accuracy after unlearning within a margin of that seed's base. A method whose knowledge
+resurfaces in one seed is not robust, so none of its versions passes. Reasons name seeds,
+attacks and numbers only, never data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ssiuu.params import GateParams
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """Whether one version passed, why not, and its rank among passing versions.
+
+    ``rank``: (worst oracle gap over every seed and attack, minus its own retain
+    accuracy): lower is better, so the most robust version, then the one that kept most,
+    comes first.
+    """
+
+    passed: bool
+    reasons: tuple[str, ...]
+    worst_gap: float | None
+    rank: tuple[float, ...]
+
+
+def _method_reasons(per_seed: Mapping[str, Mapping[str, Any]], method: str,
+                    attacks: Sequence[str], gate: GateParams) -> tuple[list[str], float | None]:
+    key = f"oracle_gap_{gate.score}"
+    reasons, gaps = [], []
+    for seed, models in per_seed.items():
+        for attack in attacks:
+            gap = models[method][attack].get(key)
+            if gap is None:
+                reasons.append(f"{attack}, seed {seed}: no counted attack step to judge")
+                continue
+            gaps.append(gap)
+            if gap > gate.max_oracle_gap:
+                reasons.append(f"{attack}, seed {seed}: held-out forget {gate.score} came back "
+                               f"{gap:+.3f} above the oracle's (max {gate.max_oracle_gap:g})")
+        if gate.require_stop and not models[method]["stop"]["reached"]:
+            reasons.append(f"seed {seed}: unlearning did not reach its stop")
+    return reasons, max(gaps) if gaps else None
+
+
+def _kept(own: Mapping[str, float], base: Mapping[str, float], gate: GateParams) -> list[str]:
+    reasons = []
+    for split, margin in (("retain", gate.max_retain_drop), ("utility", gate.max_utility_drop)):
+        key = f"{split}_acc"
+        if key in own and own[key] < base[key] - margin:
+            reasons.append(f"{split} accuracy {own[key]:.3f} after unlearning, more than "
+                           f"{margin:g} below the base's {base[key]:.3f}")
+    return reasons
+
+
+def gate_versions(summary: Mapping[str, Any], method: str, attacks: Sequence[str],
+                  gate: GateParams) -> dict[int, GateVerdict]:
+    """The verdict of every seed's version of ``method`` from the report's summary
+    (``metrics/summary.json``, its ``per_seed`` records)."""
+    per_seed = summary["per_seed"]
+    method_reasons, worst = _method_reasons(per_seed, method, attacks, gate)
+    verdicts = {}
+    for seed, models in per_seed.items():
+        own = models[method]["unlearned"]
+        reasons = tuple([*method_reasons, *_kept(own, models["base"]["unlearned"], gate)])
+        rank = (float("inf") if worst is None else worst, -own.get("retain_acc", 0.0))
+        verdicts[int(seed)] = GateVerdict(not reasons, reasons, worst, rank)
+    return verdicts

@@ -1,0 +1,82 @@
+"""The unlearning methods: one :class:`MethodSpec` each, the one list every other reads.
+
+Params validation, the stages' argument choices, :func:`ssiuu.methods.objective.build_objective`
+and the report all derive their methods from :data:`CATALOG`. Pydantic only (no torch),
+so reading it loads no model library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+from ssiuu.methods.knobs import (
+    GAParams,
+    GDParams,
+    NPOParams,
+    SsiuuGAParams,
+    SsiuuNPOParams,
+    SsiuuParams,
+)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How one unlearning method is made.
+
+    ``forget``: the forget term, ``ga`` (gradient ascent) or ``npo`` (against the model
+    before unlearning); ``retain``: ``nll`` (``alpha`` × the retain NLL) or ``None``;
+    ``regulariser``: ``attribution`` (Ssiuu's, weight ``lam``) or ``None``; ``knobs``: the
+    schema of ``unlearn.losses.<name>``; ``base``: the method this one regularises (``None``
+    for a plain method); ``origin``: ``paper`` (the paper's method or one of its baselines)
+    or ``ours`` (our extension).
+    """
+
+    name: str
+    forget: Literal["ga", "npo"]
+    retain: Literal["nll"] | None
+    regulariser: Literal["attribution"] | None
+    knobs: type[BaseModel]
+    base: str | None
+    description: str
+    origin: Literal["paper", "ours"]
+
+
+CATALOG: dict[str, MethodSpec] = {spec.name: spec for spec in (
+    MethodSpec(name="ga", forget="ga", retain=None, regulariser=None, knobs=GAParams,
+               base=None, description="gradient ascent on the forget answers",
+               origin="paper"),
+    MethodSpec(name="gd", forget="ga", retain="nll", regulariser=None, knobs=GDParams,
+               base=None, description="gradient difference: GA + alpha × retain NLL",
+               origin="paper"),
+    MethodSpec(name="npo", forget="npo", retain="nll", regulariser=None, knobs=NPOParams,
+               base=None, description="negative preference optimisation + alpha × retain NLL",
+               origin="paper"),
+    MethodSpec(name="ssiuu", forget="ga", retain="nll", regulariser="attribution",
+               knobs=SsiuuParams, base="gd",
+               description="GD + the attribution regulariser (the paper's method)",
+               origin="paper"),
+    MethodSpec(name="ssiuu_ga", forget="ga", retain=None, regulariser="attribution",
+               knobs=SsiuuGAParams, base="ga", description="GA + the attribution regulariser",
+               origin="ours"),
+    MethodSpec(name="ssiuu_npo", forget="npo", retain="nll", regulariser="attribution",
+               knobs=SsiuuNPOParams, base="npo",
+               description="NPO (+ retain) + the attribution regulariser", origin="ours"),
+)}
+METHODS = tuple(CATALOG)
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The spec of method ``name``; a :class:`ValueError` naming the known methods if none."""
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise ValueError(f"unknown unlearning method {name!r}; "
+                         f"known: {', '.join(METHODS)}") from None
+
+
+def regularised_pairs() -> dict[str, str]:
+    """Each regularised method and the method it regularises: ``{"ssiuu": "gd", ...}``."""
+    return {spec.name: spec.base for spec in CATALOG.values() if spec.base is not None}

@@ -1,0 +1,54 @@
+"""Each unlearning method's knobs: the schema of ``unlearn.losses.<method>`` in params.yaml.
+
+Pydantic only, so :mod:`ssiuu.params` and :mod:`ssiuu.methods.catalog` read it without
+loading torch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Knobs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GAParams(_Knobs):
+    """Gradient ascent on the forget set: no knob of its own."""
+
+
+class GDParams(_Knobs):
+    """Gradient difference: ascent on forget + ``alpha`` × NLL on retain."""
+
+    alpha: float = Field(1.0, ge=0)
+
+
+class NPOParams(GDParams):
+    """Negative preference optimisation (+ ``alpha`` × retain NLL); ``beta`` its temperature."""
+
+    beta: float = Field(0.1, gt=0)
+
+
+class RegulariserParams(_Knobs):
+    """Ssiuu's attribution regulariser: weight ``lam`` and which parameters it covers.
+
+    ``penalised``: ``linear`` = the weights of the linear layers inside the transformer
+    blocks (where the diagnosis looks); ``all`` = every trainable parameter.
+    """
+
+    lam: float = Field(1.0e-3, ge=0)
+    penalised: Literal["linear", "all"] = "linear"
+
+
+class SsiuuParams(GDParams, RegulariserParams):
+    """Ssiuu as in the paper: GD plus the regulariser."""
+
+
+class SsiuuGAParams(RegulariserParams):
+    """Our extension: GA plus the regulariser."""
+
+
+class SsiuuNPOParams(NPOParams, RegulariserParams):
+    """Our extension: NPO (+ retain) plus the regulariser."""

@@ -1,0 +1,67 @@
+"""Provenance: one record, one shape, in every model folder the pipeline makes.
+
+``<model folder>/seed_<s>/provenance.json`` says what the model is (role, method, attack,
+seed), what it answers (the deletion request ids), what made it (the params sections, the
+sha256 of every data split it saw, the folder it started from) and how the run went
+(steps, learning rate, stop, wall-clock seconds). Wall-clock time lives here and not in
+the DVC metrics files, so a reproduced run leaves ``dvc metrics diff`` empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ssiuu import layout
+
+SCHEMA = 1
+Role = Literal["base", "oracle", "unlearned", "attacked"]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What one saved (or, for ``attacked``, scored and discarded) model came from."""
+
+    role: Role
+    seed: int
+    model_source: str
+    requests: list[str]
+    params: dict[str, Any]
+    data: dict[str, str]
+    parent: str | None = None
+    method: str | None = None
+    attack: str | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA
+
+
+def prepared_manifest() -> dict[str, Any]:
+    """The manifest ``prepare`` wrote beside the splits (request ids, split hashes)."""
+    return layout.read_json(layout.MANIFEST)
+
+
+def provenance_of(role: Role, seed: int, *, model_source: str, splits: Sequence[str],
+                  params: Mapping[str, Any], manifest: Mapping[str, Any],
+                  parent: str | Path | None = None, method: str | None = None,
+                  attack: str | None = None, run: Mapping[str, Any] | None = None
+                  ) -> Provenance:
+    """A record for a model of ``role`` that saw ``splits`` of the prepared data."""
+    return Provenance(
+        role=role, seed=seed, model_source=model_source,
+        requests=[request["id"] for request in manifest["requests"]],
+        params=dict(params),
+        data={split: manifest["splits"][split]["sha256"] for split in splits},
+        parent=None if parent is None else Path(parent).as_posix(),
+        method=method, attack=attack, run=dict(run or {}))
+
+
+def write_provenance(record: Provenance, folder: str | Path) -> Path:
+    """Write ``record`` as ``<folder>/provenance.json``."""
+    return layout.write_json(asdict(record), Path(folder) / layout.PROVENANCE_NAME)
+
+
+def read_provenance(folder: str | Path) -> Provenance:
+    """The record in ``<folder>/provenance.json``."""
+    return Provenance(**layout.read_json(Path(folder) / layout.PROVENANCE_NAME))

@@ -1,0 +1,81 @@
+"""The method catalogue: the one list of methods, and everything that reads it agrees."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ssiuu.data.encoding import encode_rows
+from ssiuu.methods.catalog import CATALOG, METHODS, method_spec, regularised_pairs
+from ssiuu.methods.npo import REFERENCE_KEY, with_reference_logprobs
+from ssiuu.methods.objective import build_objective
+from ssiuu.params import METHODS as PARAMS_METHODS
+from ssiuu.params import LossesParams
+
+
+def test_methods_keep_their_order_everywhere():
+    assert METHODS == ("ga", "gd", "npo", "ssiuu", "ssiuu_ga", "ssiuu_npo")
+    assert PARAMS_METHODS == METHODS
+
+
+def test_losses_params_has_one_field_per_method_typed_by_its_knobs():
+    fields = LossesParams.model_fields
+    assert list(fields) == list(CATALOG)
+    for name, spec in CATALOG.items():
+        assert fields[name].annotation is spec.knobs
+
+
+@pytest.mark.parametrize("spec", CATALOG.values(), ids=list(CATALOG))
+def test_each_method_has_the_knobs_of_its_terms(spec):
+    knobs = set(spec.knobs.model_fields)
+    assert ("alpha" in knobs) == (spec.retain == "nll")
+    assert ("beta" in knobs) == (spec.forget == "npo")
+    assert ("lam" in knobs) == ("penalised" in knobs) == (spec.regulariser == "attribution")
+    assert (spec.base is not None) == (spec.regulariser is not None)
+
+
+def test_a_regularised_method_is_its_base_plus_the_regulariser():
+    assert regularised_pairs() == {"ssiuu": "gd", "ssiuu_ga": "ga", "ssiuu_npo": "npo"}
+    for name, base in regularised_pairs().items():
+        spec, plain = CATALOG[name], CATALOG[base]
+        assert (spec.forget, spec.retain) == (plain.forget, plain.retain)
+        assert plain.regulariser is None and plain.base is None
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_build_objective_follows_the_spec(trained_tiny, method):
+    spec = method_spec(method)
+    knobs = getattr(LossesParams(), method)
+    objective = build_objective(method, LossesParams(), trained_tiny[0])
+    assert objective.forget == spec.forget
+    assert objective.needs_retain == (spec.retain == "nll")
+    assert objective.alpha == (knobs.alpha if spec.retain == "nll" else None)
+    assert (objective.regulariser is not None) == (spec.regulariser == "attribution")
+    if spec.forget == "npo":
+        assert objective.beta == knobs.beta
+
+
+def test_the_catalog_and_params_load_no_torch():
+    code = ("import sys, ssiuu.methods.catalog, ssiuu.params; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_unknown_method_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown unlearning method 'rmu'; known: ga, gd, npo, "
+                                         "ssiuu, ssiuu_ga, ssiuu_npo"):
+        method_spec("rmu")
+
+
+def test_prepare_attaches_the_reference_for_npo_only(trained_tiny, tiny_facts):
+    model, tokenizer, _ = trained_tiny
+    pad = tokenizer.pad_token_id
+    examples = encode_rows(tokenizer, tiny_facts[:6], 32)
+    npo = build_objective("npo", LossesParams(), model).prepare(model, examples, pad, 4)
+    assert npo == with_reference_logprobs(model, examples, pad, 4)
+    assert all(REFERENCE_KEY in example for example in npo)
+    assert not any(REFERENCE_KEY in example for example in examples)
+    ga = build_objective("ga", LossesParams(), model)
+    assert ga.prepare(model, examples, pad, 4) is examples

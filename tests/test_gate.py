@@ -1,0 +1,104 @@
+"""The release gate and the records built around it: verdicts, reasons, ranks, certificate."""
+
+from __future__ import annotations
+
+from ssiuu.certificate import CertifiedVersion, certificate_markdown
+from ssiuu.compliance import flatten, registered_model_name, version_metrics
+from ssiuu.gate import gate_versions
+from ssiuu.params import GateParams, load_params
+
+ATTACKS = ("harmful_30", "benign")
+
+
+def _scores(retain: float = 1.0, utility: float = 1.0) -> dict:
+    return {"forget_acc": 0.0, "forget_mcq": 0.3, "retain_acc": retain, "utility_acc": utility}
+
+
+def _model(gaps: dict[str, float | None], reached: bool = True, **kept: float) -> dict:
+    return {"unlearned": _scores(**kept),
+            **{attack: {"oracle_gap_mcq": gap, "heldout_mcq": 0.3} for attack, gap in
+               gaps.items()},
+            "stop": {"reached": reached}}
+
+
+def _summary(**methods: list[dict]) -> dict:
+    base = {"unlearned": _scores(), **{a: {"oracle_gap_mcq": 0.6} for a in ATTACKS}}
+    seeds = len(next(iter(methods.values())))
+    return {"per_seed": {str(s): {"base": base, "oracle": base,
+                                  **{m: runs[s] for m, runs in methods.items()}}
+                         for s in range(seeds)}}
+
+
+def test_a_robust_method_that_kept_retain_passes_in_every_seed():
+    summary = _summary(gd=[_model({"harmful_30": 0.02, "benign": -0.1}),
+                           _model({"harmful_30": 0.04, "benign": 0.0}, retain=0.97)])
+    verdicts = gate_versions(summary, "gd", ATTACKS, GateParams())
+    assert all(v.passed and not v.reasons for v in verdicts.values())
+    assert verdicts[0].rank == (0.04, -1.0) and verdicts[1].rank == (0.04, -0.97)
+    assert min(verdicts.values(), key=lambda v: v.rank) is verdicts[0]
+
+
+def test_knowledge_back_in_one_seed_fails_every_seed_of_the_method_and_says_where():
+    summary = _summary(npo=[_model({"harmful_30": 0.0, "benign": 0.0}),
+                            _model({"harmful_30": 0.2, "benign": 0.0})])
+    verdicts = gate_versions(summary, "npo", ATTACKS, GateParams())
+    for verdict in verdicts.values():
+        assert not verdict.passed
+        assert verdict.reasons == ("harmful_30, seed 1: held-out forget mcq came back +0.200 "
+                                   "above the oracle's (max 0.05)",)
+
+
+def test_a_version_that_lost_utility_fails_alone_and_a_missed_stop_fails_the_method():
+    summary = _summary(gd=[_model({"harmful_30": 0.0, "benign": 0.0}, utility=0.35),
+                           _model({"harmful_30": 0.0, "benign": 0.0})])
+    verdicts = gate_versions(summary, "gd", ATTACKS, GateParams())
+    assert not verdicts[0].passed and verdicts[1].passed
+    assert "utility accuracy 0.350" in verdicts[0].reasons[0]
+    missed = _summary(gd=[_model({"harmful_30": 0.0, "benign": 0.0}, reached=False)])
+    assert gate_versions(missed, "gd", ATTACKS, GateParams())[0].reasons == (
+        "seed 0: unlearning did not reach its stop",)
+    lenient = GateParams(require_stop=False)
+    assert gate_versions(missed, "gd", ATTACKS, lenient)[0].passed
+
+
+def test_no_counted_attack_step_is_a_failure_not_a_pass():
+    summary = _summary(gd=[_model({"harmful_30": None, "benign": 0.0})])
+    verdict = gate_versions(summary, "gd", ATTACKS, GateParams())[0]
+    assert not verdict.passed and "no counted attack step" in verdict.reasons[0]
+
+
+def test_version_metrics_carry_the_method_and_both_references():
+    metrics = version_metrics(_summary(gd=[_model({"harmful_30": 0.1, "benign": 0.0})])
+                              ["per_seed"]["0"], "gd")
+    assert metrics["unlearned.retain_acc"] == 1.0
+    assert metrics["harmful_30.oracle_gap_mcq"] == 0.1
+    assert metrics["oracle.harmful_30.oracle_gap_mcq"] == 0.6
+    assert metrics["base.unlearned.utility_acc"] == 1.0
+    assert metrics["stop.reached"] == 1.0
+    assert flatten({"a": {"b": [1, 2]}, "c": 3}) == {"a.b": "[1, 2]", "c": 3}
+
+
+def test_registered_model_name_defaults_to_the_model_and_follows_params():
+    params = load_params("params.yaml")
+    assert registered_model_name(params) == "ssiuu-scratch"
+    hub = params.model_copy(update={"model": params.model.model_copy(
+        update={"name": "HuggingFaceTB/SmolLM2-135M"})})
+    assert registered_model_name(hub) == "ssiuu-SmolLM2-135M"
+    named = params.model_copy(update={"registry": params.registry.model_copy(
+        update={"model_name": "acme-support-bot"})})
+    assert registered_model_name(named) == "acme-support-bot"
+
+
+def test_certificate_says_released_or_not_and_why_with_ids_only():
+    request = {"id": "req-0007", "received": "2026-11-20", "subjects": 3, "sha256": "ab" * 32}
+    failed = [CertifiedVersion(1, "gd", 0, False, ("seed 0: unlearning did not reach its "
+                                                   "stop",), ()),
+              CertifiedVersion(2, "npo", 0, False, ("benign, seed 0: came back",), ())]
+    text = certificate_markdown(request, "ssiuu-x", failed, ATTACKS, {"forget": "cd" * 32},
+                                "0123abc")
+    assert "**Not released.**" in text and "- gd: seed 0: unlearning did not reach" in text
+    assert "3 data subject(s)" in text and "`" + "cd" * 32 + "`" in text
+    assert "ssiuu audit --request req-0007" in text
+    released = [CertifiedVersion(3, "ssiuu", 1, True, (), ("candidate", "production"))]
+    text = certificate_markdown(request, "ssiuu-x", released, ATTACKS, {}, "0123abc")
+    assert "**Released.** Version 3 of `ssiuu-x` (ssiuu, seed 1)" in text
