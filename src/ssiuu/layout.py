@@ -57,8 +57,8 @@ def training_metrics(role: str) -> Path:
 
 def evaluation_metrics(name: str) -> Path:
     """Scores of model ``name`` (every seed) on the forget, retain and utility sets."""
-    return Path("metrics") / f"{name}.json" if name in REFERENCES else \
-        Path("metrics/unlearned") / f"{name}.json"
+    folder = Path("metrics") if name in REFERENCES else Path("metrics/unlearned")
+    return folder / f"{name}.json"
 
 
 def unlearning_metrics(method: str) -> Path:
