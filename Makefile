@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint bench ui real-model-deps
+.PHONY: install demo test chromium lint bench ui real-model-deps
 
 # torch is pinned and installed first: an unpinned torch pulls the CUDA build.
 $(STAMP): pyproject.toml
@@ -25,9 +25,14 @@ demo: install
 	dvc repro
 	dvc metrics show
 
-test: install
+test: install chromium
 	ruff check .
 	pytest -q
+
+# Debian's Chromium, for the tests that open the HTML report headless (apt needs root).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 lint: install
 	ruff check .
