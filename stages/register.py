@@ -31,8 +31,8 @@ def main() -> None:
     root = Path.cwd()
     manifest = prepared_manifest()
     records = build_records(root, params, layout.read_json(layout.SUMMARY), manifest)
-    name = registered_model_name(params)
     requests = [request["id"] for request in manifest["requests"]]
+    name = registered_model_name(params, requests)
     registered = register(name, records, requests=requests, model_source=params.model.name,
                           log_weights=params.registry.log_weights, root=root,
                           description="Unlearned models of ssiuu (one version per method "

@@ -78,15 +78,19 @@ def test_version_metrics_carry_the_method_and_both_references():
     assert flatten({"a": {"b": [1, 2]}, "c": 3}) == {"a.b": "[1, 2]", "c": 3}
 
 
-def test_registered_model_name_defaults_to_the_model_and_follows_params():
+def test_registered_model_name_is_one_per_model_and_request_set_unless_params_name_it():
     params = load_params("params.yaml")
-    assert registered_model_name(params) == "ssiuu-scratch"
+    assert registered_model_name(params, ["req-0001"]) == "ssiuu-scratch-req-0001"
+    assert registered_model_name(params, ["r2", "r1"]) == "ssiuu-scratch-r1.r2"
+    many = registered_model_name(params, [f"r{i}" for i in range(5)])
+    assert many.startswith("ssiuu-scratch-5-requests-") and len(many) == 33
+    assert many != registered_model_name(params, [f"r{i}" for i in range(1, 6)])
     hub = params.model_copy(update={"model": params.model.model_copy(
         update={"name": "HuggingFaceTB/SmolLM2-135M"})})
-    assert registered_model_name(hub) == "ssiuu-SmolLM2-135M"
+    assert registered_model_name(hub, ["a"]) == "ssiuu-SmolLM2-135M-a"
     named = params.model_copy(update={"registry": params.registry.model_copy(
         update={"model_name": "acme-support-bot"})})
-    assert registered_model_name(named) == "acme-support-bot"
+    assert registered_model_name(named, ["a"]) == "acme-support-bot"
 
 
 def test_certificate_says_released_or_not_and_why_with_ids_only():

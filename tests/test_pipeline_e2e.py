@@ -80,7 +80,7 @@ def _ran(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
-MODEL = "ssiuu-scratch"  # the registered model of the tiny profile (registry.model_name: null)
+MODEL = "ssiuu-scratch-req-0001"  # the tiny profile's registered model: model and request set
 VERSIONS = 5 * len(SEEDS)  # one per method and seed
 
 

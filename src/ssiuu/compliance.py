@@ -9,6 +9,7 @@ each attack (with the base's and the oracle's as references), its lineage (data,
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -23,16 +24,24 @@ from ssiuu.provenance import read_provenance
 from ssiuu.registry import VersionRecord
 from ssiuu.seeds import seed_dir
 
+MAX_NAMED_REQUESTS = 3  # more request ids than this are named by count and hash
 PACKAGES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "dvc", "mlflow",
             "ssiuu")
 
 
-def registered_model_name(params: Params) -> str:
-    """``registry.model_name``, or ``ssiuu-<model>`` (the last part of a path or hub id)."""
+def registered_model_name(params: Params, requests: Sequence[str]) -> str:
+    """``registry.model_name``, or ``ssiuu-<model>-<request ids>``: one registered model per
+    model source (the last part of a path or hub id) and request set. More than three ids
+    are named by their count and a hash of the set."""
     if params.registry.model_name:
         return params.registry.model_name
     source = params.model.name.rstrip("/").split("/")[-1].split(":")[-1]
-    return f"ssiuu-{''.join(c if c.isalnum() or c in '._-' else '-' for c in source)}"
+    ids = sorted(requests)
+    if len(ids) > MAX_NAMED_REQUESTS:
+        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:8]
+        ids = [f"{len(ids)}-requests-{digest}"]
+    name = "-".join(["ssiuu", source, ".".join(ids)])
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

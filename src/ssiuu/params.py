@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -341,15 +342,41 @@ class RegistryParams(_Strict):
     """The MLflow Model Registry record (``stages/register.py``).
 
     ``model_name``: the registered model, one per model source and deletion request set
-    (``null``: ``ssiuu-<model>``); ``log_weights``: log each version's weights through
-    MLflow's transformers flavour (``false``: the version points at its DVC-tracked folder
-    and records its hashes, for models too large to copy).
+    (``null``: ``ssiuu-<model>-<request ids>``, so each new request set gets its own, and
+    a release for one set never answers another); ``log_weights``: log each version's
+    weights through MLflow's transformers flavour (``false``: the version points at its
+    DVC-tracked folder and records its hashes, for models too large to copy).
     """
 
     model_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")] \
         | None = None
     log_weights: bool = True
     gate: GateParams = GateParams()
+
+
+def _known_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as "
+                         "'Europe/Berlin' or 'UTC')") from None
+    return name
+
+
+class FlowsParams(_Strict):
+    """The Prefect flows (``flows/``); no DVC stage reads them.
+
+    ``retries``: how often a stage killed by a signal is rerun (a failure with an exit
+    code, e.g. a bad param, never is); ``inbox``: where deletion requests are dropped;
+    ``status_dir``: one status file per request; ``timezone``: the zone of the nightly
+    schedule in ``prefect.yaml``.
+    """
+
+    retries: int = Field(2, ge=0)
+    retry_delay_seconds: float = Field(5.0, ge=0)
+    inbox: str = "data/inbox"
+    status_dir: str = "data/request_status"
+    timezone: Annotated[str, AfterValidator(_known_timezone)] = "UTC"
 
 
 class RuntimeParams(_Strict):
@@ -376,6 +403,7 @@ class Params(_Strict):
     attribution: AttributionParams = AttributionParams()
     relearn: RelearnParams
     registry: RegistryParams = RegistryParams()
+    flows: FlowsParams = FlowsParams()
     runtime: RuntimeParams = RuntimeParams()
 
     @model_validator(mode="after")

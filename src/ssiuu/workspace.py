@@ -9,13 +9,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-PIPELINE_FILES = ("pyproject.toml", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore",
-                  "data", "stages", "src", "profiles", ".dvc/config", ".dvc/.gitignore")
-_SKIPPED = shutil.ignore_patterns("prepared", "__pycache__", "*.egg-info")
+PIPELINE_FILES = ("pyproject.toml", "params.yaml", "dvc.yaml", "prefect.yaml", ".dvcignore",
+                  ".gitignore", "data", "stages", "src", "flows", "profiles", ".dvc/config",
+                  ".dvc/.gitignore")
+_SKIPPED = shutil.ignore_patterns("prepared", "inbox", "request_status", "__pycache__",
+                                  "*.egg-info")
 
 
 def copy_pipeline(source: str | Path, target: str | Path) -> Path:
-    """Copy :data:`PIPELINE_FILES` from ``source`` to ``target`` (prepared data excluded)."""
+    """Copy :data:`PIPELINE_FILES` from ``source`` to ``target`` (prepared data and the
+    request inbox and statuses excluded)."""
     source, target = Path(source), Path(target)
     for name in PIPELINE_FILES:
         origin = source / name
