@@ -9,7 +9,7 @@ reruns what the new forget set changes and the workspace's ``dvc.lock`` stays co
 and write the request's status file (``flows.status_dir``) with its times, the registered
 versions, the gate's counts and its certificate. A request already answered is skipped.
 
-Run it with ``python flows/deletion_requests.py`` or through the ``nightly-deletion-requests``
+Run it with ``python -m flows.deletion_requests`` or through the ``nightly-deletion-requests``
 deployment (``prefect.yaml``).
 """
 
@@ -113,7 +113,7 @@ def _answer_inbox() -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    """``python flows/deletion_requests.py [--root DIR]``."""
+    """``python -m flows.deletion_requests [--root DIR]``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", default=".")
     args = parser.parse_args()

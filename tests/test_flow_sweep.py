@@ -1,0 +1,102 @@
+"""The sweep flow: a 2-point grid as two DVC experiments run side by side on a local Dask
+cluster (``dvc exp run --temp``), on a reduced tiny project in a temporary git repository,
+with a real temporary Prefect server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from projects import local_prefect, reduced_project
+
+pytestmark = pytest.mark.e2e
+ALPHA = "unlearn.losses.gd.alpha"
+TARGET = "evaluate_unlearned@gd"  # the run stops there: no relearning attacks, no report
+UNLEARNED = "metrics/unlearned/gd.json"
+
+
+@pytest.fixture(scope="module")
+def flows(tmp_path_factory):
+    """``flows.sweep``, with Prefect's home in a temporary folder, offline."""
+    with local_prefect(tmp_path_factory.mktemp("prefect")):
+        from flows import sweep
+
+        yield sweep
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """The pipeline with the reduced tiny profile, in a fresh git repository."""
+    return reduced_project(tmp_path_factory.mktemp("sweep") / "repo")
+
+
+@pytest.fixture(scope="module")
+def dask_sweep(flows, repo):
+    """The 2-point sweep through Dask with 2 workers: its rows and flow run id."""
+    state = flows.sweep(grid={ALPHA: [1.0, 3.0]}, root=str(repo), engine="dask", workers=2,
+                        target=TARGET, metrics_files=[UNLEARNED], name_prefix="alpha",
+                        return_state=True)
+    assert state.is_completed(), state.message
+    return state.result(), state.state_details.flow_run_id
+
+
+def test_the_grid_is_the_cartesian_product_as_dvc_set_params(flows):
+    grid = {"seeds": [[0], [1]], ALPHA: [1.0, 3.0]}
+    assert flows.points(grid) == [{"seeds": [0], ALPHA: 1.0}, {"seeds": [0], ALPHA: 3.0},
+                                  {"seeds": [1], ALPHA: 1.0}, {"seeds": [1], ALPHA: 3.0}]
+    assert flows.set_params({"seeds": [0, 1], ALPHA: 1.0}) == [
+        "-S", "seeds=[0, 1]", "-S", f"{ALPHA}=1.0"]
+    assert flows._grid_arg("seeds=[0],[1]") == ("seeds", [[0], [1]])
+    with pytest.raises(ValueError, match="at least one value"):
+        flows.points({ALPHA: []})
+
+
+def test_each_point_is_a_dvc_experiment_with_its_params(repo, dask_sweep):
+    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo,
+                           capture_output=True, text=True, check=True)
+    exps = {state["name"]: state["data"]["params"]["params.yaml"]["data"]
+            for baseline in json.loads(shown.stdout)
+            for exp_range in baseline.get("experiments") or []
+            for state in exp_range["revs"]}
+    assert {"alpha-0", "alpha-1"} <= set(exps)
+    assert exps["alpha-0"]["unlearn"]["losses"]["gd"]["alpha"] == 1.0
+    assert exps["alpha-1"]["unlearn"]["losses"]["gd"]["alpha"] == 3.0
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True,
+                            text=True, check=True)
+    assert status.stdout == ""  # temp experiments leave the workspace alone
+
+
+def test_each_point_is_a_completed_task_run_on_the_flows_server(dask_sweep):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            name=TaskRunFilterName(any_=["alpha-0", "alpha-1"])))
+    assert sorted(run.name for run in runs) == ["alpha-0", "alpha-1"]
+    assert all(run.state_type.value == "COMPLETED" for run in runs)
+
+
+def test_the_results_table_is_returned_and_published(flows, dask_sweep):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    rows, flow_run_id = dask_sweep
+    assert [(row["experiment"], row[ALPHA]) for row in rows] == [("alpha-0", 1.0),
+                                                                 ("alpha-1", 3.0)]
+    for row in rows:
+        assert 0.0 <= row[f"{UNLEARNED}:mean.forget_acc"] <= 1.0, row
+        assert 0.0 <= row[f"{UNLEARNED}:mean.retain_acc"] <= 1.0, row
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["sweep-results"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    assert len(found) == 1 and found[0].type == "table"
+    assert json.loads(found[0].data) == rows
