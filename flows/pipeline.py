@@ -31,7 +31,6 @@ from typing import Any, get_args
 from urllib.parse import quote
 
 import networkx as nx
-import yaml
 from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -43,11 +42,9 @@ from ruamel.yaml import YAML
 
 from ssiuu.errors import ParamsError, SsiuuError
 from ssiuu.layout import REGISTRY, ROBUSTNESS_REPORT, SUMMARY
-from ssiuu.params import Params
+from ssiuu.params import FlowsParams, Params, read_yaml
 
 PARAMS_FILE = "params.yaml"
-DEFAULT_RETRIES = 2  # when params.yaml has no `flows.retries`
-DEFAULT_RETRY_DELAY_SECONDS = 5.0  # when params.yaml has no `flows.retry_delay_seconds`
 _STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)$")  # DVC's message
 _TAIL_LINES = 20  # lines of a failed stage's output kept in its error
 
@@ -184,10 +181,11 @@ def _check_applied(params_path: Path, overrides: list[str]) -> None:
 
 
 def _retry_settings(params_path: Path) -> tuple[int, float]:
-    """``flows.retries`` and ``flows.retry_delay_seconds`` of ``params_path``, or defaults."""
-    flows = (yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}).get("flows") or {}
-    return (int(flows.get("retries", DEFAULT_RETRIES)),
-            float(flows.get("retry_delay_seconds", DEFAULT_RETRY_DELAY_SECONDS)))
+    """``flows.retries`` and ``flows.retry_delay_seconds`` of ``params_path`` (the schema's
+    defaults where absent). Only this section is validated here: a bad param elsewhere
+    fails the `check` stage, in Prefect's view of the run."""
+    flows = FlowsParams.model_validate(read_yaml(params_path).get("flows") or {})
+    return flows.retries, flows.retry_delay_seconds
 
 
 def _killed(prefect_task: Task, task_run: TaskRun, state: State) -> bool:
