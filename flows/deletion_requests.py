@@ -7,7 +7,9 @@ set aside and nothing else touched); move it into ``data.requests_dir``; run the
 flow up to ``report`` (``unlearned``) and then ``register`` (``registered``), so DVC
 reruns what the new forget set changes and the workspace's ``dvc.lock`` stays consistent;
 and write the request's status file (``flows.status_dir``) with its times, the registered
-versions, the gate's counts and its certificate. A request already answered is skipped.
+versions, the gate's counts and its certificate. A request already answered is skipped; one
+whose answer was interrupted (a failed stage, a dead process: its status still
+``validated`` or ``unlearned``) is resumed first, DVC rerunning only what is stale.
 
 Run it with ``python -m flows.deletion_requests`` or through the ``nightly-deletion-requests``
 deployment (``prefect.yaml``).
@@ -30,6 +32,7 @@ from ssiuu.inbox import (
     RequestStatus,
     accept,
     answered,
+    in_progress,
     known_subjects,
     read_statuses,
     set_aside,
@@ -59,6 +62,7 @@ def _registered(request_id: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
 
 def _answer(path: Path, status_dir: Path, inbox: Path, requests_dir: Path,
             subjects: set[str], taken: set[str]) -> RequestStatus:
+    """Validate the request file ``path``: reject it, or accept it and answer it."""
     logger = get_run_logger()
     status = RequestStatus(_request_id(path), path.name).enter("received")
     try:
@@ -73,14 +77,30 @@ def _answer(path: Path, status_dir: Path, inbox: Path, requests_dir: Path,
     write_status(status.enter("validated"), status_dir)
     logger.info("%s validated: %d subject(s); running the pipeline", request.request_id,
                 len(request.subjects))
-    pipeline(target="report", root=".")
-    write_status(status.enter("unlearned"), status_dir)
-    pipeline(target="register", root=".")
-    status.versions, status.gate = _registered(request.request_id)
-    status.certificate = layout.certificate(request.request_id).as_posix()
+    return _unlearn_and_register(status, status_dir)
+
+
+def _unlearn_and_register(status: RequestStatus, status_dir: Path) -> RequestStatus:
+    """Run the pipeline up to ``report`` (``unlearned``), then ``register``
+    (``registered``). If it fails, the status keeps its state with the reason, the failure
+    propagates (the flow run fails) and the next run resumes the request."""
+    try:
+        pipeline(target="report", root=".")
+        if status.state != "unlearned":
+            write_status(status.enter("unlearned"), status_dir)
+        pipeline(target="register", root=".")
+        status.versions, status.gate = _registered(status.request_id)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        status.reason = (f"interrupted in state {status.state!r}: {type(exc).__name__}: "
+                         f"{first_line} (resumed by the next run)")
+        write_status(status, status_dir)
+        raise
+    status.reason = None
+    status.certificate = layout.certificate(status.request_id).as_posix()
     write_status(status.enter("registered"), status_dir)
-    logger.info("%s registered: %d version(s), %d passed the release gate",
-                request.request_id, len(status.versions), status.gate["passed"])
+    get_run_logger().info("%s registered: %d version(s), %d passed the release gate",
+                          status.request_id, len(status.versions), status.gate["passed"])
     return status
 
 
@@ -95,21 +115,32 @@ def _answer_inbox() -> list[dict[str, Any]]:
     params = load_params("params.yaml")
     inbox, status_dir = Path(params.flows.inbox), Path(params.flows.status_dir)
     requests_dir = Path(params.data.requests_dir)
-    done = answered(read_statuses(status_dir))
+    statuses = read_statuses(status_dir)
+    done = answered(statuses)
+    interrupted = in_progress(statuses)
     pending = [path for path in sorted(inbox.glob("*.json")) if _request_id(path) not in done]
     for path in sorted(set(inbox.glob("*.json")) - set(pending)):
         get_run_logger().info("%s: already answered, skipped", path.name)
-    if not pending:
-        return []
-    subjects = known_subjects(params.data)
     results = []
+    for status in interrupted:
+        get_run_logger().info("%s: resuming an interrupted answer (state %s)",
+                              status.request_id, status.state)
+        results.append(_result(_unlearn_and_register(status, status_dir)))
+        done.add(status.request_id)
+    if not pending:
+        return results
+    subjects = known_subjects(params.data)
     for path in pending:
         taken = {r.request_id for r in read_requests(requests_dir, required=False)} | done
         status = _answer(path, status_dir, inbox, requests_dir, subjects, taken)
         done.add(status.request_id)
-        results.append({"request_id": status.request_id, "state": status.state,
-                        "reason": status.reason, "versions": len(status.versions)})
+        results.append(_result(status))
     return results
+
+
+def _result(status: RequestStatus) -> dict[str, Any]:
+    return {"request_id": status.request_id, "state": status.state, "reason": status.reason,
+            "versions": len(status.versions)}
 
 
 def main() -> None:

@@ -64,34 +64,86 @@ def test_bad_requests_are_rejected_with_the_reason_and_touch_nothing(requests_fl
     assert not (project / "models").exists() and not (project / "mlflow.db").exists()
 
 
-def test_a_valid_request_is_answered_once_with_a_registered_version(requests_flow, project):
+def test_two_requests_in_one_run_are_answered_in_turn_each_with_its_record(requests_flow,
+                                                                           project):
+    from mlflow import MlflowClient
+
     from ssiuu.inbox import known_subjects
     from ssiuu.params import load_params
 
     requested = json.loads((project / "data" / "requests" / "req-0001.json").read_text())
     params = load_params(project / "params.yaml")
-    subject = sorted(known_subjects(params.data) - set(requested["subjects"]))[0]
-    _drop(project, "req-0002.json", {"request_id": "req-0002", "received": "2026-11-25",
-                                     "requested_by": "dpo@example.org", "subjects": [subject]})
+    first, second = sorted(known_subjects(params.data) - set(requested["subjects"]))[:2]
+    for request_id, subject in (("req-0002", first), ("req-0003", second)):
+        _drop(project, f"{request_id}.json", {"request_id": request_id, "subjects": [subject],
+                                              "received": "2026-11-25",
+                                              "requested_by": "dpo@example.org"})
     results = requests_flow.answer_requests(root=str(project))
-    assert results == [{"request_id": "req-0002", "state": "registered", "reason": None,
-                        "versions": 1}]
-    status = _status(project, "req-0002")
-    assert [h["state"] for h in status["history"]] == [
-        "received", "validated", "unlearned", "registered"]
-    assert status["versions"][0]["model"] == "ssiuu-scratch-req-0001.req-0002"
-    assert status["gate"]["passed"] + status["gate"]["failed"] == 1
-    assert (project / status["certificate"]).is_file()
-    assert (project / "data" / "requests" / "req-0002.json").is_file()
+    assert results == [{"request_id": f"req-000{n}", "state": "registered", "reason": None,
+                        "versions": 1} for n in (2, 3)]
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    for request_id, model, requests in (
+            ("req-0002", "ssiuu-scratch-req-0001.req-0002", "req-0001,req-0002"),
+            ("req-0003", "ssiuu-scratch-req-0001.req-0002.req-0003",
+             "req-0001,req-0002,req-0003")):
+        status = _status(project, request_id)
+        assert [h["state"] for h in status["history"]] == [
+            "received", "validated", "unlearned", "registered"]
+        assert status["versions"][0]["model"] == model
+        assert status["gate"]["passed"] + status["gate"]["failed"] == 1
+        assert (project / status["certificate"]).is_file()
+        assert (project / "data" / "requests" / f"{request_id}.json").is_file()
+        versions = client.search_model_versions(f"name='{model}'")
+        assert [v.tags["ssiuu.requests"] for v in versions] == [requests]
     manifest = json.loads((project / "data" / "prepared" / "manifest.json").read_text())
-    assert [r["id"] for r in manifest["requests"]] == ["req-0001", "req-0002"]
+    assert [r["id"] for r in manifest["requests"]] == ["req-0001", "req-0002", "req-0003"]
     forget = (project / "data" / "prepared" / "forget.jsonl").read_text()
-    assert subject in forget
+    assert first in forget and second in forget
+    assert requests_flow.answer_requests(root=str(project)) == []  # nothing answered twice
+    assert len(client.search_model_versions(
+        "name='ssiuu-scratch-req-0001.req-0002.req-0003'")) == 1
+
+
+def test_an_interrupted_answer_is_resumed_and_registers_nothing_twice(requests_flow,
+                                                                     project):
     from mlflow import MlflowClient
 
+    path = project / "data" / "request_status" / "req-0003.json"
+    status = json.loads(path.read_text())
+    assert status["history"][-1]["state"] == "registered"  # answered by the previous test
+    status.update(history=status["history"][:3], versions=[], gate=None, certificate=None)
+    path.write_text(json.dumps(status))  # as if the process died before `register` ended
+    results = requests_flow.answer_requests(root=str(project))
+    assert results == [{"request_id": "req-0003", "state": "registered", "reason": None,
+                        "versions": 1}]
+    resumed = _status(project, "req-0003")
+    assert [h["state"] for h in resumed["history"]] == [
+        "received", "validated", "unlearned", "registered"]
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    versions = client.search_model_versions("name='ssiuu-scratch-req-0001.req-0002'")
-    assert [v.tags["ssiuu.requests"] for v in versions] == ["req-0001,req-0002"]
-    again = requests_flow.answer_requests(root=str(project))
-    assert again == []  # nothing is answered twice
-    assert len(client.search_model_versions("name='ssiuu-scratch-req-0001.req-0002'")) == 1
+    assert len(client.search_model_versions(
+        "name='ssiuu-scratch-req-0001.req-0002.req-0003'")) == 1
+    assert requests_flow.answer_requests(root=str(project)) == []
+
+
+def test_a_failed_pipeline_leaves_the_request_validated_with_the_reason(requests_flow,
+                                                                       project, monkeypatch):
+    from flows.pipeline import StageFailed
+    from ssiuu.inbox import known_subjects
+    from ssiuu.params import load_params
+
+    def killed_stage(**_):
+        raise StageFailed("prepare", -9, "Killed")
+
+    monkeypatch.setattr(requests_flow, "pipeline", killed_stage)
+    answered = {s for r in (project / "data" / "requests").glob("*.json")
+                for s in json.loads(r.read_text())["subjects"]}
+    subject = sorted(known_subjects(load_params(project / "params.yaml").data) - answered)[0]
+    _drop(project, "req-0004.json", {"request_id": "req-0004", "received": "2026-11-26",
+                                     "subjects": [subject]})
+    state = requests_flow.answer_requests(root=str(project), return_state=True)
+    assert state.is_failed()
+    status = _status(project, "req-0004")
+    assert [h["state"] for h in status["history"]] == ["received", "validated"]
+    assert "interrupted in state 'validated': StageFailed" in status["reason"]
+    assert "resumed by the next run" in status["reason"]
+    assert (project / "data" / "requests" / "req-0004.json").is_file()

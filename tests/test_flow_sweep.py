@@ -100,3 +100,25 @@ def test_the_results_table_is_returned_and_published(flows, dask_sweep):
             flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     assert len(found) == 1 and found[0].type == "table"
     assert json.loads(found[0].data) == rows
+
+
+def test_dvc_s_queue_runs_the_same_grid_to_the_same_scores(flows, repo, dask_sweep):
+    try:
+        queued = flows.sweep(grid={ALPHA: [1.0, 3.0]}, root=str(repo), engine="queue",
+                             workers=2, target=TARGET, metrics_files=[UNLEARNED],
+                             name_prefix="queued")
+    finally:
+        subprocess.run([sys.executable, "-m", "dvc", "queue", "stop"], cwd=repo,
+                       capture_output=True)
+    dask_rows, _ = dask_sweep
+    assert [(row["experiment"], row[ALPHA]) for row in queued] == [("queued-0", 1.0),
+                                                                   ("queued-1", 3.0)]
+    done = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], cwd=repo,
+                          capture_output=True, text=True, check=True).stdout
+    assert all(name in done for name in ("queued-0", "queued-1")) and "Failed" not in done
+    for by_queue, by_dask in zip(queued, dask_rows, strict=True):
+        scores = [key for key in by_dask if key.startswith(UNLEARNED)]
+        assert scores and {k: by_queue[k] for k in scores} == {k: by_dask[k] for k in scores}
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True,
+                            text=True, check=True)
+    assert status.stdout == ""  # queued experiments run outside the workspace too

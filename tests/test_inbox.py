@@ -11,6 +11,7 @@ from ssiuu.inbox import (
     RequestStatus,
     accept,
     answered,
+    in_progress,
     known_subjects,
     read_statuses,
     set_aside,
@@ -60,8 +61,12 @@ def test_statuses_are_kept_per_file_and_answered_ids_are_never_answered_again(tm
     assert [s.file for s in statuses] == ["c-reused.json", "req-0002.json"]
     assert [h["state"] for h in statuses[1].history] == ["received", "validated"]
     assert answered(statuses) == {"req-0001"}  # req-0002 is still on its way
-    write_status(statuses[1].enter("unlearned").enter("registered"), tmp_path)
+    assert [s.request_id for s in in_progress(statuses)] == ["req-0002"]
+    write_status(statuses[1].enter("unlearned"), tmp_path)
+    assert [s.state for s in in_progress(read_statuses(tmp_path))] == ["unlearned"]
+    write_status(statuses[1].enter("registered"), tmp_path)
     assert answered(read_statuses(tmp_path)) == {"req-0001", "req-0002"}
+    assert in_progress(read_statuses(tmp_path)) == []
 
 
 def test_accepted_and_rejected_files_move_and_never_overwrite(tmp_path):

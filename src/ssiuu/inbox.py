@@ -7,7 +7,9 @@ uses, a ``received`` date, and every subject a person the data holds. A request 
 is *rejected* with the reason (which names fields and positions, never a subject's name);
 one that passes moves into ``data/requests/`` and the pipeline answers it. Each request's
 status file records its states with their times: ``received → validated → unlearned →
-registered``, or ``rejected``.
+registered``, or ``rejected``. A request whose answer was interrupted (the pipeline failed
+or the process died after it was validated) stays ``validated`` or ``unlearned``, with the
+reason, and is resumed by the next run.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ssiuu.params import DataParams
 
 State = Literal["received", "validated", "unlearned", "registered", "rejected"]
 ANSWERED: tuple[State, ...] = ("registered", "rejected")
+IN_PROGRESS: tuple[State, ...] = ("validated", "unlearned")
 
 
 @dataclass
@@ -78,6 +81,12 @@ def answered(statuses: Iterable[RequestStatus]) -> set[str]:
     """The ids of requests already registered or rejected: never answered twice (a
     rejected id is not reused; a corrected request comes with a new id)."""
     return {status.request_id for status in statuses if status.state in ANSWERED}
+
+
+def in_progress(statuses: Iterable[RequestStatus]) -> list[RequestStatus]:
+    """The requests validated (their file already in the request folder) but not yet
+    registered: an answer that was interrupted, to be resumed."""
+    return [status for status in statuses if status.state in IN_PROGRESS]
 
 
 def known_subjects(params: DataParams) -> set[str]:
