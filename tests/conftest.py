@@ -12,6 +12,22 @@ for key, value in OFFLINE_DEFAULTS.items():
     os.environ.setdefault(key, value)
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # two test workers share two cores
 
+# The end-to-end modules, longest first. With `--no-loadscope-reorder` (pyproject) the two
+# xdist workers take whole modules in collection order, so the long runs start at once and
+# the unit tests fill the gaps (xdist's own order, most tests first, left them to the end).
+LONGEST_FIRST = ("test_pipeline_e2e.py", "test_flow_requests.py", "test_flow_sweep.py",
+                 "test_flow_pipeline.py", "test_deployments.py", "test_input_tracking.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the modules of :data:`LONGEST_FIRST` first, in that order (a stable sort: the
+    order within a module and among the other modules is kept)."""
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
 
 @pytest.fixture(scope="session")
 def tiny_facts():
