@@ -92,7 +92,7 @@ def _run(cwd: Path, env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def _stop(process: subprocess.Popen, signum: int, timeout: float = 30) -> None:
+def _stop(process: subprocess.Popen, signum: int, timeout: float = 120) -> None:
     """Send ``signum`` to ``process``'s process group and wait up to ``timeout`` s for it;
     then SIGKILL what is left of the group and of the process's descendants (a flow run's
     processes have process groups of their own)."""
@@ -200,7 +200,7 @@ def test_a_local_worker_runs_the_pipeline_deployment(project, tmp_path):
                     deployment_id=FlowRunFilterDeploymentId(any_=[nightly.id]))) or None
 
             nightly_runs = _wait_for(scheduled, 60, "the nightly runs", server_log, server)
-        # The worker stopped on SIGINT (SIGKILL, after 30 s, would give -9).
+        # The worker stopped on SIGINT (SIGKILL, after 120 s, would give -9).
         assert worker.returncode == 0, worker_log.read_text(encoding="utf-8")[-4000:]
     lock = yaml.safe_load((project / "dvc.lock").read_text(encoding="utf-8"))
     assert set(lock["stages"]) == {"check"}  # the run's stage ran in the project
