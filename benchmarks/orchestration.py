@@ -33,8 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ssiuu.profiles import apply_profile
-from ssiuu.runtime import OFFLINE_DEFAULTS
-from ssiuu.workspace import copy_pipeline
+from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).resolve().parents[1]
 KNOB = "unlearn.losses.gd.alpha"
@@ -42,17 +41,9 @@ SWEEP_VALUES = {1: (1.5, 2.0), 2: (2.5, 3.0)}  # workers -> the grid's two value
 
 
 def _env(prefect_home: Path) -> dict[str, str]:
-    """This venv's tools first, offline, Prefect's home (its temporary server's database) in
-    ``prefect_home``, no server or MLflow store inherited from the caller."""
-    env = {**os.environ, **OFFLINE_DEFAULTS, "TQDM_DISABLE": "1", "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(prefect_home),
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
-    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
-        env.pop(key, None)
-    return env
+    """:func:`~ssiuu.workspace.isolated_env` with Prefect's home in ``prefect_home``, no
+    progress bars."""
+    return {**isolated_env(prefect_home), "TQDM_DISABLE": "1"}
 
 
 def _project(folder: Path, profile: str | None, env: dict[str, str]) -> Path:

@@ -28,17 +28,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ssiuu.profiles import apply_profile
-from ssiuu.runtime import OFFLINE_DEFAULTS
-from ssiuu.workspace import copy_pipeline
+from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, **OFFLINE_DEFAULTS, "TQDM_DISABLE": "1",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
+    """:func:`~ssiuu.workspace.isolated_env`, no progress bars."""
+    return {**isolated_env(), "TQDM_DISABLE": "1"}
 
 
 def _stage_commands(repo: Path) -> dict[str, str]:

@@ -8,33 +8,30 @@ minute or two of orchestration; its scores mean nothing and no test reads them a
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
 
 from ssiuu.profiles import apply_profile
-from ssiuu.workspace import copy_pipeline
+from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).parents[1]
 REDUCED = {"seeds": [0],
            "base": {"train": {"steps": 150}}, "oracle": {"train": {"steps": 150}},
            "unlearn": {"methods": ["gd"], "train": {"max_steps": 10}},
            "relearn": {"attacks": ["benign"], "train": {"lrs": [1.0e-3], "steps": 10}}}
-PREFECT_OFFLINE = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-                   "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-                   "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """Run git in ``cwd`` with a throwaway identity; fail with its output."""
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    done = subprocess.run(["git", *args], cwd=cwd, env=isolated_env(), capture_output=True,
+                          text=True)
     assert done.returncode == 0, f"git {args} failed:\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -54,17 +51,36 @@ def reduced_project(folder: Path) -> Path:
 
 @contextlib.contextmanager
 def local_prefect(home: Path) -> Iterator[None]:
-    """Prefect with its home (a temporary server's database) in ``home``, offline, no
-    server or MLflow store inherited from the environment, this venv's tools on PATH."""
+    """This process's environment made :func:`~ssiuu.workspace.isolated_env` (Prefect's home,
+    a temporary server's database, in ``home``) for the duration, Prefect's settings with it."""
     import prefect.context
 
+    env = isolated_env(home)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PREFECT_HOME", str(home))
-        patch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        for key, value in PREFECT_OFFLINE.items():
+        for key in set(os.environ) - set(env):
+            patch.delenv(key)
+        for key, value in env.items():
             patch.setenv(key, value)
-        for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
-            patch.delenv(key, raising=False)
         prefect.context.refresh_global_settings_context()
         yield
     prefect.context.refresh_global_settings_context()
+
+
+def flow_module(name: str) -> Callable:
+    """A module-scoped fixture: ``flows.<name>`` imported under :func:`local_prefect` with a
+    home of its own."""
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+        with local_prefect(tmp_path_factory.mktemp("prefect")):
+            yield importlib.import_module(f"flows.{name}")
+
+    return fixture
+
+
+def project_fixture(name: str) -> Callable:
+    """A module-scoped fixture: :func:`reduced_project` in a temporary folder ``name``."""
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return reduced_project(tmp_path_factory.mktemp(name) / "repo")
+
+    return fixture

@@ -21,7 +21,9 @@ from zoneinfo import ZoneInfo
 import psutil
 import pytest
 import yaml
-from projects import PREFECT_OFFLINE, reduced_project
+from projects import reduced_project
+
+from ssiuu.workspace import isolated_env
 
 REPO = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -150,6 +152,11 @@ def _healthy(api_url: str) -> bool | None:
     return True if response.status_code == 200 else None
 
 
+def _without_children(process: subprocess.Popen) -> bool | None:
+    """``True`` once ``process`` has no child processes left, else ``None``."""
+    return None if psutil.Process(process.pid).children() else True
+
+
 @pytest.fixture()
 def project(tmp_path) -> Path:
     """The pipeline (``prefect.yaml`` with it) with the reduced tiny profile, in a fresh git
@@ -164,10 +171,7 @@ def test_a_local_worker_runs_the_pipeline_deployment(project, tmp_path):
 
     port = str(_free_port())
     api_url = f"http://127.0.0.1:{port}/api"
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(PREFECT_OFFLINE, PREFECT_HOME=str(tmp_path / "prefect-home"),
-               PREFECT_API_URL=api_url, PATH=f"{BIN}{os.pathsep}{env['PATH']}")
+    env = {**isolated_env(tmp_path / "prefect-home"), "PREFECT_API_URL": api_url}
     prefect = str(BIN / "prefect")
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
     with _running([prefect, "server", "start", "--host", "127.0.0.1", "--port", port, "--no-ui"],
@@ -193,6 +197,10 @@ def test_a_local_worker_runs_the_pipeline_deployment(project, tmp_path):
             run = _wait_for(finished, 180, "the flow run", worker_log, worker)
             assert run.state.is_completed(), \
                 f"{run.state}\n{worker_log.read_text(encoding='utf-8')[-4000:]}"
+            # The server has the final state before the flow run's process has exited; a
+            # SIGINT to the worker in between can hang it (CI, on a loaded machine).
+            _wait_for(lambda: _without_children(worker), 120, "the flow run's process to exit",
+                      worker_log, worker)
             nightly = client.read_deployment_by_name("deletion-requests/nightly-deletion-requests")
 
             def scheduled() -> list[FlowRun] | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from projects import local_prefect, reduced_project
+from projects import flow_module, project_fixture, reduced_project
 
 REPO = Path(__file__).parents[1]
 ALWAYS_CHANGED = {"check", "register"}
@@ -28,19 +28,8 @@ os.execvp(sys.argv[1], sys.argv[1:])
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def flows(tmp_path_factory):
-    """``flows.pipeline``, with Prefect's home in a temporary folder, offline."""
-    with local_prefect(tmp_path_factory.mktemp("prefect")):
-        from flows import pipeline
-
-        yield pipeline
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """The pipeline with the reduced tiny profile, in a fresh git repository."""
-    return reduced_project(tmp_path_factory.mktemp("flow") / "repo")
+flows = flow_module("pipeline")
+repo = project_fixture("flow")
 
 
 @pytest.fixture(scope="module")

@@ -7,23 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from projects import local_prefect, reduced_project
+from projects import flow_module, project_fixture
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def requests_flow(tmp_path_factory):
-    """``flows.deletion_requests``, with Prefect's home in a temporary folder, offline."""
-    with local_prefect(tmp_path_factory.mktemp("prefect")):
-        from flows import deletion_requests
-
-        yield deletion_requests
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    return reduced_project(tmp_path_factory.mktemp("inbox") / "repo")
+requests_flow = flow_module("deletion_requests")
+project = project_fixture("inbox")
 
 
 def _drop(root: Path, name: str, content: str | dict) -> Path:

@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from projects import local_prefect, reduced_project
+from projects import flow_module, project_fixture
 
 pytestmark = pytest.mark.e2e
 ALPHA = "unlearn.losses.gd.alpha"
@@ -18,19 +17,8 @@ TARGET = "evaluate_unlearned@gd"  # the run stops there: no relearning attacks, 
 UNLEARNED = "metrics/unlearned/gd.json"
 
 
-@pytest.fixture(scope="module")
-def flows(tmp_path_factory):
-    """``flows.sweep``, with Prefect's home in a temporary folder, offline."""
-    with local_prefect(tmp_path_factory.mktemp("prefect")):
-        from flows import sweep
-
-        yield sweep
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """The pipeline with the reduced tiny profile, in a fresh git repository."""
-    return reduced_project(tmp_path_factory.mktemp("sweep") / "repo")
+flows = flow_module("sweep")
+repo = project_fixture("sweep")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ exactly the stages that read it (real `dvc repro` in a temporary git repository)
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import yaml
 from ssiuu.data.records import write_jsonl
 from ssiuu.inputs import data_fingerprint, model_fingerprint
 from ssiuu.params import DataParams, ModelParams
-from ssiuu.workspace import copy_pipeline
+from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).parents[1]
 
@@ -23,9 +22,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _dvc(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = isolated_env()
     done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, f"{args}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -70,9 +67,7 @@ def user_repo(tmp_path_factory, tiny_facts, trained_tiny) -> Path:
         params[role]["train"].update({"steps": 2, "batch_size": 8})
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "u"]):
-        subprocess.run(command, cwd=repo, check=True, capture_output=True, env={
-            **os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+        subprocess.run(command, cwd=repo, check=True, capture_output=True, env=isolated_env())
     assert _ran(_dvc(repo, "repro", "base", "oracle")) == {"check", "prepare", "tokenizer",
                                                           "base", "oracle"}
     return repo

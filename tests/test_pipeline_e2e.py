@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import yaml
 from chromium import loaded_images
 
 from ssiuu.profiles import apply_profile
-from ssiuu.workspace import copy_pipeline
+from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).parents[1]
 
@@ -23,9 +22,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = isolated_env()
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check and done.returncode:
         raise AssertionError(f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
