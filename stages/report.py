@@ -10,8 +10,14 @@ import argparse
 import os
 
 from ssiuu import layout
+from ssiuu.methods.catalog import regularised_pairs
 from ssiuu.params import load_params
-from ssiuu.report import plot_relearning, robustness_markdown, write_report
+from ssiuu.report import (
+    plot_regulariser_ratio,
+    plot_relearning,
+    robustness_markdown,
+    write_report,
+)
 from ssiuu.robustness import headline, summarise
 from ssiuu.runtime import run_stage
 from ssiuu.seeds import seed_record
@@ -19,8 +25,8 @@ from ssiuu.tables import read_numeric_rows
 
 
 def main() -> None:
-    """Write metrics/summary.json, metrics/headline/<model>.json, plots/relearning_*.png
-    and reports/robustness.*."""
+    """Write metrics/summary.json, metrics/headline/<model>.json, plots/relearning_*.png,
+    plots/regulariser_ratio.png and reports/robustness.*."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
@@ -56,7 +62,15 @@ def main() -> None:
         figures[caption] = os.path.relpath(path, report_dir)
     figures["Attribution shift: D+ (erasing) and D- (hiding)"] = os.path.relpath(
         layout.SPURIOUS_CURVES, report_dir)
-    text = robustness_markdown(summary, methods, attacks, figures)
+    regularisers = {m: getattr(params.unlearn.losses, m).model_dump() for m in methods
+                    if m in regularised_pairs()}
+    ratio = plot_regulariser_ratio(
+        {m: {seed: read_numeric_rows(layout.unlearning_curve(m, seed)) for seed in seeds}
+         for m in regularisers}, layout.REGULARISER_FIGURE)
+    if regularisers:
+        figures["The regulariser's gradient against the base loss's, per unlearning step"] = (
+            os.path.relpath(ratio, report_dir))
+    text = robustness_markdown(summary, methods, attacks, figures, regularisers)
     for path in write_report(text, layout.ROBUSTNESS_REPORT):
         print(path)
 

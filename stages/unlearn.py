@@ -18,7 +18,7 @@ from ssiuu.provenance import prepared_manifest, provenance_of, write_provenance
 from ssiuu.runtime import configure, device, run_stage
 from ssiuu.seeds import across_seeds, existing_seed_dir, seed_dir, seed_record
 from ssiuu.tables import write_rows
-from ssiuu.unlearning import stop_thresholds, unlearn
+from ssiuu.unlearning import gradient_summary, stop_thresholds, unlearn
 
 
 def main() -> None:
@@ -51,10 +51,14 @@ def main() -> None:
                              seed_dir(layout.model_root(args.method), seed))
         summary = {"lr": outcome.lr, "steps": outcome.steps, "reached": outcome.reached,
                    **{f"stop_forget_{metric}": round(value, 4)
-                      for metric, value in thresholds[seed].items()}}
+                      for metric, value in thresholds[seed].items()},
+                   **{key: float(f"{value:.4g}")
+                      for key, value in gradient_summary(outcome.history).items()}}
         if rules[seed].note:
             summary["stop_note"] = rules[seed].note
             print(f"{args.method} seed {seed}: {rules[seed].note}")
+        if outcome.note:
+            print(f"{args.method} seed {seed}: {outcome.note}")
         per_seed[seed] = summary
         write_provenance(provenance_of(
             "unlearned", seed, model_source=params.model.name, splits=("forget", "retain"),

@@ -39,7 +39,10 @@ def test_each_loss_has_its_sign_and_one_step_lowers_the_forget_probability(
     optimizer.zero_grad()
     loss, logs = objective(model, batches)
     loss.backward()
+    grad_logs = objective.after_backward(model)
     optimizer.step()
+    assert grad_logs["loss_grad_norm"] > 0
+    assert ("reg_grad_ratio" in grad_logs) == method.startswith("ssiuu")
     if method.endswith("npo"):
         # log π = log π_ref at the start, so each example contributes (2/β)·log 2
         assert logs["forget_loss"] == pytest.approx(2 / 0.1 * math.log(2), rel=1e-4)
@@ -84,47 +87,146 @@ def test_ssiuu_with_lambda_zero_equals_its_base_method_bit_for_bit(
                                                      without.parameters(), strict=True))
 
 
-def test_regulariser_gradient_is_two_lambda_delta_g_on_negative_entries_only(
-        trained_tiny, tiny_facts):
-    model = copy.deepcopy(trained_tiny[0]).double()
-    batches, _, _ = _split(model, trained_tiny[1], tiny_facts)
+def _moved_regulariser(model, batches, lam, grad_mode):
+    """A regulariser anchored at ``model``'s attribution, the model then moved a little:
+    the regulariser, the penalised parameters, the anchor and ``Σ P`` as a function."""
     params = penalised_parameters(model, "linear")
-    assert len(params) == len(list(model.model.layers)) * 7
-    lam = 0.5
-    regulariser = AttributionRegulariser(params, lam)
+    regulariser = AttributionRegulariser(params, lam, grad_mode)
 
     def probability_sum():
         return sequence_logprobs(model, batches["forget"]).exp().sum()
 
-    model.zero_grad(set_to_none=True)
-    first = regulariser.add_gradient(probability_sum())
-    assert first["reg"] == 0.0
-    assert all(torch.count_nonzero(p.grad) == 0 for p in params)
+    first = regulariser.compute_gradient(probability_sum())
+    assert first["reg"] == 0.0 and first["reg_grad_norm"] == 0.0
     anchor = [a.clone() for a in regulariser.anchor]
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in params:
-            p.add_(0.01 * torch.randn_like(p))
-    model.zero_grad(set_to_none=True)
-    logs = regulariser.add_gradient(probability_sum())
-    added = [p.grad.clone() for p in params]
-    # reference: autograd of the explicit penalty with g = ∂P/∂φ held constant
-    g = torch.autograd.grad(probability_sum(), params)
-    model.zero_grad(set_to_none=True)
-    penalty = 0.0
-    n_negative = 0
+            p.add_(0.01 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    return regulariser, params, anchor, probability_sum
+
+
+def _explicit_penalty(params, anchor, probability_sum, lam, hold_g):
+    """``λ Σ_{I−} (A_{t−1} − A_t)²`` written out, with ``g = ∂P/∂φ`` held or not."""
+    g = torch.autograd.grad(probability_sum(), params, create_graph=not hold_g)
+    penalty, n_negative = 0.0, 0
     for p, g_j, a_prev in zip(params, g, anchor, strict=True):
-        attribution = p * g_j.detach()
+        attribution = p * (g_j.detach() if hold_g else g_j)
         negative = (attribution < 0).detach()
         n_negative += int(negative.sum())
         penalty = penalty + lam * ((a_prev - attribution) ** 2 * negative).sum()
+    return penalty, n_negative
+
+
+def _held_after_add(regulariser, params):
+    """What :meth:`add_held_gradient` adds to zeroed gradients."""
+    for p in params:
+        p.grad = None
+    regulariser.add_held_gradient()
+    return [p.grad.clone() for p in params]
+
+
+def test_regulariser_gradient_is_two_lambda_delta_g_on_negative_entries_only(
+        trained_tiny, tiny_facts):
+    model = copy.deepcopy(trained_tiny[0]).double()
+    batches, _, _ = _split(model, trained_tiny[1], tiny_facts)
+    lam = 0.5
+    regulariser, params, anchor, probability_sum = _moved_regulariser(model, batches, lam,
+                                                                      "first_order")
+    assert len(params) == len(list(model.model.layers)) * 7
+    logs = regulariser.compute_gradient(probability_sum())
+    added = _held_after_add(regulariser, params)
+    model.zero_grad(set_to_none=True)
+    penalty, n_negative = _explicit_penalty(params, anchor, probability_sum, lam, hold_g=True)
     penalty.backward()
     assert logs["reg"] == pytest.approx(penalty.item(), rel=1e-9)
     assert logs["n_neg"] == n_negative > 0
     for p, got in zip(params, added, strict=True):
         assert torch.allclose(got, p.grad, rtol=1e-9, atol=1e-15)
+    assert logs["reg_grad_norm"] == pytest.approx(
+        math.sqrt(sum(float(g.square().sum()) for g in added)), rel=1e-9)
     outside = [(got * (a >= 0)).abs().max().item() for got, a in zip(
         added, regulariser.anchor, strict=True)]
     assert max(outside) == 0.0
+
+
+def test_the_exact_gradient_is_autograd_of_the_penalty_and_a_finite_difference(
+        trained_tiny, tiny_facts):
+    model = copy.deepcopy(trained_tiny[0]).double()
+    model.set_attn_implementation("eager")
+    batches, _, _ = _split(model, trained_tiny[1], tiny_facts)
+    lam = 0.5
+    regulariser, params, anchor, probability_sum = _moved_regulariser(model, batches, lam,
+                                                                      "exact")
+    logs = regulariser.compute_gradient(probability_sum())
+    exact = _held_after_add(regulariser, params)
+    model.zero_grad(set_to_none=True)
+    penalty, n_negative = _explicit_penalty(params, anchor, probability_sum, lam, hold_g=False)
+    assert logs["reg"] == pytest.approx(penalty.item(), rel=1e-9)
+    assert logs["n_neg"] == n_negative > 0
+    reference = torch.autograd.grad(penalty, params)
+    for got, want in zip(exact, reference, strict=True):
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-15)
+    first_order, _ = _explicit_penalty(params, anchor, probability_sum, lam, hold_g=True)
+    held = torch.autograd.grad(first_order, params)
+    differences = [float((e - h).norm()) for e, h in zip(exact, held, strict=True)]
+    assert max(differences) > 1e-3 * math.sqrt(sum(float(h.square().sum()) for h in held))
+
+    # A central difference of the penalty (the I− mask and anchor fixed) along the gradient.
+    direction = [g / math.sqrt(sum(float(x.square().sum()) for x in exact)) for g in exact]
+    negatives = [(a < 0) for a in regulariser.anchor]
+
+    def penalty_at(step: float) -> float:
+        with torch.no_grad():
+            for p, d in zip(params, direction, strict=True):
+                p.add_(step * d)
+        g = torch.autograd.grad(probability_sum(), params)
+        with torch.no_grad():
+            value = sum(float((lam * ((a_prev - p * g_j) ** 2 * negative)).sum())
+                        for p, g_j, a_prev, negative in zip(params, g, anchor, negatives,
+                                                            strict=True))
+            for p, d in zip(params, direction, strict=True):
+                p.sub_(step * d)
+        return value
+
+    eps = 1e-4  # the rotary embeddings stay float32: a smaller step meets their round-off
+    slope = (penalty_at(eps) - penalty_at(-eps)) / (2 * eps)
+    along = sum(float((g * d).sum()) for g, d in zip(exact, direction, strict=True))
+    along_first_order = sum(float((g * d).sum()) for g, d in zip(held, direction, strict=True))
+    assert slope == pytest.approx(along, rel=5e-4)
+    assert slope != pytest.approx(along_first_order, rel=5e-2)
+
+
+def test_exact_ssiuu_at_lambda_zero_equals_its_base_method_with_eager_attention(
+        trained_tiny, tiny_facts):
+    base, tokenizer, _ = trained_tiny
+    _, forget, retain = _split(base, tokenizer, tiny_facts)
+    zero = LossesParams.model_validate({"ssiuu": {"lam": 0.0, "grad": "exact"}})
+    with_reg, without = copy.deepcopy(base), copy.deepcopy(base)
+    for model in (with_reg, without):
+        model.set_attn_implementation("eager")
+    reg_run = _run("ssiuu", zero, with_reg, forget, retain, tokenizer.pad_token_id)
+    _run("gd", zero, without, forget, retain, tokenizer.pad_token_id)
+    assert reg_run.history[-1]["n_neg"] > 0 and reg_run.history[-1]["reg_grad_ratio"] == 0
+    for (name, a), b in zip(with_reg.named_parameters(), without.parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_the_ratio_is_the_regulariser_s_share_of_the_step(trained_tiny, tiny_facts):
+    base, tokenizer, _ = trained_tiny
+    _, forget, retain = _split(base, tokenizer, tiny_facts)
+    lam = 1.0
+    for grad_mode in ("first_order", "exact"):
+        model = copy.deepcopy(base)
+        if grad_mode == "exact":
+            model.set_attn_implementation("eager")
+        losses = LossesParams.model_validate({"ssiuu": {"lam": lam, "grad": grad_mode}})
+        history = _run("ssiuu", losses, model, forget, retain, tokenizer.pad_token_id).history
+        assert history[0]["reg_grad_norm"] == 0.0
+        for row in history[1:]:
+            assert row["reg_grad_ratio"] == pytest.approx(
+                row["reg_grad_norm"] / row["loss_grad_norm"], rel=1e-12)
+            assert row["reg_grad_norm"] > 0 and row["loss_grad_norm"] > 0
 
 
 def test_npo_reference_is_the_starting_model(trained_tiny, tiny_facts):

@@ -271,3 +271,24 @@ def test_stop_note_is_said_once_under_the_unlearning_table():
     assert text.count(note) == 1
     unlearning = text.split("## After unlearning")[1].split("## After each attack")[0]
     assert f"\nStop rule: {note}\n" in unlearning
+
+
+def test_the_report_shows_each_regulariser_s_strength_next_to_its_lambda():
+    curves = {seed: {"harmful_30": {"base": BASE, "oracle": ORACLE, "gd": HIDER,
+                                    "ssiuu": ERASER}} for seed in (0, 1)}
+    scores = {seed: {**SCORES, "ssiuu": SCORES["gd"]} for seed in (0, 1)}
+    gradients = [{"loss_grad_norm_median": 2.0, "reg_grad_norm_median": 0.002,
+                  "reg_grad_ratio_median": 0.001, "reg_grad_ratio_max": 0.004},
+                 {"loss_grad_norm_median": 4.0, "reg_grad_norm_median": 0.012,
+                  "reg_grad_ratio_median": 0.003, "reg_grad_ratio_max": 0.01}]
+    stops = {seed: {"gd": {**REACHED, "loss_grad_norm_median": 3.0},
+                    "ssiuu": {**REACHED, **gradients[seed]}} for seed in (0, 1)}
+    summary = summarise(["gd", "ssiuu"], ["harmful_30"], scores, curves, 0.9, stops)
+    assert summary["models"]["ssiuu"]["gradients"]["reg_grad_ratio_median"] == 0.002
+    assert summary["per_seed"]["1"]["ssiuu"]["gradients"] == gradients[1]
+    assert summary["models"]["gd"]["gradients"] == {"loss_grad_norm_median": 3.0}
+    text = robustness_markdown(summary, ["gd", "ssiuu"], ["harmful_30"], {},
+                               {"ssiuu": {"lam": 1e-3, "grad": "exact"}})
+    assert "| ssiuu | gd | 0.001 | exact | 0.002 ± 0.001 | 0.007 ± 0.004 | 3 ± 1 |" in text
+    assert "## The regulariser's strength" not in robustness_markdown(
+        summary, ["gd", "ssiuu"], ["harmful_30"], {})

@@ -6,7 +6,14 @@ from ssiuu.errors import DataError, ParamsError
 from ssiuu.metrics import evaluate_rows
 from ssiuu.models import save_model
 from ssiuu.params import StopParams, UnlearnParams
-from ssiuu.unlearning import CHANCE_MCQ, chance_band, merge_history, stop_thresholds, unlearn
+from ssiuu.unlearning import (
+    CHANCE_MCQ,
+    chance_band,
+    gradient_summary,
+    merge_history,
+    stop_thresholds,
+    unlearn,
+)
 
 
 def test_thresholds_resolve_chance_oracle_and_numbers():
@@ -96,3 +103,41 @@ def test_stopping_on_mcq_without_distractors_is_a_clear_error(trained_tiny, tiny
     bare = [{**r, "distractors": []} for r in tiny_facts[:2]]
     with pytest.raises(DataError, match="unlearn.stop.thresholds.mcq: no forget row has two"):
         unlearn("gd", tmp_path / "base", bare, tiny_facts, _params([1e-3], 2), {"mcq": 0.3}, 32)
+
+
+def test_exact_ssiuu_runs_with_eager_attention_and_saves_the_model_as_it_was(
+        trained_tiny, tiny_facts, tmp_path):
+    model, tokenizer, _ = trained_tiny
+    save_model(model, tokenizer, tmp_path / "base")
+    forget = [r for r in tiny_facts if r["subject"] == tiny_facts[0]["subject"]]
+    retain = [r for r in tiny_facts if r["subject"] != tiny_facts[0]["subject"]]
+    params = UnlearnParams.model_validate({
+        "methods": ["ssiuu"], "train": {"lrs": [1e-3], "max_steps": 4},
+        "losses": {"ssiuu": {"lam": 1.0, "grad": "exact"}},
+        "stop": {"thresholds": {"acc": 0.0}, "eval_every": 1}})
+    before = model.config._attn_implementation
+    assert before != "eager"
+    never = {"acc": -1.0}  # four steps, all with the regulariser active but the first
+    outcome = unlearn("ssiuu", tmp_path / "base", forget, retain, params, never, 32)
+    assert outcome.steps == 4
+    assert outcome.model.config._attn_implementation == before
+    assert f"attention ran eager during unlearning ({before} has none)" in outcome.note
+    save_model(outcome.model, tokenizer, tmp_path / "unlearned")
+    assert "eager" not in (tmp_path / "unlearned" / "config.json").read_text()
+    summary = gradient_summary(outcome.history)
+    assert summary["reg_grad_ratio_median"] > 0 and summary["loss_grad_norm_median"] > 0
+    assert summary["reg_grad_ratio_max"] >= summary["reg_grad_ratio_median"]
+    plain = unlearn("gd", tmp_path / "base", forget, retain, params, never, 32)
+    assert plain.note is None and set(gradient_summary(plain.history)) == {
+        "loss_grad_norm_median"}
+
+
+def test_the_gradient_summary_leaves_out_the_step_without_an_anchor():
+    history = [{"step": 1, "loss_grad_norm": 4.0, "reg_grad_norm": 0.0, "reg_grad_ratio": 0.0},
+               {"step": 2, "loss_grad_norm": 2.0, "reg_grad_norm": 1.0, "reg_grad_ratio": 0.5},
+               {"step": 3, "loss_grad_norm": 1.0, "reg_grad_norm": 2.0, "reg_grad_ratio": 2.0},
+               {"step": 3, "forget_acc": 0.0}]
+    assert gradient_summary(history) == {"loss_grad_norm_median": 2.0,
+                                         "reg_grad_norm_median": 1.5,
+                                         "reg_grad_ratio_median": 1.25,
+                                         "reg_grad_ratio_max": 2.0}

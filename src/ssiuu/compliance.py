@@ -105,7 +105,8 @@ def _artifacts() -> dict[str, Path]:
              f"data/{layout.DATA_VALIDATION.name}": layout.DATA_VALIDATION,
              f"data/{layout.MANIFEST.name}": layout.MANIFEST}
     files.update({f"plots/{path.name}": path
-                  for path in [*figures, layout.SPURIOUS_CURVES, layout.SPURIOUS_HEATMAP]})
+                  for path in [*figures, layout.SPURIOUS_CURVES, layout.SPURIOUS_HEATMAP,
+                               layout.REGULARISER_FIGURE]})
     return files
 
 

@@ -27,6 +27,7 @@ ROBUSTNESS_REPORT = Path("reports/robustness.md")
 CERTIFICATES = Path("reports/requests")
 SPURIOUS_CURVES = Path("plots/spurious_curves.png")
 SPURIOUS_HEATMAP = Path("plots/spurious_heatmap.png")
+REGULARISER_FIGURE = Path("plots/regulariser_ratio.png")
 PROVENANCE_NAME = "provenance.json"
 
 

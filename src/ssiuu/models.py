@@ -146,3 +146,13 @@ def load_saved(model_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokeni
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer
+
+
+def use_eager_attention(model: PreTrainedModel) -> str | None:
+    """Switch ``model`` to eager attention, which has a double backward (the SDPA and flash
+    kernels have none); the implementation it had, or ``None`` if it was eager already."""
+    previous = model.config._attn_implementation
+    if previous == "eager":
+        return None
+    model.set_attn_implementation("eager")
+    return previous

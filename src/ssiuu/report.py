@@ -65,6 +65,37 @@ def plot_shift_heatmaps(cells: Mapping[str, Cells], out: str | Path) -> Path:
     return _save(fig, out)
 
 
+def plot_regulariser_ratio(curves: Mapping[str, Mapping[int, Sequence[Mapping[str, float]]]],
+                           out: str | Path) -> Path:
+    """One panel per regularised method: ‖regulariser gradient‖ / ‖base loss gradient‖ at
+    each unlearning step (log scale), one line per seed; ``curves[method][seed]`` is that
+    run's unlearning curve (rows without the ratio, such as evaluation rows, are skipped).
+    With no method, one panel that says so (the figure is a pipeline output either way)."""
+    methods = list(curves)
+    if not methods:
+        fig, ax = plt.subplots(figsize=(3.4, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no regularised method in unlearn.methods", ha="center",
+                va="center")
+        return _save(fig, out)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3.0),
+                             sharey=True, squeeze=False)
+    for ax, method in zip(axes[0], methods, strict=True):
+        for seed, rows in curves[method].items():
+            points = [(row["step"], row["reg_grad_ratio"]) for row in rows
+                      if row.get("reg_grad_ratio") and row["step"] > 1]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker=".", label=f"seed {seed}")
+        ax.set_yscale("log")
+        ax.set_title(method)
+        ax.set_xlabel("unlearning step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("‖regulariser grad‖ / ‖loss grad‖")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def _save(fig: plt.Figure, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -294,13 +325,50 @@ def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[s
     return lines
 
 
+def _regulariser_lines(summary: Mapping, methods: Sequence[str],
+                       regularisers: Mapping[str, Mapping]) -> list[str]:
+    """The strength of each regularised method's regulariser: its λ and gradient mode (from
+    ``regularisers``, ``unlearn.losses.<method>``) and the ratio of its gradient norm to the
+    base loss's (before clipping) over the unlearning steps, mean ± std over seeds."""
+    shown = [m for m in methods if m in regularisers
+             and summary["models"][m].get("gradients", {}).get("reg_grad_ratio_median")
+             is not None]
+    if not shown:
+        return []
+
+    def cell(method: str, key: str) -> str:
+        mean = summary["models"][method]["gradients"].get(key)
+        std = summary["std"][method]["gradients"].get(key)
+        if mean is None:
+            return "–"
+        return f"{mean:.2g}" + (f" ± {std:.1g}" if len(summary["seeds"]) > 1 and std else "")
+
+    pairs = regularised_pairs()
+    out = ["", "## The regulariser's strength", "",
+           "‖regulariser gradient‖ / ‖base loss gradient‖ per unlearning step, before "
+           "clipping (the steps where the regulariser is active): far below 1 it barely "
+           "moves the step, and the method behaves as the one it regularises.", "",
+           "| method | regularises | λ | gradient | median ratio | largest ratio | "
+           "median ‖loss gradient‖ |", "|---|---|---|---|---|---|---|"]
+    for method in shown:
+        knobs = regularisers[method]
+        out.append(f"| {method} | {pairs[method]} | {knobs['lam']:g} | "
+                   f"{knobs['grad'].replace('_', '-')} | "
+                   f"{cell(method, 'reg_grad_ratio_median')} | "
+                   f"{cell(method, 'reg_grad_ratio_max')} | "
+                   f"{cell(method, 'loss_grad_norm_median')} |")
+    return out
+
+
 def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Sequence[str],
-                        figures: Mapping[str, str]) -> str:
+                        figures: Mapping[str, str],
+                        regularisers: Mapping[str, Mapping] | None = None) -> str:
     """The audit report in Markdown: what each attack brought back, per method, against
     the oracle (mean ± standard deviation over the summary's seeds), with the figures
     (paths relative to the report) and how to read each score. A method that did not reach
     its unlearning stop in some seed is marked † in every table, footnoted, and left out of
-    the verdict's comparisons."""
+    the verdict's comparisons. ``regularisers`` (each regularised method's ``lam`` and
+    ``grad``) adds the table of the regulariser's strength."""
     rows, table = summary["models"], _Table(summary)
     seeds = summary["seeds"]
     names = ["base", "oracle", *methods]
@@ -321,6 +389,7 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
             + " |")
     out += _missed_footnotes(missed)
     out += _stop_rule(summary, methods)
+    out += _regulariser_lines(summary, methods, regularisers or {})
     out += ["", "## After each attack", ""]
     out += _verdict_lines(summary, methods, attacks)
     for attack in attacks:

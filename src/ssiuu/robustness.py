@@ -17,6 +17,9 @@ base, the oracle and each unlearned model. These rules turn curves into the summ
   there, the thresholds, which forget scores stayed above them, and the stop rule's note;
   per method, in how many seeds it got there. A method that did not get there in some seed
   is not comparable with those that did.
+- **Gradients.** Per seed, a method's row keeps the medians over its unlearning steps of
+  the base loss's gradient norm and, when regularised, of the regulariser's gradient norm
+  and its ratio to the loss's (``metrics/unlearn/<method>.json``); mean and std as above.
 - **Derived scores** (design.md): ``recovery = (after − unlearned) / (base − unlearned)``,
   all three on the same held-out facts (the model before the attack, the base before the
   attack), and ``oracle_gap = after − oracle_after`` (the oracle under the same counted
@@ -34,6 +37,9 @@ from ssiuu.seeds import mean_std
 SCORES = ("acc", "mcq", "logprob")
 UNLEARNED_KEYS = ("forget_acc", "forget_mcq", "forget_logprob", "retain_acc", "utility_acc")
 STOP_PREFIX = "stop_forget_"
+# What a method's unlearning gradients looked like (stages/unlearn.py, per seed).
+GRADIENT_KEYS = ("loss_grad_norm_median", "reg_grad_norm_median", "reg_grad_ratio_median",
+                 "reg_grad_ratio_max")
 STOP_DIGITS = 4  # stages/unlearn.py writes the stop thresholds rounded to this many decimals
 Curve = Sequence[Mapping[str, float]]
 Curves = Mapping[float, Curve]  # learning rate -> curve
@@ -155,6 +161,8 @@ def summarise_seed(methods: Sequence[str], attacks: Sequence[str],
                                             else curves[attack]["base"][lr0][0])
     for method in methods:
         rows[method]["stop"] = stop_outcome(stops[method], scores[method])
+        rows[method]["gradients"] = {key: stops[method][key] for key in GRADIENT_KEYS
+                                     if key in stops[method]}
     return {"calibration": windows, "models": rows}
 
 
@@ -187,7 +195,7 @@ def summarise(methods: Sequence[str], attacks: Sequence[str],
     stds: dict[str, dict[str, dict[str, float | None]]] = {}
     for name, sections in first.items():
         means[name], stds[name] = {}, {}
-        for section in ("unlearned", *attacks):
+        for section in [s for s in ("unlearned", *attacks, "gradients") if s in sections]:
             stats = {key: _mean_std([one["models"][name][section].get(key)
                                      for one in per_seed.values()])
                      for key in sections[section]}

@@ -2,9 +2,10 @@
 
 A method supplies only its loss: ``loss_fn(model, batches) -> (loss, logs)``, where
 ``batches`` holds one batch from each named loader (``{"train": ...}`` for plain
-fine-tuning, ``{"forget": ..., "retain": ...}`` for unlearning). Gradients are zeroed
-before ``loss_fn`` runs, so a loss may write a gradient term of its own into ``.grad``
-(Ssiuu's first-order regulariser does); the loop's backward of ``loss`` adds to it.
+fine-tuning, ``{"forget": ..., "retain": ...}`` for unlearning). A loss may also define
+``after_backward(model) -> logs``: the loop calls it after the backward of ``loss`` and
+before clipping, where it may measure that gradient and add a term of its own to ``.grad``
+(Ssiuu's regulariser does).
 The loop is seeded, shows a progress bar, logs every ``log_every`` steps, may stop early
 through ``should_stop``, and runs on CPU, one GPU or several through Hugging Face
 Accelerate.
@@ -91,6 +92,7 @@ def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossF
     result = TrainResult(steps=0, seconds=0.0)
     start = time.perf_counter()
     model.train()
+    after_backward = getattr(loss_fn, "after_backward", None)
     progress = tqdm(range(params.steps), desc=desc, disable=not accelerator.is_main_process,
                     mininterval=2.0)
     for step in progress:
@@ -98,6 +100,8 @@ def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossF
         optimizer.zero_grad(set_to_none=True)
         loss, logs = loss_fn(model, batches)
         accelerator.backward(loss)
+        if after_backward is not None:
+            logs = {**logs, **after_backward(accelerator.unwrap_model(model))}
         accelerator.clip_grad_norm_(model.parameters(), params.grad_clip)
         optimizer.step()
         scheduler.step()

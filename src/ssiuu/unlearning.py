@@ -9,7 +9,8 @@ that gets there is kept: the paper's "lowest learning rate that reaches the thre
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ssiuu.data.records import Record
 from ssiuu.errors import DataError, ParamsError
 from ssiuu.methods.objective import build_objective
 from ssiuu.metrics import evaluate_rows
-from ssiuu.models import load_saved
+from ssiuu.models import load_saved, use_eager_attention
 from ssiuu.params import StopParams, TrainParams, UnlearnParams
 from ssiuu.training import make_loader, train
 
@@ -98,6 +99,7 @@ class UnlearnOutcome:
     thresholds: dict[str, float]
     history: list[dict[str, float]]
     attempts: list[Attempt] = field(default_factory=list)
+    note: str | None = None
 
 
 class _Monitor:
@@ -136,6 +138,23 @@ class _Monitor:
                                          for metric, threshold in self.thresholds.items())
 
 
+def gradient_summary(history: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The medians over a run's steps of the base loss's gradient norm (before clipping)
+    and, for a regularised method, of the regulariser's gradient norm and its ratio to the
+    loss's (with the largest ratio), over the steps where the regulariser is active (every
+    step but the first, which has no anchor)."""
+    loss_norms = [row["loss_grad_norm"] for row in history if "loss_grad_norm" in row]
+    out = {"loss_grad_norm_median": statistics.median(loss_norms)} if loss_norms else {}
+    active = [row for row in history if "reg_grad_ratio" in row and row["step"] > 1]
+    if active:
+        ratios = [row["reg_grad_ratio"] for row in active]
+        out.update(reg_grad_norm_median=statistics.median(row["reg_grad_norm"]
+                                                          for row in active),
+                   reg_grad_ratio_median=statistics.median(ratios),
+                   reg_grad_ratio_max=max(ratios))
+    return out
+
+
 def merge_history(train_logs: list[dict[str, float]],
                   eval_logs: list[dict[str, float]]) -> list[dict[str, float]]:
     """One row per step with the training log and the evaluation scores of that step.
@@ -168,6 +187,8 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
         model.to(device)
         pad_id = tokenizer.pad_token_id
         objective = build_objective(method, params.losses, model)
+        previous_attention = (use_eager_attention(model) if objective.needs_double_backward
+                              else None)
         forget_examples = objective.prepare(model, encode_rows(tokenizer, forget, max_length),
                                             pad_id, eval_batch_size)
         loaders = {"forget": make_loader(forget_examples, train_knobs.forget_batch_size,
@@ -186,9 +207,16 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             result = train(model, loaders, objective, run, seed,
                            should_stop=monitor.check, desc=f"{method} lr={lr:g}")
             result_steps, seconds, history = result.steps, result.seconds, result.history
+        note = None
+        if previous_attention is not None:
+            model.set_attn_implementation(previous_attention)
+            note = (f"the exact regulariser gradient needs a double backward: attention ran "
+                    f"eager during unlearning ({previous_attention} has none), and the "
+                    f"model is saved with {previous_attention} again")
         attempts.append(Attempt(lr, result_steps, monitor.reached, monitor.scores, seconds))
         outcome = UnlearnOutcome(model, tokenizer, lr, result_steps, monitor.reached,
-                                 thresholds, merge_history(history, monitor.records), attempts)
+                                 thresholds, merge_history(history, monitor.records), attempts,
+                                 note)
         if monitor.reached:
             break
     assert outcome is not None

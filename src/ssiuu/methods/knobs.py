@@ -32,14 +32,18 @@ class NPOParams(GDParams):
 
 
 class RegulariserParams(_Knobs):
-    """Ssiuu's attribution regulariser: weight ``lam`` and which parameters it covers.
+    """Ssiuu's attribution regulariser: weight ``lam``, which parameters it covers, and
+    which gradient of it the step takes.
 
     ``penalised``: ``linear`` = the weights of the linear layers inside the transformer
     blocks (where the diagnosis looks); ``all`` = every trainable parameter.
+    ``grad``: ``first_order`` = the paper's App. B (``∂P/∂φ`` held constant); ``exact`` =
+    through the attribution too (a Hessian–vector product more per step, eager attention).
     """
 
     lam: float = Field(1.0e-3, ge=0)
     penalised: Literal["linear", "all"] = "linear"
+    grad: Literal["first_order", "exact"] = "first_order"
 
 
 class SsiuuParams(GDParams, RegulariserParams):

@@ -15,7 +15,7 @@ from ssiuu.methods.catalog import method_spec
 from ssiuu.methods.ga import ga_loss
 from ssiuu.methods.gd import gd_loss, retain_nll
 from ssiuu.methods.npo import REFERENCE_KEY, npo_loss, with_reference_logprobs
-from ssiuu.methods.ssiuu import AttributionRegulariser, penalised_parameters
+from ssiuu.methods.ssiuu import AttributionRegulariser, gradient_norm, penalised_parameters
 from ssiuu.params import LossesParams
 
 Batch = dict[str, torch.Tensor]
@@ -39,6 +39,11 @@ class Objective:
     def needs_retain(self) -> bool:
         """Whether batches must include a ``retain`` batch."""
         return self.alpha is not None
+
+    @property
+    def needs_double_backward(self) -> bool:
+        """Whether a step differentiates through a gradient (the exact regulariser)."""
+        return self.regulariser is not None and self.regulariser.grad_mode == "exact"
 
     def prepare(self, model: PreTrainedModel, examples: Sequence[Example], pad_id: int,
                 batch_size: int) -> Sequence[Example]:
@@ -75,8 +80,22 @@ class Objective:
             logs["retain_loss"] = float(retain.detach())
             loss = gd_loss(loss, retain, self.alpha)
         if self.regulariser is not None:
-            logs.update(self.regulariser.add_gradient(logp.exp().sum()))
+            logs.update(self.regulariser.compute_gradient(logp.exp().sum()))
         return loss, logs
+
+    def after_backward(self, model: PreTrainedModel) -> dict[str, float]:
+        """Called by the training loop after the base loss's backward, before clipping: the
+        norm of the base loss's gradient over every parameter; with the regulariser, the
+        ratio of the regulariser's gradient norm to it (when that norm is not 0), and its
+        gradient added to ``.grad``.
+        """
+        loss_norm = gradient_norm([p.grad for p in model.parameters() if p.grad is not None])
+        logs = {"loss_grad_norm": loss_norm}
+        if self.regulariser is not None:
+            if loss_norm > 0:
+                logs["reg_grad_ratio"] = self.regulariser.held_norm / loss_norm
+            self.regulariser.add_held_gradient()
+        return logs
 
 
 def build_objective(method: str, losses: LossesParams, model: PreTrainedModel) -> Objective:
@@ -88,7 +107,7 @@ def build_objective(method: str, losses: LossesParams, model: PreTrainedModel) -
     regulariser = None
     if spec.regulariser == "attribution":
         regulariser = AttributionRegulariser(penalised_parameters(model, knobs.penalised),
-                                             knobs.lam)
+                                             knobs.lam, knobs.grad)
     forget_knobs = {"beta": knobs.beta} if spec.forget == "npo" else {}
     return Objective(forget=spec.forget, alpha=knobs.alpha if spec.retain == "nll" else None,
                      regulariser=regulariser, **forget_knobs)

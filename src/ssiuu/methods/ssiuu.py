@@ -2,15 +2,25 @@
 
 Every penalised scalar parameter φ_i is a feature with attribution over the forget batch
 
-    A_t[i] = Σ_(x,y) φ_i · ∂P(y|x)/∂φ_i        (P: probability of the whole answer).
+    A_t[i] = Σ_(x,y) φ_i · g_i,   g = ∂P(y|x)/∂φ       (P: probability of the whole answer).
 
-The objective adds ``λ · Σ_{i ∈ I−} (A_{t−1}[i] − A_t[i])²`` to the base loss, where
+The objective adds ``R = λ · Σ_{i ∈ I−} (A_{t−1}[i] − A_t[i])²`` to the base loss, where
 ``I−`` holds the parameters whose attribution is negative under the current parameters
 (recomputed every step) and the anchor ``A_{t−1}`` is the previous step's attribution,
-detached; at the first step there is no anchor and the penalty is 0. The gradient is
-first order: ``g = ∂P/∂φ`` is treated as a constant, so on ``I−`` the extra gradient is
-``2λ · (A_t − A_{t−1}) · g`` and 0 elsewhere. Cost over the base loss: one backward of
-``Σ P`` on the forget batch and one parameter-sized buffer (the anchor).
+detached; at the first step there is no anchor and the penalty is 0. Two gradients of R:
+
+``first_order`` (the paper's App. B): ``g`` is held constant, so on ``I−`` the extra
+gradient is ``2λ · Δ · g`` (Δ = A_t − A_{t−1}) and 0 elsewhere. Cost over the base loss:
+one backward of ``Σ P`` and one parameter-sized buffer (the anchor).
+
+``exact``: ``g`` depends on φ too, so ``∂R/∂φ_j = 2λ (Δ_j g_j + Σ_{i ∈ I−} Δ_i φ_i H_ij)``
+with ``H`` the Hessian of ``Σ P``; autograd computes it by differentiating through the
+attribution (the first backward with ``create_graph``, then a second one: a
+Hessian–vector product). It needs an attention kernel with a double backward.
+
+The gradient is computed before the base loss's backward (it shares that loss's forward
+pass) and held; :meth:`AttributionRegulariser.add_held_gradient` adds it to ``.grad``
+after that backward, once the base loss's own gradient has been measured.
 """
 
 from __future__ import annotations
@@ -37,52 +47,82 @@ def penalised_parameters(model: nn.Module,
             if p.requires_grad]
 
 
-class AttributionRegulariser:
-    """The penalty on the growth of negative attribution, with its first-order gradient.
+GradMode = Literal["first_order", "exact"]
 
-    :meth:`add_gradient` writes the penalty's gradient into ``.grad`` of the penalised
-    parameters; the training loop then accumulates the base loss's backward on top, so
-    the step descends ``J = L_base + λ Σ_{I−} (A_{t−1} − A_t)²`` with no second backward.
+
+def gradient_norm(grads: list[torch.Tensor]) -> float:
+    """The Euclidean norm of several tensors taken together (in float64)."""
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(grad.double()) for grad in grads])))
+
+
+class AttributionRegulariser:
+    """The penalty on the growth of negative attribution, and its gradient (``grad_mode``).
+
+    Each step: :meth:`compute_gradient` on the forget batch's ``Σ P`` (before the base
+    loss's backward), then :meth:`add_held_gradient` (after it), so the step descends
+    ``J = L_base + λ Σ_{I−} (A_{t−1} − A_t)²``.
     """
 
-    def __init__(self, parameters: list[nn.Parameter], lam: float) -> None:
+    def __init__(self, parameters: list[nn.Parameter], lam: float,
+                 grad_mode: GradMode = "first_order") -> None:
         self.parameters = parameters
         self.lam = lam
+        self.grad_mode = grad_mode
         self.anchor: list[torch.Tensor] | None = None
+        self.held: list[torch.Tensor] | None = None
+        self.held_norm = 0.0
 
-    def add_gradient(self, probability_sum: torch.Tensor) -> dict[str, float]:
-        """Attribute, penalise and add ``2λ·Δ·g`` on ``I−`` to each parameter's ``.grad``.
+    def compute_gradient(self, probability_sum: torch.Tensor) -> dict[str, float]:
+        """Attribute, penalise, and hold the penalty's gradient for :meth:`add_held_gradient`.
 
         ``probability_sum`` is ``Σ P(y|x)`` over the forget batch, still attached to the
         graph of the forward pass the base loss uses (its graph is kept for that loss).
-        Returns the penalty's value, ``|I−|`` and the norm of the added gradient.
+        Returns the penalty's value, ``|I−|`` and the norm of the penalty's gradient.
         """
+        exact = self.grad_mode == "exact"
         grads = torch.autograd.grad(probability_sum, self.parameters, retain_graph=True,
-                                    allow_unused=True)
-        first = self.anchor is None
-        if first:
-            self.anchor = [torch.empty(0)] * len(self.parameters)
-        device = self.parameters[0].device
-        penalty = torch.zeros((), dtype=torch.float64, device=device)
-        grad_norm_sq = torch.zeros((), dtype=torch.float64, device=device)
-        n_negative = 0
-        for index, (param, grad) in enumerate(zip(self.parameters, grads, strict=True)):
-            if grad is None:
-                grad = torch.zeros_like(param)
-            attribution = param.detach() * grad
-            negative = attribution < 0
-            n_negative += int(negative.sum())
-            if first:
-                grad.zero_()
-            else:
-                delta = (attribution - self.anchor[index]) * negative
-                penalty += delta.double().square().sum()
-                grad.mul_(delta).mul_(2.0 * self.lam)
-                grad_norm_sq += grad.double().square().sum()
-            self.anchor[index] = attribution
+                                    create_graph=exact, allow_unused=True)
+        grads = [torch.zeros_like(param) if grad is None else grad
+                 for param, grad in zip(self.parameters, grads, strict=True)]
+        attributions = [param * grad if exact else param.detach() * grad
+                        for param, grad in zip(self.parameters, grads, strict=True)]
+        negatives = [(attribution < 0).detach() for attribution in attributions]
+        n_negative = sum(int(negative.sum()) for negative in negatives)
+        if self.anchor is None:
+            penalty = torch.zeros((), dtype=torch.float64)
+            self.held = [torch.zeros_like(param) for param in self.parameters]
+        elif exact:
+            deltas = [(attribution - anchor) * negative for attribution, anchor, negative
+                      in zip(attributions, self.anchor, negatives, strict=True)]
+            penalty = self.lam * sum(delta.square().sum() for delta in deltas)
+            self.held = list(torch.autograd.grad(penalty, self.parameters, retain_graph=True,
+                                                 allow_unused=True, materialize_grads=True))
+        else:
+            deltas = [(attribution - anchor) * negative for attribution, anchor, negative
+                      in zip(attributions, self.anchor, negatives, strict=True)]
+            penalty = self.lam * sum(delta.double().square().sum() for delta in deltas)
+            self.held = [grad.mul_(delta).mul_(2.0 * self.lam)
+                         for grad, delta in zip(grads, deltas, strict=True)]
+        self.anchor = [attribution.detach() for attribution in attributions]
+        self.held_norm = gradient_norm(self.held)
+        return {"reg": float(penalty.detach()), "n_neg": float(n_negative),
+                "reg_grad_norm": self.held_norm}
+
+    def add_held_gradient(self) -> None:
+        """Add the gradient held by :meth:`compute_gradient` to each parameter's ``.grad``
+        (averaged over the processes first when several train together: each attributed
+        its own forget batch, and the base loss's gradient is already averaged)."""
+        if self.held is None:
+            raise RuntimeError("add_held_gradient before compute_gradient")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for held in self.held:
+                torch.distributed.all_reduce(held, op=torch.distributed.ReduceOp.AVG)
+        for param, held in zip(self.parameters, self.held, strict=True):
             if param.grad is None:
-                param.grad = grad
+                param.grad = held
             else:
-                param.grad.add_(grad)
-        return {"reg": float(self.lam * penalty), "n_neg": float(n_negative),
-                "reg_grad_norm": float(grad_norm_sq.sqrt())}
+                param.grad.add_(held)
+        self.held = None
