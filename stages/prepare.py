@@ -1,6 +1,8 @@
 """Stage `prepare`: load the facts, split them by the deletion requests, validate, write."""
 
 import argparse
+import sys
+from dataclasses import asdict
 
 from ssiuu import layout
 from ssiuu.data.prepare import prepare
@@ -10,8 +12,8 @@ from ssiuu.runtime import configure, run_stage
 
 
 def main() -> None:
-    """Write data/prepared/*.jsonl, data/prepared/manifest.json (request ids and split
-    hashes: no subject names) and reports/data_validation.json."""
+    """Write data/prepared/*.jsonl, data/prepared/manifest.json (request ids, split hashes,
+    distractor changes: no subject names) and reports/data_validation.json."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
@@ -25,6 +27,7 @@ def main() -> None:
         "splits": {split: {"path": path.as_posix(), "rows": prepared.rows[split],
                            "sha256": prepared.sha256[split]}
                    for split, path in prepared.paths.items()},
+        "distractors": asdict(prepared.distractors),
     }
     layout.write_json(manifest, layout.MANIFEST)
     counts = ", ".join(f"{split}: {n} rows" for split, n in prepared.rows.items())
@@ -32,7 +35,15 @@ def main() -> None:
           f"({counts})")
     for split, n in prepared.distractors.replaced.items():
         if n:
-            print(f"{split}: replaced {n} distractor(s) that were forget-only answers")
+            why = ("not as familiar to the oracle as their answer (forget-only or not)"
+                   if split == "forget" else "forget-only answers")
+            print(f"{split}: replaced {n} distractor(s) that were {why}")
+    unmatched = prepared.distractors.unmatched.get("forget", 0)
+    if unmatched:
+        print(f"warning: {unmatched} forget fact(s) have distractors the oracle knows "
+              "better or worse than the answer (too few answers of their kind on the "
+              "answer's side): the oracle is not at chance on them by construction",
+              file=sys.stderr)
     drawn = ", ".join(f"{split}: {n}" for split, n in prepared.distractors.drawn.items() if n)
     if drawn:
         print(f"drew same-kind distractors for rows that lacked two ({drawn} rows)")

@@ -1,9 +1,16 @@
 """Distractors of the same kind, drawn from the fact's own split, never forget-only text
 outside the forget split."""
 
+import math
+import random
+import statistics
+from collections import Counter
+
 import pytest
 
 from ssiuu.data.distractors import answer_shape, complete_distractors, forget_only_answers
+from ssiuu.data.generator import generate_people_facts, generate_utility, person_names
+from ssiuu.params import GeneratorParams
 
 
 @pytest.mark.parametrize(("answer", "shape"), [
@@ -53,6 +60,76 @@ def test_the_attribute_comes_before_the_shape():
     assert set(completed["forget"][0]["distractors"]) == cities - {"Oslo"}
     # one forget employer: the other two come from the other splits' employers
     assert set(completed["forget"][3]["distractors"]) == {"Hooli", "Globex"}
+
+
+def test_a_forget_fact_s_options_are_equally_familiar_to_the_oracle():
+    splits = {"forget": [_fact("f1", "Oslo", "city", ["Pune", "Rome"]),  # forget-only answer
+                         _fact("f2", "Lima", "city", ["Kyiv", "Rome"]),  # retain has Lima
+                         _fact("f3", "Kyiv", "city"), _fact("f4", "Acme", "employer"),
+                         _fact("f5", "Doha", "city"), _fact("f6", "Riga", "city")],
+              "retain": [_fact("r1", "Pune", "city"), _fact("r2", "Lima", "city"),
+                         _fact("r3", "Rome", "city"), _fact("r4", "Bern", "city"),
+                         _fact("r5", "Hooli", "employer"), _fact("r6", "Globex", "employer")]}
+    forget_only = {"Oslo", "Kyiv", "Acme", "Doha", "Riga"}
+    assert forget_only_answers(splits) == forget_only
+    completed, changes = complete_distractors(splits, seed=0)
+    options = {row["id"]: set(row["distractors"]) for row in completed["forget"]}
+    assert options["f1"] <= forget_only - {"Oslo"} and len(options["f1"]) == 2
+    assert options["f3"] <= forget_only - {"Kyiv"} and len(options["f3"]) == 2
+    # f2's answer is one the oracle saw: Kyiv (forget-only) makes way for a seen city
+    assert "Rome" in options["f2"] and options["f2"] <= {"Rome", "Pune", "Bern"}
+    # no other employer is forget-only: Acme's come from retain, and it is counted
+    assert options["f4"] == {"Hooli", "Globex"}
+    assert changes.replaced == {"forget": 3, "retain": 0}
+    assert changes.unmatched == {"forget": 1, "retain": 0}
+
+
+def test_too_few_on_the_answer_s_side_takes_them_all_then_the_other_side():
+    splits = {"forget": [_fact("f1", "Oslo", "city"), _fact("f2", "Kyiv", "city")],
+              "retain": [_fact("r1", "Pune", "city"), _fact("r2", "Rome", "city")]}
+    completed, changes = complete_distractors(splits, seed=0)
+    first = completed["forget"][0]["distractors"]
+    assert first[0] == "Kyiv" and first[1] in {"Pune", "Rome"}
+    assert changes.unmatched["forget"] == 2
+
+
+def _frequency_oracle_mcq(splits: dict) -> float:
+    """The expected forget MCQ of a model that knows only how often each answer appears in
+    its training splits (retain, utility): it picks the most frequent option, ties at
+    random. A model that never saw the forget facts can do no better by construction."""
+    counts = Counter(row["answer"] for split in ("retain", "utility") for row in splits[split])
+    total = 0.0
+    for row in splits["forget"]:
+        options = [row["answer"], *row["distractors"]]
+        best = max(counts[option] for option in options)
+        top = [option for option in options if counts[option] == best]
+        total += (row["answer"] in top) / len(top)
+    return total / len(splits["forget"])
+
+
+@pytest.mark.parametrize(("n_people", "attributes"), [
+    (60, ["birth_city", "birth_year", "employer", "phone"]),  # the default's
+    (30, ["birth_city", "employer"]),  # the SmolLM2 profile's
+    (200, ["birth_city", "occupation"])])
+def test_the_oracle_sits_at_chance_over_many_generator_seeds(n_people, attributes):
+    before, after, unmatched, n_facts = [], [], 0, 0
+    for seed in range(40):
+        gen = GeneratorParams(seed=seed, n_people=n_people, attributes=attributes)
+        facts = generate_people_facts(gen)
+        forgotten = set(random.Random(seed).sample(person_names(seed, n_people), 10))
+        forget = [row for row in facts if row["subject"] in forgotten]
+        splits = {"forget": forget, "retain": [r for r in facts if r not in forget],
+                  "utility": generate_utility(gen)}
+        before.append(_frequency_oracle_mcq(splits))
+        completed, changes = complete_distractors(splits, seed)
+        after.append(_frequency_oracle_mcq(completed))
+        unmatched += changes.unmatched["forget"]
+        n_facts += len(forget)
+    assert unmatched / n_facts < 0.05
+    mean, spread = statistics.fmean(after), statistics.stdev(after) / math.sqrt(len(after))
+    assert abs(mean - 1 / 3) < max(3 * spread, 0.01), (mean, spread)
+    if "phone" in attributes or n_people < 100:  # forget-only answers: below chance before
+        assert statistics.fmean(before) < 1 / 3 - 0.05
 
 
 def test_non_forget_rows_never_carry_a_forget_only_answer():

@@ -9,6 +9,12 @@ knowledge only if a model that never saw the fact has no reason to prefer any of
 - they come **from the fact's own split first**: a forget fact's distractors are other
   forget answers, which the oracle never saw either; drawing them from the retain answers
   it trained on would push the oracle below chance;
+- a forget fact's answer and distractors are **equally familiar to the oracle**: all
+  answers some retain or utility row also has (the oracle trained on them), or all
+  forget-only answers (it never saw them). A given or generated distractor on the other
+  side of that line is replaced; where too few answers of the kind lie on the answer's
+  side, one from the other side is drawn and the row is counted as unmatched (the oracle
+  is then not at chance on it by construction, and the stop rule follows the oracle);
 - a non-forget row **never carries a forget-only answer** (a forget answer that no retain
   or utility row has), neither drawn here nor given by the user: such a distractor would
   write forgotten text into the retain files.
@@ -72,10 +78,13 @@ class _Pool:
 
 @dataclass(frozen=True)
 class DistractorChanges:
-    """How many rows got drawn distractors, and how many forget-only ones were replaced."""
+    """Per split: how many rows got drawn distractors, how many distractors were replaced
+    (forget-only ones outside forget; in forget, ones not as familiar to the oracle as
+    the answer), and how many forget rows could not be matched that way."""
 
     drawn: dict[str, int]
     replaced: dict[str, int]
+    unmatched: dict[str, int]
 
 
 def forget_only_answers(splits: dict[str, Sequence[Record]]) -> frozenset[str]:
@@ -87,12 +96,15 @@ def forget_only_answers(splits: dict[str, Sequence[Record]]) -> frozenset[str]:
 
 def complete_distractors(splits: dict[str, list[Record]], seed: int
                          ) -> tuple[dict[str, list[Record]], DistractorChanges]:
-    """Give every fact row two distractors of its kind; remove forget-only text elsewhere.
+    """Give every fact row two distractors of its kind; remove forget-only text elsewhere;
+    make each forget fact's options equally familiar to the oracle.
 
-    Rows that have two distractors keep them, except that a non-forget row loses every
-    distractor that is a forget-only answer. Missing ones are drawn, per kind from the most
-    specific: from the row's own split, then from every fact split the row may draw from
-    (a non-forget row: none of the forget-only answers). The draw is seeded by ``seed``
+    A non-forget row loses every distractor that is a forget-only answer; a forget row
+    every distractor on the other side of the forget-only line from its answer. Missing
+    ones are drawn, per kind from the most specific: from the row's own split, then from
+    every fact split the row may draw from (a non-forget row: none of the forget-only
+    answers; a forget row: only answers on its answer's side, and only if there are too
+    few, any answer of the kind, counted in ``unmatched``). The draw is seeded by ``seed``
     and the row's id, so it does not depend on row order. A row for which fewer than two
     answers of its kind exist keeps what it has, and validation names it.
     """
@@ -102,33 +114,53 @@ def complete_distractors(splits: dict[str, list[Record]], seed: int
     own = {split: _Pool(splits.get(split, []), forget_only if split != "forget"
                         else frozenset()) for split in FACT_SPLITS}
     completed = dict(splits)
-    drawn, replaced = {}, {}
+    drawn, replaced, unmatched = {}, {}, {}
     for split in FACT_SPLITS:
         if split not in splits:
             continue
         pools = (own[split], wide["forget" if split == "forget" else "other"])
-        rows, n_drawn, n_replaced = [], 0, 0
+        rows, n_drawn, n_replaced, n_unmatched = [], 0, 0, 0
         for row in splits[split]:
             given = list(row.get("distractors") or [])
-            kept = given if split == "forget" else [d for d in given if d not in forget_only]
+            answer = row.get("answer")
+            familiar = (None if split != "forget" or answer is None
+                        else (answer in forget_only, forget_only))
+            kept = [d for d in given if (d in forget_only) == familiar[0]] if familiar \
+                else [d for d in given if d not in forget_only]
             n_replaced += len(given) - len(kept)
-            if row.get("answer") is not None and len(set(kept)) < 2:
-                kept = _draw(row, kept, pools, seed)
+            if answer is not None and len(set(kept)) < 2:
+                kept = _draw(row, kept, pools, seed, familiar)
                 n_drawn += 1
+                n_unmatched += bool(familiar) and any(
+                    (d in forget_only) != familiar[0] for d in kept)
             rows.append({**row, "distractors": kept})
         completed[split] = rows
-        drawn[split], replaced[split] = n_drawn, n_replaced
-    return completed, DistractorChanges(drawn, replaced)
+        drawn[split], replaced[split], unmatched[split] = n_drawn, n_replaced, n_unmatched
+    return completed, DistractorChanges(drawn, replaced, unmatched)
 
 
-def _draw(row: Record, kept: list[str], pools: Sequence[_Pool], seed: int) -> list[str]:
+def _draw(row: Record, kept: list[str], pools: Sequence[_Pool], seed: int,
+          familiar: tuple[bool, frozenset[str]] | None) -> list[str]:
+    """Complete ``kept`` to two distractors of the row's kind from ``pools``, the most
+    specific kind first. With ``familiar`` (whether the answer is forget-only, and the
+    forget-only answers), only answers on the answer's side count at first; where every
+    pool has too few of them, all of those and the rest from the other side, of the same
+    kind (the kind matters more: a distractor of another kind is wrong to any model)."""
     rng = random.Random(f"distractors-{seed}-{row.get('id')}")
     chosen = list(dict.fromkeys(kept))
+
+    def matches(answer: str) -> bool:
+        return familiar is None or (answer in familiar[1]) == familiar[0]
+
     for kind in _kinds(row):
+        need, refused = 2 - len(chosen), {row["answer"], *chosen}
         for pool in pools:
-            refused = {row["answer"], *chosen}
-            candidates = pool.candidates(kind, refused)
-            need = 2 - len(chosen)
-            if len(candidates) >= need:
-                return chosen + rng.sample(candidates, need)
+            matched = [c for c in pool.candidates(kind, refused) if matches(c)]
+            if len(matched) >= need:
+                return chosen + rng.sample(matched, need)
+        candidates = pools[-1].candidates(kind, refused)
+        if len(candidates) >= need:
+            matched = [c for c in candidates if matches(c)]
+            rest = [c for c in candidates if not matches(c)]
+            return chosen + matched + rng.sample(rest, need - len(matched))
     return chosen

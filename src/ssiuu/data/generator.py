@@ -2,9 +2,12 @@
 
 Fictitious people carry private attributes (birth city, birth year, employer, ...), each
 a question/answer fact with two wrong values of the same attribute as distractors. Values
-are drawn from shared pools and distractors are values other people hold, so a model that
-never saw a person still knows every candidate and scores at chance (1/3) on the
-multiple-choice test, not below it.
+are drawn from shared pools and distractors are values other people hold. Once the facts
+are split, :func:`ssiuu.data.distractors.complete_distractors` redraws a forget fact's
+distractors where needed so that the oracle has seen its answer and its distractors
+equally (all retained values, or all forget-only ones, such as phone numbers): a model
+that never saw a person then scores at chance (1/3) on the multiple-choice test, not
+below it.
 
 Person ``k`` has the same name and values for any ``n_people > k``: they are drawn from
 per-person generators, so deletion requests stay valid when the data set grows or shrinks.
@@ -132,11 +135,11 @@ def person_names(seed: int, n_people: int) -> list[str]:
 def generate_people_facts(params: GeneratorParams) -> list[Record]:
     """Every attribute fact of every person, in person order.
 
-    Distractors are values that *other* people hold for the same attribute, so a model that
-    learned the population (but not this person) has seen every candidate as an answer and
-    scores at chance on the multiple-choice test. Values are stable per person; distractors
-    depend on the population. ``params.structure`` chooses independent values or values
-    shared through a hidden group (see :class:`GeneratorParams`).
+    Distractors are values that *other* people hold for the same attribute (the prepare
+    step makes a forget fact's options equally familiar to the oracle; see the module's
+    docstring). Values are stable per person; distractors depend on the population.
+    ``params.structure`` chooses independent values or values shared through a hidden
+    group (see :class:`GeneratorParams`).
     """
     pools = _pools(params.seed)
     draws = _value_drawers(pools)
