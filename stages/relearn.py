@@ -30,7 +30,8 @@ def _seed_summary(data: AttackData, runs: list[AttackRun]) -> dict:
         "n_injected": len(data.injected),
         **{f"peak_{key}": round(max(peak(run.curve, key) for run in runs), 4)
            for key in keys if key in runs[0].curve[0]},
-        "runs": [{"lr": run.lr,
+        "attribution_rho_min": round(min(run.attribution_rho for run in runs), 4),
+        "runs": [{"lr": run.lr, "attribution_rho": round(run.attribution_rho, 4),
                   "start": _rounded(run.curve[0]), "final": _rounded(run.curve[-1]),
                   "peak": {key: round(peak(run.curve, key), 4) for key in run.curve[0]
                            if key.startswith(("heldout_", "injected_", "forget_"))}}

@@ -1,6 +1,7 @@
 """Stage `report`: the robustness summary and the audit report.
 
-Reads every model's scores and relearning curves of every seed and whether each method
+Reads every model's scores and relearning curves of every seed, the attribution's rank
+correlation before and after each attack (``metrics/relearn``), and whether each method
 reached its unlearning stop (``metrics/unlearn``), calibrates each attack on that seed's
 oracle, and writes ``metrics/summary.json`` (one row per method, mean and standard deviation
 across seeds), the relearning-curve figures and ``reports/robustness.{md,html}``.
@@ -47,8 +48,15 @@ def main() -> None:
                               for name in names}
                      for attack in attacks}
               for seed in seeds}
+    relearn_files = {(attack, name): layout.relearn_metrics(attack, name)
+                     for attack in attacks for name in names}
+    relearn_runs = {key: layout.read_json(path) for key, path in relearn_files.items()}
+    rhos = {seed: {attack: {name: seed_record(relearn_runs[attack, name], seed,
+                                              str(relearn_files[attack, name]))
+                            .get("attribution_rho_min") for name in names}
+                   for attack in attacks} for seed in seeds}
     summary = summarise(methods, attacks, scores, curves, params.relearn.min_oracle_retain,
-                        stops)
+                        stops, rhos)
     layout.write_json(summary, layout.SUMMARY)
     for name, row in headline(summary, attacks).items():
         layout.write_json(row, layout.headline_metrics(name))

@@ -46,6 +46,8 @@ def test_lora_attack_relearns_through_adapters_and_is_seeded(tiny_facts, blank_m
     assert run.curve[-1]["injected_logprob"] > run.curve[0]["injected_logprob"] + 0.2
     [again] = run_attack(blank_model_dir, data, tiny_facts[:6], [], params, 32, seed=1)
     assert again.curve == run.curve
+    # the adapters are merged before the attribution after the attack: the same neurons
+    assert -1 <= run.attribution_rho < 1 and again.attribution_rho == run.attribution_rho
     after = load_saved(blank_model_dir)[0].state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the saved model is untouched
     full = RelearnParams.model_validate({**params.model_dump(), "train": {

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import ssiuu.attacks as attacks
 from ssiuu.attacks import attack_data, attack_kind, peak, run_attack
+from ssiuu.attribution import ArchitectureError, linear_sites, net_attribution, rank_correlation
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.generator import generate_benign
 from ssiuu.errors import DataError
 from ssiuu.metrics import aggregate, evaluate_rows, oracle_gap, recovery, score_rows
+from ssiuu.models import save_model
 from ssiuu.params import GeneratorParams, RelearnParams
 
 
@@ -116,6 +119,29 @@ def test_each_learning_rate_restarts_from_the_saved_model(tiny_facts, blank_mode
     assert runs[0].curve[0] == runs[1].curve[0]
     assert runs[1].curve[-1]["injected_logprob"] > runs[0].curve[-1]["injected_logprob"]
     assert "utility_acc" in runs[0].curve[0] and "utility_acc" not in runs[0].curve[1]
+
+
+def test_each_run_gives_the_rank_correlation_of_the_attribution_before_and_after(
+        tiny_facts, trained_tiny, tmp_path):
+    model, tokenizer, _ = trained_tiny
+    save_model(model, tokenizer, tmp_path / "model")
+    data = attack_data("harmful_50", _forget(tiny_facts), [], seed=0)
+    gentle, strong = run_attack(tmp_path / "model", data, tiny_facts[:6], [],
+                                _relearn(lrs=(1e-6, 5e-2), steps=6, eval_every=3), 32)
+    examples = encode_rows(tokenizer, [*data.heldout, *data.injected], 32)
+    before = net_attribution(model, examples, tokenizer.pad_token_id)
+    assert before.shape == (sum(site.width for site, _ in linear_sites(model)),)
+    assert gentle.attribution_rho > 0.99  # lr 1e-6 for 6 steps moves nothing
+    assert strong.attribution_rho < gentle.attribution_rho - 0.05
+
+
+def test_rank_correlation_is_spearman_s():
+    before = torch.tensor([0.1, -2.0, 3.0, 0.5])
+    assert rank_correlation(before, before * 10 + 1) == pytest.approx(1.0)
+    assert rank_correlation(before, -before) == pytest.approx(-1.0)
+    assert rank_correlation(before, torch.tensor([1.0, 2.0, 4.0, 3.0])) == pytest.approx(0.8)
+    with pytest.raises(ArchitectureError, match="not the same neurons"):
+        rank_correlation(before, before[:3])
 
 
 def test_subset_scores_match_evaluation_of_the_subset(tiny_facts, trained_tiny):

@@ -20,6 +20,7 @@ from ssiuu.attribution import (
     attribution_shift,
     linear_sites,
     most_hiding_site,
+    net_attribution,
     neuron_attribution,
 )
 from ssiuu.data.encoding import IGNORE, collate
@@ -192,6 +193,11 @@ def test_neuron_attribution_summarises_max_and_min_over_answer_positions(tmp_pat
     result.save(tmp_path / "a.pt")
     again = NeuronAttribution.load(tmp_path / "a.pt")
     assert torch.equal(again.maxima, result.maxima) and again.sites == result.sites
+    frozen = neuron_attribution(model.requires_grad_(False), examples, pad_id=0, batch_size=2)
+    assert torch.allclose(frozen.maxima, result.maxima) and torch.allclose(frozen.minima,
+                                                                         result.minima)
+    net = net_attribution(model, examples, pad_id=0, batch_size=2)
+    assert torch.allclose(net, (result.maxima + result.minima).mean(dim=0))
 
 
 def test_d_plus_and_d_minus_on_hand_computed_values():

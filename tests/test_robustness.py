@@ -292,3 +292,21 @@ def test_the_report_shows_each_regulariser_s_strength_next_to_its_lambda():
     assert "| ssiuu | gd | 0.001 | exact | 0.002 ± 0.001 | 0.007 ± 0.004 | 3 ± 1 |" in text
     assert "## The regulariser's strength" not in robustness_markdown(
         summary, ["gd", "ssiuu"], ["harmful_30"], {})
+
+
+def test_the_attribution_s_rank_correlation_under_each_attack_is_summarised_and_shown():
+    curves = {seed: {"harmful_30": {"base": BASE, "oracle": ORACLE, "gd": HIDER}}
+              for seed in (0, 1)}
+    scores = {seed: SCORES for seed in (0, 1)}
+    stops = {seed: {"gd": REACHED} for seed in (0, 1)}
+    rhos = {0: {"harmful_30": {"base": 0.9, "oracle": 0.8, "gd": 0.7}},
+            1: {"harmful_30": {"base": 0.9, "oracle": 0.6, "gd": 0.5}}}
+    summary = summarise(["gd"], ["harmful_30"], scores, curves, 0.9, stops, rhos)
+    assert summary["models"]["gd"]["harmful_30"]["attribution_rho"] == 0.6
+    assert summary["std"]["oracle"]["harmful_30"]["attribution_rho"] == pytest.approx(0.1414)
+    assert summary["per_seed"]["1"]["gd"]["harmful_30"]["attribution_rho"] == 0.5
+    text = robustness_markdown(summary, ["gd"], ["harmful_30"], {})
+    row = next(line for line in text.splitlines() if line.startswith("| gd |")
+               and "0.60 ± 0.14 |" in line)
+    assert row.endswith("| 0.60 ± 0.14 |")
+    assert "**attribution ρ**" in text

@@ -12,7 +12,8 @@ Two attacks, as the paper runs them:
 Every attack runs once per learning rate (its strengths), through the one training loop,
 and scores the model at step 0, every ``eval_every`` steps and at the last step. The
 paper reports the *highest* forget score reached while retraining, not only the last:
-:func:`peak` gives it.
+:func:`peak` gives it. Each run also compares the forget set's neuron attribution before
+and after the attack (Spearman's ρ, :func:`ssiuu.attribution.rank_correlation`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ssiuu.adapters import with_lora
+from ssiuu.attribution import net_attribution, rank_correlation
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.records import Record
 from ssiuu.errors import DataError
@@ -98,11 +100,13 @@ def attack_data(name: str, forget: Sequence[Record], benign: Sequence[Record],
 
 @dataclass
 class AttackRun:
-    """One strength of an attack: its learning rate and the scores along the way."""
+    """One strength of an attack: its learning rate, the scores along the way, and
+    Spearman's ρ between the forget set's neuron attribution before and after it."""
 
     lr: float
     curve: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    attribution_rho: float | None = None
 
 
 class _Curve:
@@ -157,13 +161,19 @@ def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record]
     AdamW, constant lr, batch order fixed by ``seed``; the whole model, or LoRA adapters
     when ``params.train.lora`` is set) and records the curve of the
     held-out forget facts, the injected ones, the whole forget set and retain along the
-    way; utility at the start and end.
+    way; utility at the start and end; and the rank correlation of the forget set's net
+    neuron attribution (:func:`~ssiuu.attribution.net_attribution`) before and after (LoRA
+    adapters merged into the weights first).
     """
     knobs = params.train
     runs = []
+    before = None
     for lr in knobs.lrs:
         model, tokenizer = load_saved(model_dir)
         model.to(device)
+        forget = encode_rows(tokenizer, [*data.heldout, *data.injected], max_length)
+        if before is None:
+            before = net_attribution(model, forget, tokenizer.pad_token_id, eval_batch_size)
         if knobs.lora is not None:
             model = with_lora(model, knobs.lora, seed)
         examples = encode_rows(tokenizer, data.train, max_length)
@@ -182,7 +192,11 @@ def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record]
         for point in curve.points:
             if int(point["step"]) in losses:
                 point["train_nll"] = losses[int(point["step"])]
-        runs.append(AttackRun(lr, curve.points, time.perf_counter() - start))
+        seconds = time.perf_counter() - start
+        if knobs.lora is not None:
+            model = model.merge_and_unload()
+        after = net_attribution(model, forget, tokenizer.pad_token_id, eval_batch_size)
+        runs.append(AttackRun(lr, curve.points, seconds, rank_correlation(before, after)))
     return runs
 
 

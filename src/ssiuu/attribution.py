@@ -17,6 +17,11 @@ Comparing the base model θ with an unlearned θ' over the forget set:
   influence, the knowledge *erased*;
 - ``D−[i] = mean_n( min_k A_θ − min_k A_θ' )`` clipped at 0: grown negative influence,
   the knowledge *hidden* behind spurious unlearning neurons.
+
+Under a relearning attack, :func:`net_attribution` (per neuron, ``mean_n(max_k A +
+min_k A)``) before and after the attack, compared by Spearman's ρ
+(:func:`rank_correlation`), says whether the forget set's attribution moved: the paper's
+attribution-stability view of whether knowledge came back.
 """
 
 from __future__ import annotations
@@ -128,6 +133,8 @@ def attribute_batch(model: PreTrainedModel, batch: dict[str, torch.Tensor],
             if outputs[index] is not None:
                 raise ArchitectureError(f"{path} runs more than once per forward pass; its "
                                         "neurons cannot be attributed one-to-one")
+            if not output.requires_grad:  # frozen weights: track from here on
+                output.requires_grad_()
             outputs[index] = output
         return keep
 
@@ -228,3 +235,22 @@ def attribution_shift(base: NeuronAttribution, unlearned: NeuronAttribution) -> 
     d_plus = (base.maxima - unlearned.maxima.clamp(min=0)).mean(dim=0).clamp(min=0)
     d_minus = (base.minima - unlearned.minima).mean(dim=0).clamp(min=0)
     return Shift(d_plus, d_minus, base.sites)
+
+
+def net_attribution(model: PreTrainedModel, examples: Sequence[Example], pad_id: int,
+                    batch_size: int = 32) -> torch.Tensor:
+    """Each neuron's net influence on the examples' answers: ``mean_n(max_k A + min_k A)``
+    (the sum of its strongest positive and strongest negative attribution per example,
+    averaged over the examples), from :func:`neuron_attribution`."""
+    attribution = neuron_attribution(model, examples, pad_id, batch_size)
+    return (attribution.maxima + attribution.minima).mean(dim=0)
+
+
+def rank_correlation(before: torch.Tensor, after: torch.Tensor) -> float:
+    """Spearman's ρ between two attributions of the same neurons (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    if before.shape != after.shape:
+        raise ArchitectureError(f"attributions differ in shape ({tuple(before.shape)} vs "
+                                f"{tuple(after.shape)}): not the same neurons")
+    return float(spearmanr(before.double().numpy(), after.double().numpy()).statistic)
