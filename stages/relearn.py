@@ -42,7 +42,8 @@ def _seed_summary(data: AttackData, runs: list[AttackRun]) -> dict:
 
 def main() -> None:
     """Write metrics/relearn/<attack>/<model>.json,
-    plots/relearn/<attack>/<model>/seed_<s>_lr_<lr>.csv and the attacked models'
+    plots/relearn/<attack>/<model>/seed_<s>_lr_<lr>.csv,
+    metrics/relearn_facts/<attack>/<model>/seed_<s>.json and the attacked models'
     provenance, models/attacked/<attack>/<model>/seed_<s>/provenance.json (weights are
     scored in memory and not kept)."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -68,6 +69,9 @@ def main() -> None:
         per_seed[seed] = _seed_summary(data, runs)
         for run in runs:
             write_rows(layout.relearning_curve(args.attack, args.model, seed, run.lr), run.curve)
+        layout.write_json({"runs": [{"lr": run.lr, "points": run.heldout_facts}
+                                    for run in runs]},
+                          layout.relearning_facts(args.attack, args.model, seed))
         write_provenance(provenance_of(
             "attacked", seed, model_source=params.model.name,
             splits=("forget", "retain", "utility", "benign"),

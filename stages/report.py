@@ -1,8 +1,10 @@
 """Stage `report`: the robustness summary and the audit report.
 
 Reads every model's scores and relearning curves of every seed, the attribution's rank
-correlation before and after each attack (``metrics/relearn``), and whether each method
-reached its unlearning stop (``metrics/unlearn``), calibrates each attack on that seed's
+correlation before and after each attack (``metrics/relearn``), each held-out fact's scores
+under attack (``metrics/relearn_facts``, for the paired comparison of each regularised
+method with its base method), and whether each method reached its unlearning stop
+(``metrics/unlearn``), calibrates each attack on that seed's
 oracle, and writes ``metrics/summary.json`` (one row per method, mean and standard deviation
 across seeds), the relearning-curve figures and ``reports/robustness.{md,html}``.
 """
@@ -12,6 +14,7 @@ import os
 
 from ssiuu import layout
 from ssiuu.methods.catalog import regularised_pairs
+from ssiuu.paired import compare_pairs
 from ssiuu.params import load_params
 from ssiuu.report import (
     plot_regulariser_ratio,
@@ -57,6 +60,13 @@ def main() -> None:
                    for attack in attacks} for seed in seeds}
     summary = summarise(methods, attacks, scores, curves, params.relearn.min_oracle_retain,
                         stops, rhos)
+    pairs = {m: base for m, base in regularised_pairs().items()
+             if m in methods and base in methods}
+    facts = {seed: {attack: {name: layout.read_json(layout.relearning_facts(attack, name,
+                                                                            seed))["runs"]
+                             for name in [*pairs, *pairs.values()]}
+                    for attack in attacks} for seed in seeds}
+    summary["paired"] = compare_pairs(pairs, attacks, facts, summary["calibration"])
     layout.write_json(summary, layout.SUMMARY)
     for name, row in headline(summary, attacks).items():
         layout.write_json(row, layout.headline_metrics(name))

@@ -133,6 +133,14 @@ def test_each_run_gives_the_rank_correlation_of_the_attribution_before_and_after
     assert before.shape == (sum(site.width for site, _ in linear_sites(model)),)
     assert gentle.attribution_rho > 0.99  # lr 1e-6 for 6 steps moves nothing
     assert strong.attribution_rho < gentle.attribution_rho - 0.05
+    # each held-out fact's scores per scored step: their means are the curve's
+    heldout_ids = sorted(row["id"] for row in data.heldout)
+    for point, facts in zip(strong.curve, strong.heldout_facts, strict=True):
+        assert facts["step"] == point["step"] and sorted(facts["logprob"]) == heldout_ids
+        assert sum(facts["mcq"].values()) / len(facts["mcq"]) == pytest.approx(
+            point["heldout_mcq"])
+        assert sum(facts["logprob"].values()) / len(heldout_ids) == pytest.approx(
+            point["heldout_logprob"])
 
 
 def test_rank_correlation_is_spearman_s():

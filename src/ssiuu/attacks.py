@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -100,13 +101,16 @@ def attack_data(name: str, forget: Sequence[Record], benign: Sequence[Record],
 
 @dataclass
 class AttackRun:
-    """One strength of an attack: its learning rate, the scores along the way, and
-    Spearman's ρ between the forget set's neuron attribution before and after it."""
+    """One strength of an attack: its learning rate, the scores along the way, Spearman's
+    ρ between the forget set's neuron attribution before and after it, and each held-out
+    fact's scores at each scored step (``{"step", "mcq": {id: 0|1}, "logprob": {id: …}}``,
+    what the paired comparison of two methods resamples)."""
 
     lr: float
     curve: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     attribution_rho: float | None = None
+    heldout_facts: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Curve:
@@ -125,6 +129,7 @@ class _Curve:
         self.eval_every, self.last_step = eval_every, last_step
         self.max_length, self.batch_size = max_length, batch_size
         self.points: list[dict[str, float]] = []
+        self.heldout_facts: list[dict[str, Any]] = []
 
     def _score(self, model: PreTrainedModel, rows: Sequence[Record],
                multiple_choice: bool) -> list[FactScore]:
@@ -139,6 +144,9 @@ class _Curve:
         n_heldout = len(self.data.heldout)
         subsets = {"heldout": scores[:n_heldout], "injected": scores[n_heldout:],
                    "forget": scores}
+        self.heldout_facts.append({
+            "step": step, "logprob": {s.id: s.logprob for s in subsets["heldout"]},
+            "mcq": {s.id: int(s.mcq) for s in subsets["heldout"] if s.mcq is not None}})
         subsets["retain"] = self._score(model, self.retain, False)
         if step in (0, self.last_step):
             subsets["utility"] = self._score(model, self.utility, False)
@@ -196,7 +204,8 @@ def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record]
         if knobs.lora is not None:
             model = model.merge_and_unload()
         after = net_attribution(model, forget, tokenizer.pad_token_id, eval_batch_size)
-        runs.append(AttackRun(lr, curve.points, seconds, rank_correlation(before, after)))
+        runs.append(AttackRun(lr, curve.points, seconds, rank_correlation(before, after),
+                              curve.heldout_facts))
     return runs
 
 

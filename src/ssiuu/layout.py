@@ -102,6 +102,12 @@ def diagnosis_sites(method: str) -> Path:
     return Path("plots/diagnose_sites") / f"{method}.csv"
 
 
+def relearning_facts(attack: str, name: str, seed: int) -> Path:
+    """Each held-out fact's scores per step and strength of model ``name`` (seed ``seed``)
+    under ``attack``: what the paired comparison resamples."""
+    return Path("metrics/relearn_facts") / attack / name / f"seed_{seed}.json"
+
+
 def relearning_curve(attack: str, name: str, seed: int, lr: float) -> Path:
     """Scores per step of model ``name`` (seed ``seed``) under ``attack`` at ``lr``."""
     return Path("plots/relearn") / attack / name / f"seed_{seed}_lr_{lr:g}.csv"

@@ -1,0 +1,139 @@
+"""Paired comparison of a regularised method with its base method under one attack.
+
+Ssiuu and the method it regularises start from the same base model and face the same
+injected facts in each seed, so their held-out peaks are compared pair by pair rather than
+as two independent means. For one score (``mcq`` or ``logprob``):
+
+- a method's **held-out peak** in one seed is the highest mean over the held-out facts at
+  any counted step (after step 0) of any counted strength, as in :mod:`ssiuu.robustness`;
+- the **difference** is regularised − base, averaged over seeds;
+- its **95% interval** is a percentile bootstrap over seeds and facts: seeds are drawn with
+  replacement, then the held-out facts within each drawn seed, the same draw for both
+  methods (the pairing), and both peaks are recomputed on the draw;
+- the **smallest detectable difference** is ``(z_0.975 + z_0.8) ×`` the bootstrap standard
+  error: the difference a two-sided 5% test would find four times out of five here.
+
+The verdict is ``lower`` or ``higher`` when the interval excludes 0, else ``no difference
+detected``. For the held-out peak lower is better: less came back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+DETECTABLE_Z = 1.959964 + 0.841621  # two-sided 5% test, 80% power
+N_BOOTSTRAP = 2000
+PAIRED_SCORES = ("mcq", "logprob")
+
+# Per seed: the held-out fact ids and a [counted points × facts] matrix of one score.
+Scores = tuple[list[str], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Regularised − base held-out peak over seeds, its 95% bootstrap interval, the smallest
+    difference detectable here, and how many seeds and held-out facts it rests on."""
+
+    difference: float
+    low: float
+    high: float
+    detectable: float
+    n_seeds: int
+    n_facts: int
+
+    @property
+    def verdict(self) -> str:
+        """``lower``, ``higher`` or ``no difference detected``."""
+        if self.high < 0:
+            return "lower"
+        if self.low > 0:
+            return "higher"
+        return "no difference detected"
+
+    def as_record(self) -> dict[str, Any]:
+        """The fields rounded to 4 decimals, with the verdict."""
+        return {**{key: round(value, 4) if isinstance(value, float) else value
+                   for key, value in asdict(self).items()}, "verdict": self.verdict}
+
+
+def score_matrix(runs: Sequence[Mapping[str, Any]], window: Mapping[float, int],
+                 score: str) -> Scores | None:
+    """One model's held-out ``score`` per fact at every counted point of every strength.
+
+    ``runs`` is one seed's ``metrics/relearn_facts`` record (``[{"lr", "points": [{"step",
+    score: {id: value}}]}]``), ``window`` the counted steps per learning rate. ``None``
+    when no point counts or no fact has the score."""
+    points = [point[score] for run in runs for point in run["points"]
+              if 0 < point["step"] <= window.get(run["lr"], 0) and point.get(score)]
+    if not points:
+        return None
+    ids = sorted(points[0])
+    return ids, np.array([[point[fact] for fact in ids] for point in points], dtype=float)
+
+
+def _peak(matrix: np.ndarray, facts: np.ndarray) -> float:
+    return float(matrix[:, facts].mean(axis=1).max())
+
+
+def paired_difference(regularised: Mapping[int, Scores], base: Mapping[int, Scores],
+                      n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> PairedDifference:
+    """The paired difference of held-out peaks over the seeds both mappings hold (the
+    same fact ids per seed in both), with its bootstrap interval (seeded by ``seed``)."""
+    seeds = sorted(regularised)
+    if not seeds or sorted(base) != seeds:
+        raise ValueError(f"paired seeds differ: {sorted(regularised)} vs {sorted(base)}")
+    for one in seeds:
+        if regularised[one][0] != base[one][0]:
+            raise ValueError(f"seed {one}: the two methods were judged on different facts")
+    pairs = [(regularised[one][1], base[one][1]) for one in seeds]
+
+    def difference(draw: Sequence[tuple[int, np.ndarray]]) -> float:
+        return float(np.mean([_peak(pairs[index][0], facts) - _peak(pairs[index][1], facts)
+                              for index, facts in draw]))
+
+    everything = [(index, np.arange(matrix.shape[1])) for index, (matrix, _) in enumerate(pairs)]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_bootstrap):
+        chosen = rng.integers(0, len(pairs), len(pairs))
+        draws.append(difference([(index, rng.integers(0, pairs[index][0].shape[1],
+                                                      pairs[index][0].shape[1]))
+                                 for index in chosen]))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return PairedDifference(difference(everything), float(low), float(high),
+                            DETECTABLE_Z * float(np.std(draws, ddof=1)), len(seeds),
+                            sum(matrix.shape[1] for matrix, _ in pairs))
+
+
+def compare_pairs(pairs: Mapping[str, str], attacks: Sequence[str],
+                  facts: Mapping[int, Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]],
+                  calibration: Mapping[str, Sequence[Mapping[str, Any]]]
+                  ) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """Every pair (``{regularised: base}``) under every attack, per paired score:
+    ``{attack: {"<regularised>-<base>": {score: record}}}``.
+
+    ``facts[seed][attack][model]`` is that seed's ``metrics/relearn_facts`` record;
+    ``calibration`` the summary's (counted steps per strength and seed). A score with no
+    counted point in some seed is left out."""
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for attack in attacks:
+        windows = {int(seed): {entry["lr"]: entry["counted_steps"][seed]
+                               for entry in calibration[attack]}
+                   for seed in calibration[attack][0]["counted_steps"]}
+        out[attack] = {}
+        for regularised, base in pairs.items():
+            records = {}
+            for score in PAIRED_SCORES:
+                matrices = {name: {seed: score_matrix(facts[seed][attack][name],
+                                                      windows[seed], score)
+                                   for seed in facts} for name in (regularised, base)}
+                if any(m is None for per_seed in matrices.values() for m in per_seed.values()):
+                    continue
+                records[score] = paired_difference(matrices[regularised],
+                                                   matrices[base]).as_record()
+            out[attack][f"{regularised}-{base}"] = records
+    return out
