@@ -48,6 +48,9 @@ def test_shipped_params_and_profiles_are_valid(tmp_path):
     (("unlearn", "stop", "thresholds"), {"acc": "chance"}, "defined for metric 'mcq' only"),
     (("unlearn", "stop", "thresholds"), {"rouge": 0.2}, "unlearn.stop.thresholds.rouge"),
     (("seeds",), [0, 1, 0], "seeds: Value error, must not repeat"),
+    (("tuning", "lams"), [0.0], "tuning.lams.0: Input should be greater than 0"),
+    (("tuning", "modes"), ["second_order"], "tuning.modes.0: Input should be 'first_order'"),
+    (("tuning", "seeds"), [100, 100], "tuning.seeds: Value error, must not repeat"),
     (("seeds",), [], "seeds: List should have at least 1 item"),
     (("seeds",), [-1], "seeds.0: Input should be greater than or equal to 0"),
     (("base", "seed"), 1, "base.seed: unknown parameter"),  # seeds are one list now

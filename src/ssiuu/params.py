@@ -379,6 +379,25 @@ class FlowsParams(_Strict):
     timezone: Annotated[str, AfterValidator(_known_timezone)] = "UTC"
 
 
+class TuningParams(_Strict):
+    """How ``flows/tune.py`` chooses a regularised method's λ (docs/method.md); no DVC stage
+    reads it.
+
+    ``seeds``: the tuning seeds, which must not be among ``seeds`` (the report's: it never
+    selects anything); ``lams``: the grid, per gradient mode of ``modes``;
+    ``retain_tolerance``: how far below its base method's retain accuracy after unlearning
+    an admissible point may lie.
+    """
+
+    seeds: NoRepeats[list[Annotated[int, Field(ge=0)]]] = Field(
+        default_factory=lambda: [100, 101], min_length=1)
+    lams: NoRepeats[list[Annotated[float, Field(gt=0)]]] = Field(
+        default_factory=lambda: [1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1, 1.0], min_length=1)
+    modes: NoRepeats[list[Literal["first_order", "exact"]]] = Field(
+        default_factory=lambda: ["first_order", "exact"], min_length=1)
+    retain_tolerance: float = Field(0.02, ge=0)
+
+
 class RuntimeParams(_Strict):
     """Execution settings that do not change results."""
 
@@ -404,6 +423,7 @@ class Params(_Strict):
     relearn: RelearnParams
     registry: RegistryParams = RegistryParams()
     flows: FlowsParams = FlowsParams()
+    tuning: TuningParams = TuningParams()
     runtime: RuntimeParams = RuntimeParams()
 
     @model_validator(mode="after")

@@ -1,0 +1,105 @@
+"""Choosing a regularised method's λ on tuning seeds, one choice per gradient mode.
+
+The criterion (docs/method.md): among the grid's points of one mode where the method
+reached its unlearning stop in every tuning seed and kept its retain accuracy after
+unlearning within ``tolerance`` of its base method's (both means over the tuning seeds),
+choose the λ with the lowest worst-case held-out oracle gap (MCQ) over the attacks; a tie
+goes to the smaller λ. A mode with no admissible point has no choice. The reported seeds
+never enter: the tuning seeds are disjoint from them (``flows/tune.py`` refuses overlap).
+
+A grid point is one row of the sweep's results table (``flows/sweep.py``): the swept
+params and every metric of ``metrics/headline/<model>.json`` as ``file:key``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+def _headline(name: str, key: str) -> str:
+    return f"metrics/headline/{name}.json:{key}"
+
+
+@dataclass(frozen=True)
+class TuningPoint:
+    """One grid point's λ, mode, the scores the criterion reads, and why it is not
+    admissible (``None`` when it is)."""
+
+    lam: float
+    grad: str
+    retain: float
+    base_retain: float
+    worst_gap: float
+    worst_attack: str
+    reached_seeds: int
+    excluded: str | None
+
+    @property
+    def admissible(self) -> bool:
+        """Whether the point may be chosen."""
+        return self.excluded is None
+
+
+def tuning_points(rows: Sequence[Mapping[str, Any]], method: str, base: str,
+                  attacks: Sequence[str], n_seeds: int, tolerance: float) -> list[TuningPoint]:
+    """Each row of the sweep as a :class:`TuningPoint` of ``method`` against ``base``.
+
+    Raises :class:`KeyError` naming a metric a row lacks (the experiment did not reach
+    ``report``, which writes ``metrics/headline``)."""
+    points = []
+    for row in rows:
+        def metric(name: str, key: str, row: Mapping[str, Any] = row) -> Any:
+            column = _headline(name, key)
+            if row.get(column) is None:
+                raise KeyError(f"experiment {row.get('experiment')}: no {column} (run the "
+                               "sweep to the report stage)")
+            return row[column]
+
+        gaps = {attack: metric(method, f"{attack}_oracle_gap_mcq") for attack in attacks}
+        worst = max(gaps, key=gaps.__getitem__)
+        retain, base_retain = metric(method, "retain_acc"), metric(base, "retain_acc")
+        reached = int(metric(method, "stop_reached_seeds"))
+        excluded = None
+        if reached < n_seeds:
+            excluded = f"reached its unlearning stop in {reached} of {n_seeds} seeds"
+        elif retain < base_retain - tolerance:
+            excluded = (f"retain {retain:.3f} below {base}'s {base_retain:.3f} by more than "
+                        f"{tolerance:g}")
+        points.append(TuningPoint(float(row[f"unlearn.losses.{method}.lam"]),
+                                  str(row[f"unlearn.losses.{method}.grad"]), float(retain),
+                                  float(base_retain), float(gaps[worst]), worst, reached,
+                                  excluded))
+    return points
+
+
+def choose(points: Sequence[TuningPoint]) -> dict[str, TuningPoint | None]:
+    """Per mode: the admissible point with the lowest worst-case gap (the smaller λ on a
+    tie), or ``None`` when no point of that mode is admissible."""
+    modes = dict.fromkeys(point.grad for point in points)
+    chosen: dict[str, TuningPoint | None] = {}
+    for mode in modes:
+        admissible = [p for p in points if p.grad == mode and p.admissible]
+        chosen[mode] = min(admissible, key=lambda p: (p.worst_gap, p.lam), default=None)
+    return chosen
+
+
+def tuning_table(points: Sequence[TuningPoint], chosen: Mapping[str, TuningPoint | None],
+                 method: str, base: str) -> str:
+    """The grid as a Markdown table (mode, λ, retain against the base method's, worst gap
+    and its attack, admissibility), the chosen point of each mode in bold, then one line
+    per mode saying what was chosen."""
+    lines = [f"| mode | λ | {method} retain | {base} retain | worst oracle gap (MCQ) | "
+             "attack | admissible |", "|---|---|---|---|---|---|---|"]
+    for point in sorted(points, key=lambda p: (p.grad, p.lam)):
+        mark = "**" if chosen.get(point.grad) is point else ""
+        lines.append(f"| {point.grad} | {mark}{point.lam:g}{mark} | {point.retain:.3f} | "
+                     f"{point.base_retain:.3f} | {point.worst_gap:+.3f} | {point.worst_attack}"
+                     f" | {'yes' if point.admissible else 'no: ' + point.excluded} |")
+    lines.append("")
+    for mode, point in chosen.items():
+        lines.append(f"- {mode}: " + (f"λ = {point.lam:g} (worst-case gap {point.worst_gap:+.3f}"
+                                      f" under {point.worst_attack})" if point else
+                                      "no admissible λ in the grid"))
+    return "\n".join(lines) + "\n"
