@@ -181,7 +181,7 @@ def test_the_logged_report_renders_with_every_figure_away_from_the_workspace(tin
     assert len(logged) >= VERSIONS  # one per version's run
     opened = Path(shutil.copy(logged[0], tmp_path / "robustness.html"))
     figures = opened.read_text().count("<img")
-    assert figures == 3
+    assert figures == 4  # relearning MCQ and log-prob, attribution shift, regulariser ratio
     assert loaded_images(opened, tmp_path) == [True] * figures
 
 
@@ -289,7 +289,14 @@ def test_every_method_unlearns_to_the_threshold_and_keeps_retain(tiny_repo):
                                         > mean["d_plus_top100"] else "erasing")
     regularised = (tiny_repo / "plots" / "unlearn" / "ssiuu" / "seed_0.csv"
                    ).read_text().splitlines()
-    assert "reg" in regularised[0].split(",") and "n_neg" in regularised[0].split(",")
+    assert {"reg", "n_neg", "reg_grad_norm", "loss_grad_norm", "reg_grad_ratio"} <= set(
+        regularised[0].split(","))
+    for method in ("ssiuu", "ssiuu_npo"):
+        for seed, run in _metrics(tiny_repo, f"unlearn/{method}")["seeds"].items():
+            if run["steps"] > 1:  # the regulariser is active from the second step
+                assert run["reg_grad_ratio_median"] > 0, (method, seed)
+                assert run["reg_grad_ratio_max"] >= run["reg_grad_ratio_median"]
+    assert "reg_grad_ratio_median" not in _metrics(tiny_repo, "unlearn/gd")["seeds"]["0"]
     for image in ("spurious_curves.png", "spurious_heatmap.png"):
         assert (tiny_repo / "plots" / image).read_bytes()[:4] == b"\x89PNG"
 
@@ -323,6 +330,13 @@ def test_every_model_is_attacked_and_the_oracle_relearns_only_what_it_is_shown(t
                     assert all("retain_acc" in p and "heldout_mcq" in p for p in curve)
                 assert result["peak_heldout_acc"] == pytest.approx(
                     max(p["heldout_acc"] for curve in curves for p in curve[1:]), abs=1e-4)
+                assert -1 <= result["attribution_rho_min"] <= 1
+                assert result["attribution_rho_min"] == min(
+                    run["attribution_rho"] for run in result["runs"])
+                facts = json.loads((tiny_repo / "metrics" / "relearn_facts" / attack / model
+                                    / f"seed_{seed}.json").read_text())["runs"]
+                assert [len(run["points"]) for run in facts] == [5, 5]
+                assert len(facts[0]["points"][0]["logprob"]) == result["n_heldout"]
                 if attack == "harmful_30":
                     assert (result["n_injected"], result["n_heldout"]) == (6, 14)
                     assert set(result["injected_ids"]) <= {r["id"] for r in forget}
@@ -360,8 +374,17 @@ def test_report_calibrates_on_each_seeds_oracle_and_summarises_every_method(tiny
                 gaps.append(gap)
             assert summary["models"][method][attack]["oracle_gap_mcq"] == pytest.approx(
                 sum(gaps) / 2, abs=1e-4)
+    for attack in ("harmful_30", "benign"):
+        assert set(summary["paired"][attack]) == {"ssiuu-gd", "ssiuu_npo-npo"}
+        for scores in summary["paired"][attack].values():
+            for record in scores.values():
+                assert record["low"] <= record["difference"] <= record["high"]
+                assert record["n_seeds"] == 2
+        assert summary["models"]["ssiuu"][attack]["attribution_rho"] is not None
     report = (tiny_repo / "reports" / "robustness.md").read_text()
     assert all(f"| {method} |" in report for method in METHODS)
+    assert "## The regulariser's strength" in report and "| ssiuu | gd | 0.001 |" in report
+    assert "## Each regularised method against its base method, paired" in report
     assert "Seeds: 0, 1;" in report and " ± " in report
     assert "<table>" in (tiny_repo / "reports" / "robustness.html").read_text()
     for image in ("relearning_heldout_mcq.png", "relearning_heldout_logprob.png"):
