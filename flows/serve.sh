@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make serve`: a local Prefect server on 127.0.0.1:4200 (its state in .prefect/), the
 # ssiuu-local process work pool, the deployments of prefect.yaml and a worker in the
-# foreground. Ctrl-C stops the worker, then the server.
+# foreground. Ctrl-C stops the worker, then the server (a second Ctrl-C kills a worker that
+# lingers: Prefect 3.8's worker does not always exit on the first).
 set -euo pipefail
 set -m                     # job control: Ctrl-C reaches the foreground worker, not the server
 cd "$(dirname "$0")/.."    # the project root: `prefect deploy` records it ({{ $PWD }})
