@@ -81,6 +81,10 @@ def test_pairs_are_compared_per_attack_and_score_and_reported():
     text = "\n".join(_paired_lines(summary, ["harmful_30"]))
     assert "| harmful_30 | ssiuu − gd | held-out mcq peak | -1.00 | [-1.00, -1.00] |" in text
     assert PairedDifference(0.0, -0.2, 0.2, 0.3, 2, 4).verdict == "no difference detected"
+    tiny = {"paired": {"benign": {"ssiuu-gd": {"logprob": PairedDifference(
+        0.0002, 0.0001, 0.0004, 0.0003, 3, 60).as_record()}}}}
+    assert ("| +2.0e-04 | [+1.0e-04, +4.0e-04] | 3.0e-04 | higher |"
+            in "\n".join(_paired_lines(tiny, ["benign"])))
 
 
 def test_the_report_says_when_a_small_mcq_difference_is_not_detectable():
@@ -88,5 +92,5 @@ def test_the_report_says_when_a_small_mcq_difference_is_not_detectable():
     summary = {"paired": {"benign": {"ssiuu-gd": {"mcq": record}}}}
     text = "\n".join(_paired_lines(summary, ["benign"]))
     assert "no difference detected (smallest detectable here: 0.17)" in text
-    assert ("A 0.05 difference of held-out MCQ is not detectable with these 3 seed(s) and 60 "
-            "held-out facts") in text
+    assert ("A 0.05 difference of held-out MCQ is not detectable under benign (ssiuu − gd: "
+            "0.17 with 3 seed(s) and 60 held-out facts)") in text

@@ -322,4 +322,5 @@ def test_the_report_carries_the_paired_comparison_after_the_verdicts():
     assert text.index("## After each attack") < section < text.index("### harmful_30")
     assert ("| harmful_30 | ssiuu − gd | held-out mcq peak | -0.12 | [-0.20, -0.04] | 0.09 | "
             "lower |") in text
-    assert "A 0.05 difference of held-out MCQ is not detectable with these 1 seed(s)" in text
+    assert ("A 0.05 difference of held-out MCQ is not detectable under harmful_30 (ssiuu − gd: "
+            "0.09 with 1 seed(s) and 30 held-out facts)") in text

@@ -365,6 +365,14 @@ def _regulariser_lines(summary: Mapping, methods: Sequence[str],
     return out
 
 
+def _small(value: float, sign: bool = False) -> str:
+    """A number at the report's precision, or in scientific notation when it is not 0 but
+    would show as 0 there (a difference the interval finds may be that small)."""
+    if value and abs(value) < 0.5 * 10 ** -DECIMALS:
+        return f"{value:+.1e}" if sign else f"{value:.1e}"
+    return f"{value:+.{DECIMALS}f}" if sign else f"{value:.{DECIMALS}f}"
+
+
 def _paired_lines(summary: Mapping, attacks: Sequence[str]) -> list[str]:
     """The paired comparison of each regularised method with its base method per attack
     (``summary["paired"]``, :func:`ssiuu.paired.compare_pairs`), and whether a 0.05 MCQ
@@ -385,19 +393,18 @@ def _paired_lines(summary: Mapping, attacks: Sequence[str]) -> list[str]:
     for attack, pair, score, record in rows:
         verdict = record["verdict"]
         if verdict == "no difference detected":
-            verdict += f" (smallest detectable here: {record['detectable']:.{DECIMALS}f})"
+            verdict += f" (smallest detectable here: {_small(record['detectable'])})"
         out.append(f"| {attack} | {pair.replace('-', ' − ')} | held-out {score} peak | "
-                   f"{record['difference']:+.{DECIMALS}f} | [{record['low']:+.{DECIMALS}f}, "
-                   f"{record['high']:+.{DECIMALS}f}] | {record['detectable']:.{DECIMALS}f} | "
+                   f"{_small(record['difference'], True)} | [{_small(record['low'], True)}, "
+                   f"{_small(record['high'], True)}] | {_small(record['detectable'])} | "
                    f"{verdict} |")
-    mcq = [record for _, _, score, record in rows if score == "mcq"]
-    if mcq and max(record["detectable"] for record in mcq) > 0.05:
-        first = mcq[0]
-        out += ["", f"A 0.05 difference of held-out MCQ is not detectable with these "
-                    f"{first['n_seeds']} seed(s) and {first['n_facts']} held-out facts "
-                    f"(smallest detectable: {min(r['detectable'] for r in mcq):.2f}–"
-                    f"{max(r['detectable'] for r in mcq):.2f}); more seeds or forget facts "
-                    "would narrow it."]
+    coarse = [f"{attack} ({pair.replace('-', ' − ')}: {record['detectable']:.2f} with "
+              f"{record['n_seeds']} seed(s) and {record['n_facts']} held-out facts)"
+              for attack, pair, score, record in rows
+              if score == "mcq" and record["detectable"] > 0.05]
+    if coarse:
+        out += ["", "A 0.05 difference of held-out MCQ is not detectable under "
+                    + "; ".join(coarse) + ": more seeds or forget facts would narrow it."]
     return out
 
 

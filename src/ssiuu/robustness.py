@@ -176,11 +176,16 @@ def summarise_seed(methods: Sequence[str], attacks: Sequence[str],
     return {"calibration": windows, "models": rows}
 
 
-def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+def _mean_std(values: Sequence[float | None], significant: bool = False
+              ) -> tuple[float | None, float | None]:
+    """Mean and std of the defined values, to 4 decimals (4 significant digits with
+    ``significant``: gradient ratios may be far below 1e-4)."""
     defined = [value for value in values if value is not None]
     if not defined:
         return None, None
     mean, std = mean_std(defined)
+    if significant:
+        return float(f"{mean:.4g}"), float(f"{std:.4g}")
     return round(mean, 4), round(std, 4)
 
 
@@ -210,7 +215,7 @@ def summarise(methods: Sequence[str], attacks: Sequence[str],
         means[name], stds[name] = {}, {}
         for section in [s for s in ("unlearned", *attacks, "gradients") if s in sections]:
             stats = {key: _mean_std([one["models"][name][section].get(key)
-                                     for one in per_seed.values()])
+                                     for one in per_seed.values()], section == "gradients")
                      for key in sections[section]}
             means[name][section] = {key: mean for key, (mean, _) in stats.items()}
             stds[name][section] = {key: std for key, (_, std) in stats.items()}
