@@ -324,3 +324,15 @@ def test_the_report_carries_the_paired_comparison_after_the_verdicts():
             "lower |") in text
     assert ("A 0.05 difference of held-out MCQ is not detectable under harmful_30 (ssiuu − gd: "
             "0.09 with 1 seed(s) and 30 held-out facts)") in text
+
+
+def test_a_paired_comparison_with_a_method_that_missed_its_stop_is_not_judged():
+    summary, _ = _summary(gd_curves=(HIDER, HIDER), gd_stops=[REACHED, MISSED])
+    summary["paired"] = {"harmful_30": {"ssiuu-gd": {"mcq": {
+        "difference": -0.12, "low": -0.2, "high": -0.04, "detectable": 0.09, "n_seeds": 2,
+        "n_facts": 30, "verdict": "lower"}}}}
+    text = robustness_markdown(summary, ["gd"], ["harmful_30"], {})
+    assert "| -0.12 | [-0.20, -0.04] | 0.09 | not compared † |" in text
+    assert ("† ssiuu − gd: gd did not reach the unlearning stop in every seed, so the "
+            "difference is shown but not judged.") in text
+    assert "is not detectable under" not in text

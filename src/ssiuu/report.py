@@ -376,7 +376,8 @@ def _small(value: float, sign: bool = False) -> str:
 def _paired_lines(summary: Mapping, attacks: Sequence[str]) -> list[str]:
     """The paired comparison of each regularised method with its base method per attack
     (``summary["paired"]``, :func:`ssiuu.paired.compare_pairs`), and whether a 0.05 MCQ
-    difference is detectable with these seeds and facts."""
+    difference is detectable with these seeds and facts. A pair with a method that missed
+    its unlearning stop in some seed is shown, marked † and not judged, as in the verdict."""
     paired = summary.get("paired") or {}
     rows = [(attack, pair, score, record) for attack in attacks
             for pair, scores in paired.get(attack, {}).items()
@@ -390,18 +391,30 @@ def _paired_lines(summary: Mapping, attacks: Sequence[str]) -> list[str]:
            "smallest difference this design detects (a two-sided 5% test, 80% power).", "",
            "| attack | comparison | score | difference | 95% interval | smallest detectable | "
            "verdict |", "|---|---|---|---|---|---|---|"]
+    stops = {name: sections.get("stop", {})
+             for name, sections in summary.get("models", {}).items()}
+    missed = {pair: [name for name in pair.split("-")
+                     if not stops.get(name, {}).get("reached", True)]
+              for pair in {pair for _, pair, _, _ in rows}}
     for attack, pair, score, record in rows:
         verdict = record["verdict"]
-        if verdict == "no difference detected":
+        if missed[pair]:
+            verdict = f"not compared {MISSED}"
+        elif verdict == "no difference detected":
             verdict += f" (smallest detectable here: {_small(record['detectable'])})"
         out.append(f"| {attack} | {pair.replace('-', ' − ')} | held-out {score} peak | "
                    f"{_small(record['difference'], True)} | [{_small(record['low'], True)}, "
                    f"{_small(record['high'], True)}] | {_small(record['detectable'])} | "
                    f"{verdict} |")
+    for pair, names in missed.items():
+        if names:
+            out += ["", f"{MISSED} {pair.replace('-', ' − ')}: {' and '.join(names)} did not "
+                        "reach the unlearning stop in every seed, so the difference is shown "
+                        "but not judged."]
     coarse = [f"{attack} ({pair.replace('-', ' − ')}: {record['detectable']:.2f} with "
               f"{record['n_seeds']} seed(s) and {record['n_facts']} held-out facts)"
               for attack, pair, score, record in rows
-              if score == "mcq" and record["detectable"] > 0.05]
+              if score == "mcq" and record["detectable"] > 0.05 and not missed[pair]]
     if coarse:
         out += ["", "A 0.05 difference of held-out MCQ is not detectable under "
                     + "; ".join(coarse) + ": more seeds or forget facts would narrow it."]
