@@ -104,7 +104,8 @@ def main() -> None:
         return
     from ssiuu.params import load_params
 
-    default = load_params(REPO / "params.yaml").model.scratch.model_dump()
+    default = load_params(REPO / "params.yaml").model.scratch.model_dump(
+        exclude={"vocab_size"})  # the batches are random ids of a vocabulary of VOCAB
     table = Table(title=f"One unlearning step, {args.threads} threads, median of "
                         f"{args.steps - 2} steps after 2 warm-up")
     for column in ("model", "params", "method", "step (ms)", "peak RSS (MiB)",
