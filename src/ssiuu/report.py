@@ -370,7 +370,7 @@ def _small(value: float, sign: bool = False) -> str:
     would show as 0 there (a difference the interval finds may be that small)."""
     if value and abs(value) < 0.5 * 10 ** -DECIMALS:
         return f"{value:+.1e}" if sign else f"{value:.1e}"
-    return f"{value:+.{DECIMALS}f}" if sign else f"{value:.{DECIMALS}f}"
+    return _fmt(value, sign)
 
 
 def _paired_lines(summary: Mapping, attacks: Sequence[str]) -> list[str]:

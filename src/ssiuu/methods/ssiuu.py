@@ -94,18 +94,18 @@ class AttributionRegulariser:
         if self.anchor is None:
             penalty = torch.zeros((), dtype=torch.float64)
             self.held = [torch.zeros_like(param) for param in self.parameters]
-        elif exact:
-            deltas = [(attribution - anchor) * negative for attribution, anchor, negative
-                      in zip(attributions, self.anchor, negatives, strict=True)]
-            penalty = self.lam * sum(delta.square().sum() for delta in deltas)
-            self.held = list(torch.autograd.grad(penalty, self.parameters, retain_graph=True,
-                                                 allow_unused=True, materialize_grads=True))
         else:
             deltas = [(attribution - anchor) * negative for attribution, anchor, negative
                       in zip(attributions, self.anchor, negatives, strict=True)]
-            penalty = self.lam * sum(delta.double().square().sum() for delta in deltas)
-            self.held = [grad.mul_(delta).mul_(2.0 * self.lam)
-                         for grad, delta in zip(grads, deltas, strict=True)]
+            if exact:
+                penalty = self.lam * sum(delta.square().sum() for delta in deltas)
+                self.held = list(torch.autograd.grad(penalty, self.parameters,
+                                                     retain_graph=True, allow_unused=True,
+                                                     materialize_grads=True))
+            else:
+                penalty = self.lam * sum(delta.double().square().sum() for delta in deltas)
+                self.held = [grad.mul_(delta).mul_(2.0 * self.lam)
+                             for grad, delta in zip(grads, deltas, strict=True)]
         self.anchor = [attribution.detach() for attribution in attributions]
         self.held_norm = gradient_norm(self.held)
         return {"reg": float(penalty.detach()), "n_neg": float(n_negative),
