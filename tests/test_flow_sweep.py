@@ -5,6 +5,7 @@ with a real temporary Prefect server."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -42,6 +43,15 @@ def test_the_grid_is_the_cartesian_product_as_dvc_set_params(flows):
         flows.points({ALPHA: []})
 
 
+def test_experiments_side_by_side_share_the_cores(flows):
+    assert flows.share_cores({ALPHA: 1.0}, workers=2, cores=2) == {
+        ALPHA: 1.0, "runtime.num_threads": 1}
+    assert flows.share_cores({ALPHA: 1.0}, workers=2, cores=16)["runtime.num_threads"] == 8
+    assert flows.share_cores({ALPHA: 1.0}, workers=4, cores=2)["runtime.num_threads"] == 1
+    assert flows.share_cores({"runtime.num_threads": 3}, workers=2, cores=2) == {
+        "runtime.num_threads": 3}
+
+
 def test_each_point_is_a_dvc_experiment_with_its_params(repo, dask_sweep):
     shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo,
                            capture_output=True, text=True, check=True)
@@ -52,6 +62,8 @@ def test_each_point_is_a_dvc_experiment_with_its_params(repo, dask_sweep):
     assert {"alpha-0", "alpha-1"} <= set(exps)
     assert exps["alpha-0"]["unlearn"]["losses"]["gd"]["alpha"] == 1.0
     assert exps["alpha-1"]["unlearn"]["losses"]["gd"]["alpha"] == 3.0
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert {exps[name]["runtime"]["num_threads"] for name in ("alpha-0", "alpha-1")} == {threads}
     status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True,
                             text=True, check=True)
     assert status.stdout == ""  # temp experiments leave the workspace alone
