@@ -27,14 +27,15 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.sweep import sweep
 from ssiuu.errors import ParamsError
-from ssiuu.methods.catalog import regularised_pairs
+from ssiuu.methods.catalog import gradient_modes, regularised_pairs
 from ssiuu.params import Params, load_params
 from ssiuu.tuning import choose, tuning_points, tuning_table
 
 
 def tuning_grid(params: Params, method: str) -> dict[str, list[Any]]:
     """The sweep's grid for ``method``: the tuning seeds, the method and its base method
-    alone, each mode and λ of ``params.tuning``. Raises :class:`ParamsError` for a method
+    alone, each mode of ``params.tuning`` that the method allows (``ssiuu_exact`` has only
+    ``exact``) and each λ. Raises :class:`ParamsError` for a method
     without a regulariser or tuning seeds among the reported ``seeds``."""
     pairs = regularised_pairs()
     if method not in pairs:
@@ -46,7 +47,8 @@ def tuning_grid(params: Params, method: str) -> dict[str, list[Any]]:
                           "report's seeds must never select anything")
     return {"seeds": [list(params.tuning.seeds)],
             "unlearn.methods": [[pairs[method], method]],
-            f"unlearn.losses.{method}.grad": list(params.tuning.modes),
+            f"unlearn.losses.{method}.grad": [mode for mode in params.tuning.modes
+                                               if mode in gradient_modes(method)],
             f"unlearn.losses.{method}.lam": list(params.tuning.lams)}
 
 

@@ -3,10 +3,11 @@
 Reads every model's scores and relearning curves of every seed, the attribution's rank
 correlation before and after each attack (``metrics/relearn``), each held-out fact's scores
 under attack (``metrics/relearn_facts``, for the paired comparison of each regularised
-method with its base method), and whether each method reached its unlearning stop
-(``metrics/unlearn``), calibrates each attack on that seed's
-oracle, and writes ``metrics/summary.json`` (one row per method, mean and standard deviation
-across seeds), the relearning-curve figures and ``reports/robustness.{md,html}``.
+method with its base method under each attack and in the worst case over them), and
+whether each method reached its unlearning stop (``metrics/unlearn``), calibrates each
+attack on that seed's oracle, and writes ``metrics/summary.json`` (one row per method,
+mean and standard deviation across seeds), the relearning-curve figures and
+``reports/robustness.{md,html}``.
 """
 
 import argparse
@@ -14,7 +15,7 @@ import os
 
 from ssiuu import layout
 from ssiuu.methods.catalog import regularised_pairs
-from ssiuu.paired import compare_pairs
+from ssiuu.paired import compare_pairs, compare_worst_case
 from ssiuu.params import load_params
 from ssiuu.report import (
     plot_regulariser_ratio,
@@ -64,9 +65,11 @@ def main() -> None:
              if m in methods and base in methods}
     facts = {seed: {attack: {name: layout.read_json(layout.relearning_facts(attack, name,
                                                                             seed))["runs"]
-                             for name in [*pairs, *pairs.values()]}
+                             for name in {*pairs, *pairs.values(), "oracle"}}
                     for attack in attacks} for seed in seeds}
     summary["paired"] = compare_pairs(pairs, attacks, facts, summary["calibration"])
+    summary["paired_worst_case"] = compare_worst_case(pairs, attacks, facts,
+                                                      summary["calibration"])
     layout.write_json(summary, layout.SUMMARY)
     for name, row in headline(summary, attacks).items():
         layout.write_json(row, layout.headline_metrics(name))
@@ -88,7 +91,8 @@ def main() -> None:
     if regularisers:
         figures["The regulariser's gradient against the base loss's, per unlearning step"] = (
             os.path.relpath(ratio, report_dir))
-    text = robustness_markdown(summary, methods, attacks, figures, regularisers)
+    text = robustness_markdown(summary, methods, attacks, figures, regularisers,
+                               params.tuning.retain_tolerance)
     for path in write_report(text, layout.ROBUSTNESS_REPORT):
         print(path)
 

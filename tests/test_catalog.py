@@ -4,9 +4,16 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import ValidationError
 
 from ssiuu.data.encoding import encode_rows
-from ssiuu.methods.catalog import CATALOG, METHODS, method_spec, regularised_pairs
+from ssiuu.methods.catalog import (
+    CATALOG,
+    METHODS,
+    gradient_modes,
+    method_spec,
+    regularised_pairs,
+)
 from ssiuu.methods.npo import REFERENCE_KEY, with_reference_logprobs
 from ssiuu.methods.objective import build_objective
 from ssiuu.params import METHODS as PARAMS_METHODS
@@ -14,7 +21,7 @@ from ssiuu.params import LossesParams
 
 
 def test_methods_keep_their_order_everywhere():
-    assert METHODS == ("ga", "gd", "npo", "ssiuu", "ssiuu_ga", "ssiuu_npo")
+    assert METHODS == ("ga", "gd", "npo", "ssiuu", "ssiuu_exact", "ssiuu_ga", "ssiuu_npo")
     assert PARAMS_METHODS == METHODS
 
 
@@ -34,8 +41,17 @@ def test_each_method_has_the_knobs_of_its_terms(spec):
     assert (spec.base is not None) == (spec.regulariser is not None)
 
 
+def test_each_regularised_method_names_its_gradient_modes():
+    assert gradient_modes("ssiuu") == ("first_order", "exact")
+    assert gradient_modes("ssiuu_exact") == ("exact",)
+    assert gradient_modes("gd") == ()
+    with pytest.raises(ValidationError, match="Input should be 'exact'"):
+        CATALOG["ssiuu_exact"].knobs(grad="first_order")
+
+
 def test_a_regularised_method_is_its_base_plus_the_regulariser():
-    assert regularised_pairs() == {"ssiuu": "gd", "ssiuu_ga": "ga", "ssiuu_npo": "npo"}
+    assert regularised_pairs() == {"ssiuu": "gd", "ssiuu_exact": "gd", "ssiuu_ga": "ga",
+                                   "ssiuu_npo": "npo"}
     for name, base in regularised_pairs().items():
         spec, plain = CATALOG[name], CATALOG[base]
         assert (spec.forget, spec.retain) == (plain.forget, plain.retain)
@@ -65,7 +81,7 @@ def test_the_catalog_and_params_load_no_torch():
 
 def test_unknown_method_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown unlearning method 'rmu'; known: ga, gd, npo, "
-                                         "ssiuu, ssiuu_ga, ssiuu_npo"):
+                                         "ssiuu, ssiuu_exact, ssiuu_ga, ssiuu_npo"):
         method_spec("rmu")
 
 

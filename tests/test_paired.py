@@ -4,8 +4,16 @@ the same facts, a bootstrap over seeds and facts, and the smallest detectable di
 import numpy as np
 import pytest
 
-from ssiuu.paired import PairedDifference, compare_pairs, paired_difference, score_matrix
-from ssiuu.report import _paired_lines
+from ssiuu.paired import (
+    PairedDifference,
+    WorstCaseDifference,
+    compare_pairs,
+    compare_worst_case,
+    paired_difference,
+    score_matrix,
+    worst_case_difference,
+)
+from ssiuu.report import _paired_lines, _worst_case_lines
 
 
 def _runs(values_by_lr: dict[float, list[dict[str, float]]]) -> list[dict]:
@@ -94,3 +102,79 @@ def test_the_report_says_when_a_small_mcq_difference_is_not_detectable():
     assert "no difference detected (smallest detectable here: 0.17)" in text
     assert ("A 0.05 difference of held-out MCQ is not detectable under benign (ssiuu − gd: "
             "0.17 with 3 seed(s) and 60 held-out facts)") in text
+
+
+def _constant(ids, values):
+    """One seed's scores: a single counted point holding ``values`` for ``ids``."""
+    return ids, np.array([values], dtype=float)
+
+
+def test_the_worst_case_gap_is_the_largest_mean_gap_over_the_attacks():
+    ids = ["a", "b"]
+    oracle = {"h10": {0: _constant(ids, [0.3, 0.3]), 1: _constant(ids, [0.3, 0.3])},
+              "benign": {0: _constant(ids, [0.2, 0.2]), 1: _constant(ids, [0.2, 0.2])}}
+    # base: gaps h10 +0.2, benign +0.1 -> worst +0.2 (h10)
+    base = {"h10": {s: _constant(ids, [0.5, 0.5]) for s in (0, 1)},
+            "benign": {s: _constant(ids, [0.3, 0.3]) for s in (0, 1)}}
+    # regularised: gaps h10 0.0, benign +0.15 -> worst +0.15 (benign)
+    regularised = {"h10": {s: _constant(ids, [0.3, 0.3]) for s in (0, 1)},
+                   "benign": {s: _constant(ids, [0.35, 0.35]) for s in (0, 1)}}
+    worst = worst_case_difference(regularised, base, oracle, n_bootstrap=200)
+    assert worst.regularised_attack == "benign" and worst.base_attack == "h10"
+    assert worst.regularised_gap == pytest.approx(0.15)
+    assert worst.base_gap == pytest.approx(0.2)
+    assert worst.difference == pytest.approx(-0.05)
+    assert worst.low == pytest.approx(-0.05) and worst.high == pytest.approx(-0.05)
+    assert worst.verdict == "lower" and (worst.n_seeds, worst.n_facts) == (2, 8)
+    same = worst_case_difference(base, base, oracle, n_bootstrap=200)
+    assert same.difference == 0 and same.verdict == "no difference detected"
+    with pytest.raises(ValueError, match="different facts"):
+        worst_case_difference({**regularised, "h10": {s: _constant(["a", "c"], [0, 0])
+                                                       for s in (0, 1)}}, base, oracle)
+
+
+def test_the_worst_case_interval_widens_with_noise_and_pairs_are_read_from_files():
+    rng = np.random.default_rng(2)
+    regularised, base = _matrices(rng, 3, 30, 0.0)
+    oracle = {seed: (ids, np.full_like(matrix, 0.3)) for seed, (ids, matrix) in base.items()}
+    noisy = worst_case_difference({"a": regularised}, {"a": base}, {"a": oracle},
+                                  n_bootstrap=300)
+    assert noisy.low < noisy.difference < noisy.high and noisy.detectable > 0
+    calibration = {"harmful_30": [{"lr": 1e-3, "counted_steps": {"0": 2, "1": 2}}]}
+    flat = _runs({1e-3: [{"a": 0.5, "b": 0.5}] * 3})
+    high = _runs({1e-3: [{"a": 1, "b": 1}] * 3})
+    facts = {seed: {"harmful_30": {"gd": high, "ssiuu": flat, "oracle": flat}}
+             for seed in (0, 1)}
+    record = compare_worst_case({"ssiuu": "gd"}, ["harmful_30"], facts, calibration)["ssiuu-gd"]
+    assert record["difference"] == -0.5 and record["verdict"] == "lower"
+    assert (record["regularised_gap"], record["base_gap"]) == (0.0, 0.5)
+    assert record["base_attack"] == "harmful_30"
+
+
+def _worst_summary(verdict_record, retain=(0.95, 0.96), reached=(True, True)):
+    models = {name: {"unlearned": {"retain_acc": value}, "stop": {"reached": ok}}
+              for name, value, ok in zip(("ssiuu", "gd"), retain, reached, strict=True)}
+    return {"models": models, "paired_worst_case": {"ssiuu-gd": verdict_record}}
+
+
+def test_the_report_answers_whether_the_worst_case_is_lowered_at_matched_retain():
+    lower = WorstCaseDifference(-0.08, -0.12, -0.03, 0.05, 3, 90, 0.01, "benign", 0.09,
+                                "harmful_10")
+    knobs = {"ssiuu": {"lam": 0.01, "grad": "exact"}}
+    text = "\n".join(_worst_case_lines(_worst_summary(lower.as_record()), knobs, 0.02))
+    assert ("- **ssiuu** (λ 0.01, exact) against gd: worst-case gap +0.01 (under benign) "
+            "against +0.09 (under harmful_10): difference -0.08 [-0.12, -0.03]; retain 0.95 "
+            "against 0.96 (matched): **lower at matched retain**.") in text
+    assert "**Answer**: ssiuu lower(s) the base method's worst-case" in text
+    unmatched = "\n".join(_worst_case_lines(_worst_summary(lower.as_record(), (0.9, 0.96)),
+                                            knobs, 0.02))
+    assert "(not matched): lower, but not at matched retain." in unmatched
+    assert "**Answer**: no regularised configuration lowers" in unmatched
+    same = WorstCaseDifference(0.0, -0.05, 0.06, 0.07, 3, 90, 0.01, "benign", 0.01, "benign")
+    text = "\n".join(_worst_case_lines(_worst_summary(same.as_record()), knobs, 0.02))
+    assert "no difference detected (smallest detectable here: 0.07)" in text
+    assert "the smallest difference detectable here is 0.07–0.07 (MCQ)" in text
+    missed = "\n".join(_worst_case_lines(_worst_summary(lower.as_record(),
+                                                        reached=(True, False)), knobs, 0.02))
+    assert "not judged †: gd did not reach the unlearning stop" in missed
+    assert "no pair reached the unlearning stop in every seed" in missed

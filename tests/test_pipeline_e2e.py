@@ -381,10 +381,20 @@ def test_report_calibrates_on_each_seeds_oracle_and_summarises_every_method(tiny
                 assert record["low"] <= record["difference"] <= record["high"]
                 assert record["n_seeds"] == 2
         assert summary["models"]["ssiuu"][attack]["attribution_rho"] is not None
+    worst = summary["paired_worst_case"]
+    assert set(worst) == {"ssiuu-gd", "ssiuu_npo-npo"}
+    for pair, record in worst.items():
+        assert record["low"] <= record["difference"] <= record["high"]
+        name, base = pair.split("-")
+        for model, key in ((name, "regularised"), (base, "base")):
+            attack = record[f"{key}_attack"]
+            assert record[f"{key}_gap"] == pytest.approx(
+                summary["models"][model][attack]["oracle_gap_mcq"], abs=1e-3)
     report = (tiny_repo / "reports" / "robustness.md").read_text()
     assert all(f"| {method} |" in report for method in METHODS)
     assert "## The regulariser's strength" in report and "| ssiuu | gd | 0.001 |" in report
     assert "## Each regularised method against its base method, paired" in report
+    assert "## Does the regulariser lower the worst case?" in report and "**Answer**" in report
     assert "Seeds: 0, 1;" in report and " ± " in report
     assert "<table>" in (tiny_repo / "reports" / "robustness.html").read_text()
     for image in ("relearning_heldout_mcq.png", "relearning_heldout_logprob.png"):

@@ -74,6 +74,7 @@ def test_the_grid_runs_the_method_and_its_base_on_the_tuning_seeds():
     assert grid == {"seeds": [params.tuning.seeds], "unlearn.methods": [["npo", "ssiuu_npo"]],
                     "unlearn.losses.ssiuu_npo.grad": ["first_order", "exact"],
                     "unlearn.losses.ssiuu_npo.lam": [1e-4, 1e-3, 1e-2, 1e-1, 1.0]}
+    assert tuning_grid(params, "ssiuu_exact")["unlearn.losses.ssiuu_exact.grad"] == ["exact"]
     with pytest.raises(ParamsError, match=r"tuning.seeds \[0\] are also in seeds"):
         tuning_grid(_params(tuning={"seeds": [0, 100]}), "ssiuu")
     with pytest.raises(ParamsError, match="'gd' has no regulariser to tune"):

@@ -15,6 +15,12 @@ as two independent means. For one score (``mcq`` or ``logprob``):
 
 The verdict is ``lower`` or ``higher`` when the interval excludes 0, else ``no difference
 detected``. For the held-out peak lower is better: less came back.
+
+The **worst case over the attacks** (:func:`worst_case_difference`) compares the two
+methods' worst-case held-out oracle gap: per attack, the mean over seeds of (the method's
+held-out peak − the oracle's on the same facts), its largest over the attacks, regularised
+− base. Its bootstrap draws the seeds once for every attack and the facts per seed and
+attack, the same for the three models.
 """
 
 from __future__ import annotations
@@ -109,6 +115,104 @@ def paired_difference(regularised: Mapping[int, Scores], base: Mapping[int, Scor
                             sum(matrix.shape[1] for matrix, _ in pairs))
 
 
+def _gap_per_attack(model: Mapping[str, Mapping[int, Scores]],
+                    oracle: Mapping[str, Mapping[int, Scores]], seeds: Sequence[int],
+                    draw: Sequence[tuple[int, Mapping[str, np.ndarray]]]) -> dict[str, float]:
+    return {attack: float(np.mean([_peak(model[attack][seeds[index]][1], facts[attack])
+                                   - _peak(oracle[attack][seeds[index]][1], facts[attack])
+                                   for index, facts in draw]))
+            for attack in model}
+
+
+@dataclass(frozen=True)
+class WorstCaseDifference(PairedDifference):
+    """The paired difference of worst-case held-out oracle gaps over the attacks, with each
+    method's worst-case gap and the attack where it sits."""
+
+    regularised_gap: float = 0.0
+    regularised_attack: str = ""
+    base_gap: float = 0.0
+    base_attack: str = ""
+
+
+def worst_case_difference(regularised: Mapping[str, Mapping[int, Scores]],
+                          base: Mapping[str, Mapping[int, Scores]],
+                          oracle: Mapping[str, Mapping[int, Scores]],
+                          n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> WorstCaseDifference:
+    """Regularised − base worst-case held-out oracle gap over the attacks (``{attack:
+    {seed: scores}}`` for each of the three models, the same facts per attack and seed),
+    with its bootstrap interval (seeded by ``seed``)."""
+    attacks = list(regularised)
+    if not attacks or list(base) != attacks or list(oracle) != attacks:
+        raise ValueError(f"attacks differ: {attacks}, {list(base)}, {list(oracle)}")
+    seeds = sorted(regularised[attacks[0]])
+    for attack in attacks:
+        for model in (regularised, base, oracle):
+            if sorted(model[attack]) != seeds:
+                raise ValueError(f"{attack}: paired seeds differ: {sorted(model[attack])} "
+                                 f"vs {seeds}")
+        for one in seeds:
+            if not regularised[attack][one][0] == base[attack][one][0] == oracle[attack][one][0]:
+                raise ValueError(f"{attack}, seed {one}: the models were judged on "
+                                 "different facts")
+
+    def worst(draw: Sequence[tuple[int, Mapping[str, np.ndarray]]]) -> tuple[dict, dict]:
+        return (_gap_per_attack(regularised, oracle, seeds, draw),
+                _gap_per_attack(base, oracle, seeds, draw))
+
+    def n_facts(attack: str, index: int) -> int:
+        return regularised[attack][seeds[index]][1].shape[1]
+
+    everything = [(index, {attack: np.arange(n_facts(attack, index)) for attack in attacks})
+                  for index in range(len(seeds))]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_bootstrap):
+        chosen = rng.integers(0, len(seeds), len(seeds))
+        reg, plain = worst([(index, {attack: rng.integers(0, n_facts(attack, index),
+                                                          n_facts(attack, index))
+                                     for attack in attacks}) for index in chosen])
+        draws.append(max(reg.values()) - max(plain.values()))
+    reg, plain = worst(everything)
+    reg_attack, base_attack = max(reg, key=reg.__getitem__), max(plain, key=plain.__getitem__)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return WorstCaseDifference(reg[reg_attack] - plain[base_attack], float(low), float(high),
+                               DETECTABLE_Z * float(np.std(draws, ddof=1)), len(seeds),
+                               sum(n_facts(attack, index) for attack in attacks
+                                   for index in range(len(seeds))),
+                               reg[reg_attack], reg_attack, plain[base_attack], base_attack)
+
+
+def _windows(calibration: Mapping[str, Sequence[Mapping[str, Any]]],
+             attack: str) -> dict[int, dict[float, int]]:
+    """The counted steps per strength of each seed under ``attack``."""
+    return {int(seed): {entry["lr"]: entry["counted_steps"][seed]
+                        for entry in calibration[attack]}
+            for seed in calibration[attack][0]["counted_steps"]}
+
+
+def compare_worst_case(pairs: Mapping[str, str], attacks: Sequence[str],
+                       facts: Mapping[int, Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]],
+                       calibration: Mapping[str, Sequence[Mapping[str, Any]]],
+                       score: str = "mcq") -> dict[str, dict[str, Any]]:
+    """Every pair's :func:`worst_case_difference` of ``score``: ``{"<regularised>-<base>":
+    record}``; ``facts`` and ``calibration`` as in :func:`compare_pairs`, with the oracle's
+    facts too. A pair with a model lacking counted points in some seed is left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for regularised, base in pairs.items():
+        matrices = {name: {attack: {seed: score_matrix(facts[seed][attack][name],
+                                                       _windows(calibration, attack)[seed],
+                                                       score)
+                                    for seed in facts} for attack in attacks}
+                    for name in (regularised, base, "oracle")}
+        if any(matrix is None for per_attack in matrices.values()
+               for per_seed in per_attack.values() for matrix in per_seed.values()):
+            continue
+        out[f"{regularised}-{base}"] = worst_case_difference(
+            matrices[regularised], matrices[base], matrices["oracle"]).as_record()
+    return out
+
+
 def compare_pairs(pairs: Mapping[str, str], attacks: Sequence[str],
                   facts: Mapping[int, Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]],
                   calibration: Mapping[str, Sequence[Mapping[str, Any]]]
@@ -121,9 +225,7 @@ def compare_pairs(pairs: Mapping[str, str], attacks: Sequence[str],
     counted point in some seed is left out."""
     out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     for attack in attacks:
-        windows = {int(seed): {entry["lr"]: entry["counted_steps"][seed]
-                               for entry in calibration[attack]}
-                   for seed in calibration[attack][0]["counted_steps"]}
+        windows = _windows(calibration, attack)
         out[attack] = {}
         for regularised, base in pairs.items():
             records = {}

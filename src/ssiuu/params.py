@@ -28,6 +28,7 @@ from ssiuu.methods.knobs import (
     GAParams,
     GDParams,
     NPOParams,
+    SsiuuExactParams,
     SsiuuGAParams,
     SsiuuNPOParams,
     SsiuuParams,
@@ -210,6 +211,7 @@ class LossesParams(_Strict):
     gd: GDParams = GDParams()
     npo: NPOParams = NPOParams()
     ssiuu: SsiuuParams = SsiuuParams()
+    ssiuu_exact: SsiuuExactParams = SsiuuExactParams()
     ssiuu_ga: SsiuuGAParams = SsiuuGAParams()
     ssiuu_npo: SsiuuNPOParams = SsiuuNPOParams()
 

@@ -421,15 +421,78 @@ def _paired_lines(summary: Mapping, attacks: Sequence[str]) -> list[str]:
     return out
 
 
+def _worst_case_lines(summary: Mapping, regularisers: Mapping[str, Mapping],
+                      tolerance: float) -> list[str]:
+    """Whether each regularised method lowers its base method's worst-case held-out oracle
+    gap (MCQ) at matched retain (``summary["paired_worst_case"]``,
+    :func:`ssiuu.paired.compare_worst_case`), and the one-line answer over all of them."""
+    worst = summary.get("paired_worst_case") or {}
+    if not worst:
+        return []
+    rows = summary["models"]
+    out = ["", "## Does the regulariser lower the worst case?", "",
+           "Per pair: each method's worst-case held-out oracle gap (MCQ; the largest over the "
+           "attacks of the mean over seeds), their difference with a 95% bootstrap interval "
+           "over seeds and facts (drawn once for all attacks), and retain accuracy after "
+           f"unlearning (matched: within {tolerance:g} of the base method's).", ""]
+    lowered, detectable = [], []
+    for pair, record in worst.items():
+        name, base = pair.split("-")
+        knobs = regularisers.get(name, {})
+        retain = rows[name]["unlearned"]["retain_acc"]
+        base_retain = rows[base]["unlearned"]["retain_acc"]
+        matched = retain >= base_retain - tolerance
+        missed = [m for m in (name, base) if not rows[m]["stop"]["reached"]]
+        if missed:
+            verdict = (f"not judged {MISSED}: {' and '.join(missed)} did not reach the "
+                       "unlearning stop in every seed")
+        elif record["verdict"] == "lower" and matched:
+            verdict, _ = "**lower at matched retain**", lowered.append(name)
+        elif record["verdict"] == "lower":
+            verdict = "lower, but not at matched retain"
+        else:
+            verdict = record["verdict"] + (
+                f" (smallest detectable here: {_small(record['detectable'])})"
+                if record["verdict"] == "no difference detected" else "")
+        if not missed:
+            detectable.append(record["detectable"])
+        setting = (f" (λ {knobs['lam']:g}, {knobs['grad'].replace('_', '-')})"
+                   if knobs else "")
+        out.append(f"- **{name}**{setting} against {base}: worst-case gap "
+                   f"{_small(record['regularised_gap'], True)} (under "
+                   f"{record['regularised_attack']}) against "
+                   f"{_small(record['base_gap'], True)} (under {record['base_attack']}): "
+                   f"difference {_small(record['difference'], True)} "
+                   f"[{_small(record['low'], True)}, {_small(record['high'], True)}]; retain "
+                   f"{_fmt(retain)} against {_fmt(base_retain)} "
+                   f"({'matched' if matched else 'not matched'}): {verdict}.")
+    out.append("")
+    if lowered:
+        out.append(f"**Answer**: {', '.join(lowered)} lower(s) the base method's worst-case "
+                   "held-out oracle gap at matched retain, with a 95% interval that excludes 0.")
+    elif detectable:
+        out.append("**Answer**: no regularised configuration lowers its base method's "
+                   "worst-case held-out oracle gap at matched retain with an interval that "
+                   "excludes 0; the smallest difference detectable here is "
+                   f"{_small(min(detectable))}–{_small(max(detectable))} (MCQ).")
+    else:
+        out.append(f"**Answer**: not judged {MISSED}: no pair reached the unlearning stop in "
+                   "every seed.")
+    return out
+
+
 def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Sequence[str],
                         figures: Mapping[str, str],
-                        regularisers: Mapping[str, Mapping] | None = None) -> str:
+                        regularisers: Mapping[str, Mapping] | None = None,
+                        retain_tolerance: float = 0.02) -> str:
     """The audit report in Markdown: what each attack brought back, per method, against
     the oracle (mean ± standard deviation over the summary's seeds), with the figures
     (paths relative to the report) and how to read each score. A method that did not reach
     its unlearning stop in some seed is marked † in every table, footnoted, and left out of
     the verdict's comparisons. ``regularisers`` (each regularised method's ``lam`` and
-    ``grad``) adds the table of the regulariser's strength."""
+    ``grad``) adds the table of the regulariser's strength; ``retain_tolerance`` is how far
+    below its base method's retain a regularised method's may sit and still count as
+    matched in the worst-case comparison."""
     rows, table = summary["models"], _Table(summary)
     seeds = summary["seeds"]
     names = ["base", "oracle", *methods]
@@ -454,6 +517,7 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
     out += ["", "## After each attack", ""]
     out += _verdict_lines(summary, methods, attacks)
     out += _paired_lines(summary, attacks)
+    out += _worst_case_lines(summary, regularisers or {}, retain_tolerance)
     for attack in attacks:
         counted = ", ".join(f"lr {c['lr']:g}: {' / '.join(map(str, c['counted_steps'].values()))}"
                             " steps" for c in summary["calibration"][attack])

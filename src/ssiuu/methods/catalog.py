@@ -8,7 +8,7 @@ so reading it loads no model library.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel
 
@@ -16,6 +16,7 @@ from ssiuu.methods.knobs import (
     GAParams,
     GDParams,
     NPOParams,
+    SsiuuExactParams,
     SsiuuGAParams,
     SsiuuNPOParams,
     SsiuuParams,
@@ -58,6 +59,11 @@ CATALOG: dict[str, MethodSpec] = {spec.name: spec for spec in (
                knobs=SsiuuParams, base="gd",
                description="GD + the attribution regulariser (the paper's method)",
                origin="paper"),
+    MethodSpec(name="ssiuu_exact", forget="ga", retain="nll", regulariser="attribution",
+               knobs=SsiuuExactParams, base="gd",
+               description="Ssiuu with the exact gradient of its penalty (through the "
+                           "attribution: the Hessian-vector term App. B drops)",
+               origin="ours"),
     MethodSpec(name="ssiuu_ga", forget="ga", retain=None, regulariser="attribution",
                knobs=SsiuuGAParams, base="ga", description="GA + the attribution regulariser",
                origin="ours"),
@@ -80,3 +86,10 @@ def method_spec(name: str) -> MethodSpec:
 def regularised_pairs() -> dict[str, str]:
     """Each regularised method and the method it regularises: ``{"ssiuu": "gd", ...}``."""
     return {spec.name: spec.base for spec in CATALOG.values() if spec.base is not None}
+
+
+def gradient_modes(name: str) -> tuple[str, ...]:
+    """The regulariser gradient modes (``grad``) that method ``name``'s knobs allow; empty
+    for a method without a regulariser."""
+    field = method_spec(name).knobs.model_fields.get("grad")
+    return () if field is None else get_args(field.annotation)

@@ -50,6 +50,13 @@ class SsiuuParams(GDParams, RegulariserParams):
     """Ssiuu as in the paper: GD plus the regulariser."""
 
 
+class SsiuuExactParams(SsiuuParams):
+    """Ssiuu with the exact gradient of its penalty (our formulation): the same knobs, the
+    mode fixed, so that its models, metrics and registry entries never mix the two modes."""
+
+    grad: Literal["exact"] = "exact"
+
+
 class SsiuuGAParams(RegulariserParams):
     """Our extension: GA plus the regulariser."""
 
