@@ -2,9 +2,12 @@
 
 The grid (``tuning.lams`` × ``tuning.modes`` of params.yaml) runs through the sweep flow
 as DVC experiments on ``tuning.seeds`` with only the method and its base method unlearned,
-each to the ``report`` stage; :mod:`ssiuu.tuning` then applies the criterion to the
-experiments' headline metrics. The table and the choices are published as the Prefect
-Markdown artifact ``lambda-tuning`` and returned; writing the chosen λ into params.yaml
+each to the ``report`` stage, after one experiment with the base method alone: it trains
+what every point shares (data, base and oracle models, the base method, their attacks)
+once, and DVC's run cache hands it to the points instead of each retraining it.
+:mod:`ssiuu.tuning` then applies the criterion to the experiments' headline metrics.
+The table and the choices are published as the Prefect Markdown artifact
+``lambda-tuning`` and returned; writing the chosen λ into params.yaml
 (``-S unlearn.losses.<method>.lam=...``) is left to the user, so a tuning run changes no
 reported result by itself. The tuning seeds must not be among ``seeds``: the report on
 those seeds never selects anything.
@@ -61,9 +64,12 @@ def tune(method: str = "ssiuu", root: str = ".", engine: Literal["queue", "dask"
     params = load_params(project / "params.yaml")
     grid = tuning_grid(params, method)
     base = regularised_pairs()[method]
+    prefix = f"tune-{method}-{datetime.now():%Y%m%d-%H%M%S}"
+    sweep(grid={"seeds": grid["seeds"], "unlearn.methods": [[base]]}, root=str(project),
+          engine=engine, workers=1, scheduler=scheduler, target="report",
+          name_prefix=f"{prefix}-shared")
     rows = sweep(grid=grid, root=str(project), engine=engine, workers=workers,
-                 scheduler=scheduler, target="report",
-                 name_prefix=f"tune-{method}-{datetime.now():%Y%m%d-%H%M%S}")
+                 scheduler=scheduler, target="report", name_prefix=prefix)
     points = tuning_points(rows, method, base, params.relearn.attacks,
                            len(params.tuning.seeds), params.tuning.retain_tolerance)
     chosen = choose(points)
