@@ -31,7 +31,7 @@ ROWS = [_row(1e-3, "first_order", 0.90, [0.10, 0.05]),
         ]
 
 
-def test_the_lowest_worst_case_gap_among_admissible_points_is_chosen_per_mode():
+def test_the_lowest_worst_case_resurfacing_among_admissible_points_is_chosen_per_mode():
     points = tuning_points(ROWS, "ssiuu", "gd", ATTACKS, n_seeds=2, tolerance=0.02)
     assert [p.admissible for p in points] == [True, True, False, False, True, True]
     assert "retain 0.850 below gd's 0.900 by more than 0.02" in points[2].excluded
@@ -40,8 +40,20 @@ def test_the_lowest_worst_case_gap_among_admissible_points_is_chosen_per_mode():
     chosen = choose(points)
     assert chosen["first_order"].lam == 1e-2 and chosen["exact"].lam == 1e-3
     table = tuning_table(points, chosen, "ssiuu", "gd")
-    assert "| first_order | **0.01** | 0.890 | 0.900 | +0.060 | benign | yes |" in table
-    assert "- exact: λ = 0.001 (worst-case gap +0.040 under harmful_10)" in table
+    assert "| first_order | **0.01** | 0.890 | 0.900 | +0.060 | benign | 0.060 | yes |" in table
+    assert ("- exact: λ = 0.001 (worst-case gap +0.040 under harmful_10, largest absolute "
+            "gap 0.040)") in table
+
+
+def test_below_the_oracle_everywhere_the_point_closest_to_it_is_chosen():
+    rows = [_row(1e-3, "exact", 0.90, [-0.20, -0.10]),
+            _row(1e-2, "exact", 0.90, [-0.05, -0.08]),   # closest to the oracle
+            _row(1e-1, "exact", 0.90, [-0.30, -0.25]),   # most over-suppressed
+            _row(1.0, "exact", 0.90, [0.003, -0.084])]   # +0.003 and 0.084 round to 0
+    points = tuning_points(rows, "ssiuu", "gd", ATTACKS, n_seeds=2, tolerance=0.02)
+    assert [p.worst_distance for p in points] == [0.20, 0.08, 0.30, 0.084]
+    assert choose(points)["exact"].lam == 1e-2  # and 0.08: a tie, to the smaller λ
+    assert choose(points[2:])["exact"].lam == 1.0  # 0.08 from the oracle against 0.30
 
 
 def test_a_mode_without_an_admissible_point_has_no_choice():

@@ -3,9 +3,17 @@
 The criterion (docs/method.md): among the grid's points of one mode where the method
 reached its unlearning stop in every tuning seed and kept its retain accuracy after
 unlearning within ``tolerance`` of its base method's (both means over the tuning seeds),
-choose the λ with the lowest worst-case held-out oracle gap (MCQ) over the attacks; a tie
-goes to the smaller λ. A mode with no admissible point has no choice. The reported seeds
-never enter: the tuning seeds are disjoint from them (``flows/tune.py`` refuses overlap).
+choose, in this order,
+
+1. the lowest worst-case **resurfacing**: the largest held-out oracle gap (MCQ) over the
+   attacks, counted from 0 (a gap below 0 resurfaces nothing);
+2. then the lowest worst-case **distance from the oracle**: the largest absolute gap, since
+   a model held below the oracle (over-suppressed) is not one that never saw the data;
+3. then the smaller λ.
+
+Gaps are compared at the report's two decimals, so differences below them tie. A mode with
+no admissible point has no choice. The reported seeds never enter: the tuning seeds are
+disjoint from them (``flows/tune.py`` refuses overlap).
 
 A grid point is one row of the sweep's results table (``flows/sweep.py``): the swept
 params and every metric of ``metrics/headline/<model>.json`` as ``file:key``.
@@ -17,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+DECIMALS = 2  # gaps are compared at the report's precision
+
 
 def _headline(name: str, key: str) -> str:
     return f"metrics/headline/{name}.json:{key}"
@@ -24,8 +34,9 @@ def _headline(name: str, key: str) -> str:
 
 @dataclass(frozen=True)
 class TuningPoint:
-    """One grid point's λ, mode, the scores the criterion reads, and why it is not
-    admissible (``None`` when it is)."""
+    """One grid point's λ, mode, the scores the criterion reads (the largest gap over the
+    attacks and where, the largest absolute gap), and why it is not admissible (``None``
+    when it is)."""
 
     lam: float
     grad: str
@@ -33,6 +44,7 @@ class TuningPoint:
     base_retain: float
     worst_gap: float
     worst_attack: str
+    worst_distance: float
     reached_seeds: int
     excluded: str | None
 
@@ -69,37 +81,47 @@ def tuning_points(rows: Sequence[Mapping[str, Any]], method: str, base: str,
                         f"{tolerance:g}")
         points.append(TuningPoint(float(row[f"unlearn.losses.{method}.lam"]),
                                   str(row[f"unlearn.losses.{method}.grad"]), float(retain),
-                                  float(base_retain), float(gaps[worst]), worst, reached,
+                                  float(base_retain), float(gaps[worst]), worst,
+                                  max(abs(float(gap)) for gap in gaps.values()), reached,
                                   excluded))
     return points
 
 
+def _rank(point: TuningPoint) -> tuple[float, float, float]:
+    """The criterion's order: resurfacing, then distance from the oracle, then λ."""
+    return (round(max(point.worst_gap, 0.0), DECIMALS), round(point.worst_distance, DECIMALS),
+            point.lam)
+
+
 def choose(points: Sequence[TuningPoint]) -> dict[str, TuningPoint | None]:
-    """Per mode: the admissible point with the lowest worst-case gap (the smaller λ on a
-    tie), or ``None`` when no point of that mode is admissible."""
+    """Per mode: the admissible point first in the criterion's order (lowest worst-case
+    resurfacing, then lowest worst-case distance from the oracle, then smaller λ), or
+    ``None`` when no point of that mode is admissible."""
     modes = dict.fromkeys(point.grad for point in points)
     chosen: dict[str, TuningPoint | None] = {}
     for mode in modes:
         admissible = [p for p in points if p.grad == mode and p.admissible]
-        chosen[mode] = min(admissible, key=lambda p: (p.worst_gap, p.lam), default=None)
+        chosen[mode] = min(admissible, key=_rank, default=None)
     return chosen
 
 
 def tuning_table(points: Sequence[TuningPoint], chosen: Mapping[str, TuningPoint | None],
                  method: str, base: str) -> str:
     """The grid as a Markdown table (mode, λ, retain against the base method's, worst gap
-    and its attack, admissibility), the chosen point of each mode in bold, then one line
-    per mode saying what was chosen."""
+    and its attack, worst absolute gap, admissibility), the chosen point of each mode in
+    bold, then one line per mode saying what was chosen."""
     lines = [f"| mode | λ | {method} retain | {base} retain | worst oracle gap (MCQ) | "
-             "attack | admissible |", "|---|---|---|---|---|---|---|"]
+             "attack | worst abs. gap | admissible |", "|---|---|---|---|---|---|---|---|"]
     for point in sorted(points, key=lambda p: (p.grad, p.lam)):
         mark = "**" if chosen.get(point.grad) is point else ""
         lines.append(f"| {point.grad} | {mark}{point.lam:g}{mark} | {point.retain:.3f} | "
                      f"{point.base_retain:.3f} | {point.worst_gap:+.3f} | {point.worst_attack}"
-                     f" | {'yes' if point.admissible else 'no: ' + point.excluded} |")
+                     f" | {point.worst_distance:.3f} | "
+                     f"{'yes' if point.admissible else 'no: ' + point.excluded} |")
     lines.append("")
     for mode, point in chosen.items():
         lines.append(f"- {mode}: " + (f"λ = {point.lam:g} (worst-case gap {point.worst_gap:+.3f}"
-                                      f" under {point.worst_attack})" if point else
+                                      f" under {point.worst_attack}, largest absolute gap "
+                                      f"{point.worst_distance:.3f})" if point else
                                       "no admissible λ in the grid"))
     return "\n".join(lines) + "\n"
