@@ -166,6 +166,12 @@ def test_the_report_answers_whether_the_worst_case_is_lowered_at_matched_retain(
             "against +0.09 (under harmful_10): difference -0.08 [-0.12, -0.03]; retain 0.95 "
             "against 0.96 (matched): **lower at matched retain**.") in text
     assert "**Answer**: ssiuu lower(s) the base method's worst-case" in text
+    assert "neither resurfaces" not in text
+    below = WorstCaseDifference(-0.08, -0.12, -0.03, 0.05, 3, 90, -0.2, "benign", -0.12,
+                                "harmful_10")
+    text = "\n".join(_worst_case_lines(_worst_summary(below.as_record()), knobs, 0.02))
+    assert ("Both stay below the oracle under every attack: neither resurfaces, and lower "
+            "here means further below the oracle (over-suppressed), not safer.") in text
     unmatched = "\n".join(_worst_case_lines(_worst_summary(lower.as_record(), (0.9, 0.96)),
                                             knobs, 0.02))
     assert "(not matched): lower, but not at matched retain." in unmatched

@@ -465,7 +465,11 @@ def _worst_case_lines(summary: Mapping, regularisers: Mapping[str, Mapping],
                    f"difference {_small(record['difference'], True)} "
                    f"[{_small(record['low'], True)}, {_small(record['high'], True)}]; retain "
                    f"{_fmt(retain)} against {_fmt(base_retain)} "
-                   f"({'matched' if matched else 'not matched'}): {verdict}.")
+                   f"({'matched' if matched else 'not matched'}): {verdict}."
+                   + (" Both stay below the oracle under every attack: neither resurfaces, "
+                      "and lower here means further below the oracle (over-suppressed), "
+                      "not safer." if max(record["regularised_gap"], record["base_gap"]) < 0
+                      else ""))
     out.append("")
     if lowered:
         out.append(f"**Answer**: {', '.join(lowered)} lower(s) the base method's worst-case "
