@@ -49,10 +49,10 @@ def _child(arch: dict[str, int], variant: str, steps: int, threads: int) -> None
     from ssiuu.methods.objective import build_objective
     from ssiuu.models import use_eager_attention
     from ssiuu.params import LossesParams, TrainParams, load_params
+    from ssiuu.runtime import configure
     from ssiuu.training import make_loader, train
-    from ssiuu.unlearning import subnormals_flushed
 
-    torch.set_num_threads(threads)
+    configure(threads)  # as every stage: before any tensor work
     params = load_params(REPO / "params.yaml")
     knobs = params.unlearn.train
     torch.manual_seed(0)
@@ -75,9 +75,8 @@ def _child(arch: dict[str, int], variant: str, steps: int, threads: int) -> None
 
     before = psutil.Process().memory_info().rss
     start = time.perf_counter()
-    with subnormals_flushed():  # as the unlearn stage trains
-        train(model, loaders, objective, TrainParams(steps=steps, lr=1e-4, log_every=steps),
-              seed=0, should_stop=stamp, desc=variant)
+    train(model, loaders, objective, TrainParams(steps=steps, lr=1e-4, log_every=steps),
+          seed=0, should_stop=stamp, desc=variant)
     times = [b - a for a, b in zip([start, *stamps], stamps, strict=False)][2:]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"step_s": statistics.median(times), "peak": peak,

@@ -4,6 +4,8 @@ import subprocess
 import sys
 
 import pytest
+import yaml
+from projects import REPO
 from pydantic import ValidationError
 
 from ssiuu.data.encoding import encode_rows
@@ -23,6 +25,13 @@ from ssiuu.params import LossesParams
 def test_methods_keep_their_order_everywhere():
     assert METHODS == ("ga", "gd", "npo", "ssiuu", "ssiuu_exact", "ssiuu_ga", "ssiuu_npo")
     assert PARAMS_METHODS == METHODS
+
+
+def test_params_yaml_sets_every_method_s_knobs():
+    """DVC's `-S unlearn.losses.<m>.<knob>=...` and a stage's `unlearn.losses.<m>` param
+    need the key in params.yaml: a method absent there cannot be swept or run."""
+    losses = yaml.safe_load((REPO / "params.yaml").read_text())["unlearn"]["losses"]
+    assert list(losses) == list(CATALOG)
 
 
 def test_losses_params_has_one_field_per_method_typed_by_its_knobs():

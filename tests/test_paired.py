@@ -125,7 +125,7 @@ def test_the_worst_case_gap_is_the_largest_mean_gap_over_the_attacks():
     assert worst.base_gap == pytest.approx(0.2)
     assert worst.difference == pytest.approx(-0.05)
     assert worst.low == pytest.approx(-0.05) and worst.high == pytest.approx(-0.05)
-    assert worst.verdict == "lower" and (worst.n_seeds, worst.n_facts) == (2, 8)
+    assert worst.verdict == "lower" and (worst.n_seeds, worst.n_facts) == (2, 4)
     same = worst_case_difference(base, base, oracle, n_bootstrap=200)
     assert same.difference == 0 and same.verdict == "no difference detected"
     with pytest.raises(ValueError, match="different facts"):
@@ -166,12 +166,14 @@ def test_the_report_answers_whether_the_worst_case_is_lowered_at_matched_retain(
             "against +0.09 (under harmful_10): difference -0.08 [-0.12, -0.03]; retain 0.95 "
             "against 0.96 (matched): **lower at matched retain**.") in text
     assert "**Answer**: ssiuu lower(s) the base method's worst-case" in text
-    assert "neither resurfaces" not in text
+    assert "nothing for the regulariser to lower" not in text
     below = WorstCaseDifference(-0.08, -0.12, -0.03, 0.05, 3, 90, -0.2, "benign", -0.12,
                                 "harmful_10")
     text = "\n".join(_worst_case_lines(_worst_summary(below.as_record()), knobs, 0.02))
-    assert ("Both stay below the oracle under every attack: neither resurfaces, and lower "
-            "here means further below the oracle (over-suppressed), not safer.") in text
+    assert ("(matched): lower, but its base method already stays below the oracle under "
+            "every attack: further below is over-suppression, not safer.") in text
+    assert "**Answer**: no regularised configuration lowers" in text
+    assert "so there is nothing for the regulariser to lower" in text
     unmatched = "\n".join(_worst_case_lines(_worst_summary(lower.as_record(), (0.9, 0.96)),
                                             knobs, 0.02))
     assert "(not matched): lower, but not at matched retain." in unmatched
@@ -184,3 +186,34 @@ def test_the_report_answers_whether_the_worst_case_is_lowered_at_matched_retain(
                                                         reached=(True, False)), knobs, 0.02))
     assert "not judged †: gd did not reach the unlearning stop" in missed
     assert "no pair reached the unlearning stop in every seed" in missed
+    empty = {"models": _worst_summary(lower.as_record())["models"],
+             "paired_worst_case": {"ssiuu-gd": {"not_judged": "no counted attack step under "
+                                                              "benign (seed 1)"}}}
+    text = "\n".join(_worst_case_lines(empty, knobs, 0.02))
+    assert "- **ssiuu** against gd: not judged: no counted attack step under benign (seed 1)." \
+        in text
+    assert "**Answer**: not judged" in text
+
+
+def test_the_worst_case_pairs_each_model_with_the_oracle_on_the_same_draw():
+    """Each model is the oracle plus a constant per attack, the oracle noisy per seed and
+    fact: paired correctly (the same seeds for every attack, the same facts for the three
+    models) every bootstrap replicate gives the same difference, so the interval is a
+    point; any other pairing would widen it."""
+    rng = np.random.default_rng(3)
+    ids = [f"f{i}" for i in range(25)]
+    oracle = {attack: {seed: (ids, rng.normal(0.4, 0.2, (3, 25))) for seed in range(3)}
+              for attack in ("h10", "benign")}
+
+    def shifted(shifts):
+        return {attack: {seed: (ids, matrix + shifts[attack])
+                         for seed, (_, matrix) in per_seed.items()}
+                for attack, per_seed in oracle.items()}
+
+    worst = worst_case_difference(shifted({"h10": 0.05, "benign": -0.02}),
+                                  shifted({"h10": 0.12, "benign": 0.03}), oracle,
+                                  n_bootstrap=300)
+    assert (worst.regularised_attack, worst.base_attack) == ("h10", "h10")
+    assert worst.difference == pytest.approx(-0.07)
+    assert worst.low == pytest.approx(-0.07) and worst.high == pytest.approx(-0.07)
+    assert worst.n_facts == 75  # distinct facts per seed, not counted once per attack

@@ -312,14 +312,14 @@ def test_the_attribution_s_rank_correlation_under_each_attack_is_summarised_and_
     assert "**attribution ρ**" in text
 
 
-def test_the_report_carries_the_paired_comparison_after_the_verdicts():
+def test_the_report_carries_the_paired_comparison_after_the_attack_tables():
     summary, _ = _summary()
     summary["paired"] = {"harmful_30": {"ssiuu-gd": {"mcq": {
         "difference": -0.12, "low": -0.2, "high": -0.04, "detectable": 0.09, "n_seeds": 1,
         "n_facts": 30, "verdict": "lower"}}}}
     text = robustness_markdown(summary, ["gd"], ["harmful_30"], {})
     section = text.index("## Each regularised method against its base method, paired")
-    assert text.index("## After each attack") < section < text.index("### harmful_30")
+    assert text.index("### harmful_30") < section < text.index("## Figures")
     assert ("| harmful_30 | ssiuu − gd | held-out mcq peak | -0.12 | [-0.20, -0.04] | 0.09 | "
             "lower |") in text
     assert ("A 0.05 difference of held-out MCQ is not detectable under harmful_30 (ssiuu − gd: "

@@ -176,11 +176,12 @@ def worst_case_difference(regularised: Mapping[str, Mapping[int, Scores]],
     reg, plain = worst(everything)
     reg_attack, base_attack = max(reg, key=reg.__getitem__), max(plain, key=plain.__getitem__)
     low, high = np.percentile(draws, [2.5, 97.5])
+    distinct = sum(len({fact for attack in attacks for fact in regularised[attack][one][0]})
+                   for one in seeds)
     return WorstCaseDifference(reg[reg_attack] - plain[base_attack], float(low), float(high),
                                DETECTABLE_Z * float(np.std(draws, ddof=1)), len(seeds),
-                               sum(n_facts(attack, index) for attack in attacks
-                                   for index in range(len(seeds))),
-                               reg[reg_attack], reg_attack, plain[base_attack], base_attack)
+                               distinct, reg[reg_attack], reg_attack, plain[base_attack],
+                               base_attack)
 
 
 def _windows(calibration: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -197,7 +198,8 @@ def compare_worst_case(pairs: Mapping[str, str], attacks: Sequence[str],
                        score: str = "mcq") -> dict[str, dict[str, Any]]:
     """Every pair's :func:`worst_case_difference` of ``score``: ``{"<regularised>-<base>":
     record}``; ``facts`` and ``calibration`` as in :func:`compare_pairs`, with the oracle's
-    facts too. A pair with a model lacking counted points in some seed is left out."""
+    facts too. A pair with a model lacking counted points under some attack in some seed
+    gets ``{"not_judged": why}`` instead."""
     out: dict[str, dict[str, Any]] = {}
     for regularised, base in pairs.items():
         matrices = {name: {attack: {seed: score_matrix(facts[seed][attack][name],
@@ -205,8 +207,12 @@ def compare_worst_case(pairs: Mapping[str, str], attacks: Sequence[str],
                                                        score)
                                     for seed in facts} for attack in attacks}
                     for name in (regularised, base, "oracle")}
-        if any(matrix is None for per_attack in matrices.values()
-               for per_seed in per_attack.values() for matrix in per_seed.values()):
+        empty = sorted({f"{attack} (seed {seed})" for per_attack in matrices.values()
+                        for attack, per_seed in per_attack.items()
+                        for seed, matrix in per_seed.items() if matrix is None})
+        if empty:
+            out[f"{regularised}-{base}"] = {"not_judged": "no counted attack step under "
+                                                          + ", ".join(empty)}
             continue
         out[f"{regularised}-{base}"] = worst_case_difference(
             matrices[regularised], matrices[base], matrices["oracle"]).as_record()

@@ -438,6 +438,9 @@ def _worst_case_lines(summary: Mapping, regularisers: Mapping[str, Mapping],
     lowered, detectable = [], []
     for pair, record in worst.items():
         name, base = pair.split("-")
+        if "not_judged" in record:
+            out.append(f"- **{name}** against {base}: not judged: {record['not_judged']}.")
+            continue
         knobs = regularisers.get(name, {})
         retain = rows[name]["unlearned"]["retain_acc"]
         base_retain = rows[base]["unlearned"]["retain_acc"]
@@ -446,6 +449,9 @@ def _worst_case_lines(summary: Mapping, regularisers: Mapping[str, Mapping],
         if missed:
             verdict = (f"not judged {MISSED}: {' and '.join(missed)} did not reach the "
                        "unlearning stop in every seed")
+        elif record["verdict"] == "lower" and record["base_gap"] <= 0:
+            verdict = ("lower, but its base method already stays below the oracle under "
+                       "every attack: further below is over-suppression, not safer")
         elif record["verdict"] == "lower" and matched:
             verdict, _ = "**lower at matched retain**", lowered.append(name)
         elif record["verdict"] == "lower":
@@ -465,11 +471,7 @@ def _worst_case_lines(summary: Mapping, regularisers: Mapping[str, Mapping],
                    f"difference {_small(record['difference'], True)} "
                    f"[{_small(record['low'], True)}, {_small(record['high'], True)}]; retain "
                    f"{_fmt(retain)} against {_fmt(base_retain)} "
-                   f"({'matched' if matched else 'not matched'}): {verdict}."
-                   + (" Both stay below the oracle under every attack: neither resurfaces, "
-                      "and lower here means further below the oracle (over-suppressed), "
-                      "not safer." if max(record["regularised_gap"], record["base_gap"]) < 0
-                      else ""))
+                   f"({'matched' if matched else 'not matched'}): {verdict}.")
     out.append("")
     if lowered:
         out.append(f"**Answer**: {', '.join(lowered)} lower(s) the base method's worst-case "
@@ -478,10 +480,14 @@ def _worst_case_lines(summary: Mapping, regularisers: Mapping[str, Mapping],
         out.append("**Answer**: no regularised configuration lowers its base method's "
                    "worst-case held-out oracle gap at matched retain with an interval that "
                    "excludes 0; the smallest difference detectable here is "
-                   f"{_small(min(detectable))}–{_small(max(detectable))} (MCQ).")
+                   f"{_small(min(detectable))}–{_small(max(detectable))} (MCQ)."
+                   + (" No base method resurfaces here (each stays below the oracle under "
+                      "every attack), so there is nothing for the regulariser to lower."
+                      if all(record.get("base_gap", 1) <= 0 for record in worst.values())
+                      else ""))
     else:
-        out.append(f"**Answer**: not judged {MISSED}: no pair reached the unlearning stop in "
-                   "every seed.")
+        out.append("**Answer**: not judged: no pair reached the unlearning stop in every seed "
+                   "with counted attack steps.")
     return out
 
 
@@ -520,8 +526,6 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
     out += _regulariser_lines(summary, methods, regularisers or {})
     out += ["", "## After each attack", ""]
     out += _verdict_lines(summary, methods, attacks)
-    out += _paired_lines(summary, attacks)
-    out += _worst_case_lines(summary, regularisers or {}, retain_tolerance)
     for attack in attacks:
         counted = ", ".join(f"lr {c['lr']:g}: {' / '.join(map(str, c['counted_steps'].values()))}"
                             " steps" for c in summary["calibration"][attack])
@@ -538,6 +542,8 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
             cells = [table.cell(name, attack, key, sign) for key, sign in keys]
             out.append("| " + " | ".join([_label(name, missed), *cells]) + " |")
         out += _missed_footnotes(missed)
+    out += _paired_lines(summary, attacks)
+    out += _worst_case_lines(summary, regularisers or {}, retain_tolerance)
     out += ["", "## Figures", ""]
     out += [f"![{caption}]({path})" for caption, path in figures.items()]
     values = {"oracle_mcq": oracle.get("forget_mcq", float("nan")),

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -173,30 +171,11 @@ def merge_history(train_logs: list[dict[str, float]],
     return [by_step[step] for step in sorted(by_step)]
 
 
-@contextmanager
-def subnormals_flushed() -> Iterator[None]:
-    """Flush subnormal floats (below about 1.2e-38 in float32) to zero on the CPU inside,
-    and back to IEEE arithmetic after.
-
-    Unlearning drives answer probabilities towards 0, and the exact regulariser gradient's
-    Hessian–vector products of them fall into the subnormal range, where x86 arithmetic is
-    many times slower: measured on the default model, an exact step took 2.6 s growing to
-    6.7 s over 6 steps against 0.95 s flushed. Values that small change no score.
-    """
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-
-
 def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             retain: Sequence[Record], params: UnlearnParams, thresholds: dict[str, float],
             max_length: int, eval_batch_size: int = 64, device: str = "cpu",
             seed: int = 0) -> UnlearnOutcome:
     """Unlearn ``forget`` from the model in ``base_dir`` with ``method``; keep ``retain``.
-
-    Training runs with subnormal floats flushed to zero (:func:`subnormals_flushed`).
 
     ``seed`` fixes the batch order (it matters when a batch is smaller than its set)."""
     train_knobs = params.train
@@ -225,9 +204,8 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             run = TrainParams(steps=train_knobs.max_steps, lr=lr, schedule="constant",
                               warmup_ratio=0.0, weight_decay=train_knobs.weight_decay,
                               grad_clip=train_knobs.grad_clip, log_every=1)
-            with subnormals_flushed():
-                result = train(model, loaders, objective, run, seed,
-                               should_stop=monitor.check, desc=f"{method} lr={lr:g}")
+            result = train(model, loaders, objective, run, seed,
+                           should_stop=monitor.check, desc=f"{method} lr={lr:g}")
             result_steps, seconds, history = result.steps, result.seconds, result.history
         note = None
         if previous_attention is not None:
