@@ -40,7 +40,8 @@ def test_the_lowest_worst_case_resurfacing_among_admissible_points_is_chosen_per
     chosen = choose(points)
     assert chosen["first_order"].lam == 1e-2 and chosen["exact"].lam == 1e-3
     table = tuning_table(points, chosen, "ssiuu", "gd")
-    assert "| first_order | **0.01** | 0.890 | 0.900 | +0.060 | benign | 0.060 | yes |" in table
+    assert ("| first_order | **0.01** | – | 0.890 | 0.900 | +0.060 | benign | 0.060 | yes |"
+            in table)
     assert ("- exact: λ = 0.001 (worst-case gap +0.040 under harmful_10, largest absolute "
             "gap 0.040)") in table
 
@@ -91,3 +92,14 @@ def test_the_grid_runs_the_method_and_its_base_on_the_tuning_seeds():
         tuning_grid(_params(tuning={"seeds": [0, 100]}), "ssiuu")
     with pytest.raises(ParamsError, match="'gd' has no regulariser to tune"):
         tuning_grid(params, "gd")
+
+
+def test_the_table_shows_the_regulariser_s_median_gradient_ratio_over_seeds():
+    row = _row(1e-2, "exact", 0.90, [0.0, 0.01])
+    row.update({"metrics/unlearn/ssiuu.json:seeds.100.reg_grad_ratio_median": 0.002,
+                "metrics/unlearn/ssiuu.json:seeds.101.reg_grad_ratio_median": 0.004,
+                "metrics/unlearn/ssiuu.json:mean.reg_grad_ratio_median": 0.0})
+    points = tuning_points([row], "ssiuu", "gd", ATTACKS, n_seeds=2, tolerance=0.02)
+    assert points[0].ratio == pytest.approx(0.003)
+    assert "| exact | **0.01** | 0.003 | 0.900 |" in tuning_table(points, choose(points),
+                                                                "ssiuu", "gd")

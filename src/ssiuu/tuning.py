@@ -35,8 +35,9 @@ def _headline(name: str, key: str) -> str:
 @dataclass(frozen=True)
 class TuningPoint:
     """One grid point's λ, mode, the scores the criterion reads (the largest gap over the
-    attacks and where, the largest absolute gap), and why it is not admissible (``None``
-    when it is)."""
+    attacks and where, the largest absolute gap), why it is not admissible (``None`` when
+    it is), and the regulariser's median gradient ratio (mean over the seeds; ``None``
+    when the row lacks it)."""
 
     lam: float
     grad: str
@@ -47,11 +48,21 @@ class TuningPoint:
     worst_distance: float
     reached_seeds: int
     excluded: str | None
+    ratio: float | None = None
 
     @property
     def admissible(self) -> bool:
         """Whether the point may be chosen."""
         return self.excluded is None
+
+
+def _median_ratio(row: Mapping[str, Any], method: str) -> float | None:
+    """The mean over seeds of the method's median ‖regulariser gradient‖ / ‖loss
+    gradient‖ (``metrics/unlearn/<method>.json``, per seed at 4 significant digits)."""
+    prefix, suffix = f"metrics/unlearn/{method}.json:seeds.", ".reg_grad_ratio_median"
+    values = [float(value) for key, value in row.items()
+              if key.startswith(prefix) and key.endswith(suffix) and value is not None]
+    return sum(values) / len(values) if values else None
 
 
 def tuning_points(rows: Sequence[Mapping[str, Any]], method: str, base: str,
@@ -83,7 +94,7 @@ def tuning_points(rows: Sequence[Mapping[str, Any]], method: str, base: str,
                                   str(row[f"unlearn.losses.{method}.grad"]), float(retain),
                                   float(base_retain), float(gaps[worst]), worst,
                                   max(abs(float(gap)) for gap in gaps.values()), reached,
-                                  excluded))
+                                  excluded, _median_ratio(row, method)))
     return points
 
 
@@ -107,14 +118,17 @@ def choose(points: Sequence[TuningPoint]) -> dict[str, TuningPoint | None]:
 
 def tuning_table(points: Sequence[TuningPoint], chosen: Mapping[str, TuningPoint | None],
                  method: str, base: str) -> str:
-    """The grid as a Markdown table (mode, λ, retain against the base method's, worst gap
-    and its attack, worst absolute gap, admissibility), the chosen point of each mode in
+    """The grid as a Markdown table (mode, λ, the regulariser's median gradient ratio,
+    retain against the base method's, worst gap and its attack, worst absolute gap,
+    admissibility), the chosen point of each mode in
     bold, then one line per mode saying what was chosen."""
-    lines = [f"| mode | λ | {method} retain | {base} retain | worst oracle gap (MCQ) | "
-             "attack | worst abs. gap | admissible |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| mode | λ | median gradient ratio | {method} retain | {base} retain | "
+             "worst oracle gap (MCQ) | attack | worst abs. gap | admissible |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for point in sorted(points, key=lambda p: (p.grad, p.lam)):
         mark = "**" if chosen.get(point.grad) is point else ""
-        lines.append(f"| {point.grad} | {mark}{point.lam:g}{mark} | {point.retain:.3f} | "
+        ratio = "–" if point.ratio is None else f"{point.ratio:.2g}"
+        lines.append(f"| {point.grad} | {mark}{point.lam:g}{mark} | {ratio} | {point.retain:.3f} | "
                      f"{point.base_retain:.3f} | {point.worst_gap:+.3f} | {point.worst_attack}"
                      f" | {point.worst_distance:.3f} | "
                      f"{'yes' if point.admissible else 'no: ' + point.excluded} |")
