@@ -3,8 +3,8 @@
 The grid (``tuning.lams`` × ``tuning.modes`` of params.yaml) runs through the sweep flow
 as DVC experiments on ``tuning.seeds`` with only the method and its base method unlearned,
 each to the ``report`` stage, after one experiment with the base method alone: it trains
-what every point shares (data, base and oracle models, the base method, their attacks)
-once, and DVC's run cache hands it to the points instead of each retraining it.
+the base and oracle models once, and DVC's run cache hands them to the points instead of
+each retraining them.
 :mod:`ssiuu.tuning` then applies the criterion to the experiments' headline metrics.
 The table and the choices are published as the Prefect Markdown artifact
 ``lambda-tuning`` and returned; writing the chosen λ into params.yaml
