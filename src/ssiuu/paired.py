@@ -201,10 +201,10 @@ def compare_worst_case(pairs: Mapping[str, str], attacks: Sequence[str],
     facts too. A pair with a model lacking counted points under some attack in some seed
     gets ``{"not_judged": why}`` instead."""
     out: dict[str, dict[str, Any]] = {}
+    windows = {attack: _windows(calibration, attack) for attack in attacks}
     for regularised, base in pairs.items():
         matrices = {name: {attack: {seed: score_matrix(facts[seed][attack][name],
-                                                       _windows(calibration, attack)[seed],
-                                                       score)
+                                                       windows[attack][seed], score)
                                     for seed in facts} for attack in attacks}
                     for name in (regularised, base, "oracle")}
         empty = sorted({f"{attack} (seed {seed})" for per_attack in matrices.values()

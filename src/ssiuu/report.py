@@ -445,7 +445,7 @@ def _worst_case_lines(summary: Mapping, regularisers: Mapping[str, Mapping],
         retain = rows[name]["unlearned"]["retain_acc"]
         base_retain = rows[base]["unlearned"]["retain_acc"]
         matched = retain >= base_retain - tolerance
-        missed = [m for m in (name, base) if not rows[m]["stop"]["reached"]]
+        missed = list(_missed(summary, (name, base)))
         if missed:
             verdict = (f"not judged {MISSED}: {' and '.join(missed)} did not reach the "
                        "unlearning stop in every seed")
