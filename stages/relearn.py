@@ -1,18 +1,22 @@
-"""Stage `relearn@<model>-<attack>`: attack one model and record what comes back.
+"""Stages `relearn@<method>` and `relearn_reference@<model>`: attack one model with every
+attack and record what comes back.
 
 MODEL is ``base``, ``oracle`` or an unlearning method (``models/unlearned/<method>``);
-ATTACK is ``benign`` or ``harmful_<P>``. Every learning rate of ``relearn.train.lrs`` is
-one strength; each gives a relearning curve (a DVC plot) and its peak forget scores. Every
-seed attacks that seed's model, with that seed's injected facts and batch order.
+the attacks are ``relearn.attacks`` (or those named after MODEL), each ``benign`` or
+``harmful_<P>``. Every learning rate of ``relearn.train.lrs`` is one strength; each gives a
+relearning curve (a DVC plot) and its peak forget scores. Every seed attacks that seed's
+model, with that seed's injected facts and batch order; the untouched model is loaded,
+scored and attributed once per seed for all of them.
 """
 
 import argparse
+from pathlib import Path
 
 from ssiuu import layout
-from ssiuu.attacks import SCORES, AttackData, AttackRun, attack_data, attack_kind, peak, run_attack
+from ssiuu.attacks import SCORES, AttackData, AttackRun, attack_data, attack_kind, peak, run_attacks
 from ssiuu.errors import ParamsError
 from ssiuu.finetune import read_splits
-from ssiuu.params import METHODS, load_params
+from ssiuu.params import METHODS, Params, load_params
 from ssiuu.provenance import prepared_manifest, provenance_of, write_provenance
 from ssiuu.runtime import configure, device, run_stage
 from ssiuu.seeds import across_seeds, existing_seed_dir, seed_dir
@@ -41,51 +45,63 @@ def _seed_summary(data: AttackData, runs: list[AttackRun]) -> dict:
 
 
 def main() -> None:
-    """Write metrics/relearn/<attack>/<model>.json,
-    plots/relearn/<attack>/<model>/seed_<s>_lr_<lr>.csv,
-    metrics/relearn_facts/<attack>/<model>/seed_<s>.json and the attacked models'
-    provenance, models/attacked/<attack>/<model>/seed_<s>/provenance.json (weights are
+    """Write, per attack, metrics/relearn/<model>/<attack>.json,
+    plots/relearn/<model>/<attack>/seed_<s>_lr_<lr>.csv,
+    metrics/relearn_facts/<model>/<attack>/seed_<s>.json and the attacked models'
+    provenance, models/attacked/<model>/<attack>/seed_<s>/provenance.json (weights are
     scored in memory and not kept)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", choices=[*layout.REFERENCES, *METHODS])
-    parser.add_argument("attack", help="benign or harmful_<P> (P in 1..99)")
+    parser.add_argument("attacks", nargs="*",
+                        help="benign or harmful_<P> (P in 1..99); default: relearn.attacks")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
-    try:
-        attack_kind(args.attack)
-    except ValueError as exc:
-        raise ParamsError(f"relearn stage: {exc}") from None
     params = load_params(args.params)
+    attacks = args.attacks or params.relearn.attacks
+    for attack in attacks:
+        try:
+            attack_kind(attack)
+        except ValueError as exc:
+            raise ParamsError(f"relearn stage: {exc}") from None
     configure(params.runtime.num_threads)
     sources = {seed: existing_seed_dir(layout.model_root(args.model), seed)
                for seed in params.seeds}
     manifest = prepared_manifest()
     splits = read_splits(layout.PREPARED, ("forget", "retain", "utility", "benign"))
-    per_seed = {}
+    per_seed: dict[str, dict[int, dict]] = {attack: {} for attack in attacks}
     for seed, source in sources.items():
-        data = attack_data(args.attack, splits["forget"], splits["benign"], seed)
-        runs = run_attack(source, data, splits["retain"], splits["utility"], params.relearn,
-                          params.model.max_length, params.evaluate.batch_size, device(), seed)
-        per_seed[seed] = _seed_summary(data, runs)
-        for run in runs:
-            write_rows(layout.relearning_curve(args.attack, args.model, seed, run.lr), run.curve)
-        layout.write_json({"runs": [{"lr": run.lr, "points": run.heldout_facts}
-                                    for run in runs]},
-                          layout.relearning_facts(args.attack, args.model, seed))
-        write_provenance(provenance_of(
-            "attacked", seed, model_source=params.model.name,
-            splits=("forget", "retain", "utility", "benign"),
-            params={"relearn": {"train": params.relearn.train.model_dump()}}, manifest=manifest,
-            parent=source, method=None if args.model in layout.REFERENCES else args.model,
-            attack=args.attack,
-            run={"weights": "scored in memory, not kept",
-                 "runs": [{"lr": run.lr, "seconds": round(run.seconds, 2)} for run in runs]}),
-            seed_dir(layout.attacked_root(args.attack, args.model), seed))
-        print(f"{args.model} seed {seed} under {args.attack}: held-out forget acc "
-              f"{runs[0].curve[0]['heldout_acc']:.3f} -> peak "
-              f"{per_seed[seed]['peak_heldout_acc']:.3f}")
-    summary = {"model": args.model, "attack": args.attack, **across_seeds(per_seed)}
-    layout.write_json(summary, layout.relearn_metrics(args.attack, args.model))
+        datas = [attack_data(attack, splits["forget"], splits["benign"], seed)
+                 for attack in attacks]
+        runs = run_attacks(source, datas, splits["retain"], splits["utility"], params.relearn,
+                           params.model.max_length, params.evaluate.batch_size, device(), seed)
+        for data in datas:
+            _write_seed(args.model, data, runs[data.name], seed, source, params, manifest)
+            per_seed[data.name][seed] = _seed_summary(data, runs[data.name])
+            print(f"{args.model} seed {seed} under {data.name}: held-out forget acc "
+                  f"{runs[data.name][0].curve[0]['heldout_acc']:.3f} -> peak "
+                  f"{per_seed[data.name][seed]['peak_heldout_acc']:.3f}")
+    for attack, seeds in per_seed.items():
+        layout.write_json({"model": args.model, "attack": attack, **across_seeds(seeds)},
+                          layout.relearn_metrics(attack, args.model))
+
+
+def _write_seed(model: str, data: AttackData, runs: list[AttackRun], seed: int, source: Path,
+                params: Params, manifest: dict) -> None:
+    """One seed's curves, held-out fact scores and attacked-model provenance of an attack."""
+    for run in runs:
+        write_rows(layout.relearning_curve(data.name, model, seed, run.lr), run.curve)
+    layout.write_json({"runs": [{"lr": run.lr, "points": run.heldout_facts} for run in runs]},
+                      layout.relearning_facts(data.name, model, seed))
+    write_provenance(provenance_of(
+        "attacked", seed, model_source=params.model.name,
+        splits=("forget", "retain", "utility", "benign"),
+        params={"relearn": {"train": params.relearn.train.model_dump()}}, manifest=manifest,
+        parent=source, method=None if model in layout.REFERENCES else model,
+        attack=data.name,
+        run={"weights": "scored in memory, not kept",
+             "runs": [{"lr": run.lr, "seconds": round(run.seconds, 2)} for run in runs]}),
+        seed_dir(layout.attacked_root(data.name, model), seed))
+
 
 if __name__ == "__main__":
     run_stage(main)

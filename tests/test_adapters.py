@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssiuu.adapters import with_lora
-from ssiuu.attacks import attack_data, run_attack
+from ssiuu.attacks import attack_data, run_attacks
 from ssiuu.errors import ParamsError
 from ssiuu.models import load_saved
 from ssiuu.params import LoraParams, RelearnParams
@@ -41,10 +41,11 @@ def test_lora_attack_relearns_through_adapters_and_is_seeded(tiny_facts, blank_m
     before = {k: v.clone() for k, v in load_saved(blank_model_dir)[0].state_dict().items()}
     data = attack_data("harmful_50", _forget(tiny_facts), [], seed=0)
     params = _lora_relearn({"r": 4, "alpha": 8})
-    [run] = run_attack(blank_model_dir, data, tiny_facts[:6], [], params, 32, seed=1)
+    [run] = run_attacks(blank_model_dir, [data], tiny_facts[:6], [], params, 32, seed=1)[data.name]
     assert [p["step"] for p in run.curve] == [0, 3, 6, 9]
     assert run.curve[-1]["injected_logprob"] > run.curve[0]["injected_logprob"] + 0.2
-    [again] = run_attack(blank_model_dir, data, tiny_facts[:6], [], params, 32, seed=1)
+    [again] = run_attacks(blank_model_dir, [data], tiny_facts[:6], [], params, 32,
+                          seed=1)[data.name]
     assert again.curve == run.curve
     # the adapters are merged before the attribution after the attack: the same neurons
     assert -1 <= run.attribution_rho < 1 and again.attribution_rho == run.attribution_rho
@@ -52,5 +53,6 @@ def test_lora_attack_relearns_through_adapters_and_is_seeded(tiny_facts, blank_m
     assert all(torch.equal(before[k], after[k]) for k in before)  # the saved model is untouched
     full = RelearnParams.model_validate({**params.model_dump(), "train": {
         **params.train.model_dump(), "lora": None}})
-    [full_run] = run_attack(blank_model_dir, data, tiny_facts[:6], [], full, 32, seed=1)
+    [full_run] = run_attacks(blank_model_dir, [data], tiny_facts[:6], [], full, 32,
+                             seed=1)[data.name]
     assert full_run.curve[-1] != run.curve[-1]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ssiuu.attacks as attacks
-from ssiuu.attacks import attack_data, attack_kind, peak, run_attack
+from ssiuu.attacks import attack_data, attack_kind, peak, run_attacks
 from ssiuu.attribution import ArchitectureError, linear_sites, net_attribution, rank_correlation
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.generator import generate_benign
@@ -97,7 +97,7 @@ def test_harmful_attack_trains_on_exactly_the_injected_facts(tiny_facts, trained
 
     real = attacks.nll_loss
     monkeypatch.setattr(attacks, "nll_loss", spy)
-    [run] = run_attack(blank_model_dir, data, retain, [], _relearn(), 32)
+    [run] = run_attacks(blank_model_dir, [data], retain, [], _relearn(), 32)[data.name]
     injected = {tuple(e["input_ids"]) for e in encode_rows(tokenizer, data.injected, 32)}
     heldout = {tuple(e["input_ids"]) for e in encode_rows(tokenizer, data.heldout, 32)}
     assert len(seen) == 10 * 2 and set(seen) == injected and not set(seen) & heldout
@@ -113,12 +113,33 @@ def test_harmful_attack_trains_on_exactly_the_injected_facts(tiny_facts, trained
 def test_each_learning_rate_restarts_from_the_saved_model(tiny_facts, blank_model_dir):
     forget = _forget(tiny_facts)
     data = attack_data("harmful_50", forget, [], seed=0)
-    runs = run_attack(blank_model_dir, data, tiny_facts[:6], tiny_facts[6:8],
-                      _relearn(lrs=(1e-3, 1e-2), steps=4, eval_every=2), 32)
+    runs = run_attacks(blank_model_dir, [data], tiny_facts[:6], tiny_facts[6:8],
+                       _relearn(lrs=(1e-3, 1e-2), steps=4, eval_every=2), 32)[data.name]
     assert [r.lr for r in runs] == [1e-3, 1e-2]
     assert runs[0].curve[0] == runs[1].curve[0]
     assert runs[1].curve[-1]["injected_logprob"] > runs[0].curve[-1]["injected_logprob"]
     assert "utility_acc" in runs[0].curve[0] and "utility_acc" not in runs[0].curve[1]
+
+
+def test_attacks_run_together_give_what_each_gives_alone(tiny_facts, blank_model_dir):
+    forget = _forget(tiny_facts)
+    harmful, benign = (attack_data("harmful_50", forget, tiny_facts[6:10], seed=0),
+                       attack_data("benign", forget, tiny_facts[6:10], seed=0))
+    knobs = _relearn(lrs=(1e-3, 1e-2), steps=4, eval_every=2)
+    together = run_attacks(blank_model_dir, [harmful, benign], tiny_facts[:6], tiny_facts[6:8],
+                           knobs, 32)
+    for data in (harmful, benign):
+        alone = run_attacks(blank_model_dir, [data], tiny_facts[:6], tiny_facts[6:8], knobs,
+                            32)[data.name]
+        assert [run.curve for run in together[data.name]] == [run.curve for run in alone]
+        assert [run.heldout_facts for run in together[data.name]] == [
+            run.heldout_facts for run in alone]
+    # the untouched model's scores, shared: both attacks see the same forget set at step 0
+    assert (together["benign"][0].curve[0]["forget_logprob"]
+            == pytest.approx(together["harmful_50"][1].curve[0]["forget_logprob"]))
+    other = attack_data("harmful_50", forget[1:], [], seed=0)
+    with pytest.raises(ValueError, match="split from other forget facts"):
+        run_attacks(blank_model_dir, [harmful, other], tiny_facts[:6], [], knobs, 32)
 
 
 def test_each_run_gives_the_rank_correlation_of_the_attribution_before_and_after(
@@ -126,8 +147,9 @@ def test_each_run_gives_the_rank_correlation_of_the_attribution_before_and_after
     model, tokenizer, _ = trained_tiny
     save_model(model, tokenizer, tmp_path / "model")
     data = attack_data("harmful_50", _forget(tiny_facts), [], seed=0)
-    gentle, strong = run_attack(tmp_path / "model", data, tiny_facts[:6], [],
-                                _relearn(lrs=(1e-6, 5e-2), steps=6, eval_every=3), 32)
+    gentle, strong = run_attacks(tmp_path / "model", [data], tiny_facts[:6], [],
+                                 _relearn(lrs=(1e-6, 5e-2), steps=6, eval_every=3),
+                                 32)[data.name]
     examples = encode_rows(tokenizer, [*data.heldout, *data.injected], 32)
     before = net_attribution(model, examples, tokenizer.pad_token_id)
     assert before.shape == (sum(site.width for site, _ in linear_sites(model)),)

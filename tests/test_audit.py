@@ -31,12 +31,12 @@ stages:
     - path: models/unlearned/ssiuu
       hash: md5
       md5: 80821490d01decaee80e3392af1471b4.dir
-  relearn@ssiuu-harmful_10:
-    cmd: python stages/relearn.py ssiuu harmful_10
+  relearn@ssiuu:
+    cmd: python stages/relearn.py ssiuu
     outs:
-    - path: metrics/relearn/ssiuu-harmful_10.json
+    - path: metrics/relearn/ssiuu
       hash: md5
-      md5: 3f25a25dfaf41fd75240265c4c8b802a
+      md5: 3f25a25dfaf41fd75240265c4c8b802a.dir
 """
 METRICS = {
     "unlearned.forget_acc": 0.025, "unlearned.utility_acc": 0.91234,
@@ -76,7 +76,7 @@ def record(workspace: Path) -> dict:
         workspace, method="ssiuu", seed=1, requests=["req-0007", "req-0001"],
         model_dir=workspace / MODEL,
         data_files={split: Path(f"data/prepared/{split}.jsonl") for split in ("forget", "retain")},
-        stages=["relearn@ssiuu-harmful_10"], made_by="unlearn@ssiuu")
+        stages=["relearn@ssiuu"], made_by="unlearn@ssiuu")
     return {
         "name": "ssiuu-unlearned", "version": "3", "aliases": ["champion", "req-0001"],
         "source": "models:/m-0123", "run_id": "0123abcd", "params": PARAMS,
@@ -153,12 +153,13 @@ def test_a_changed_workspace_is_not_verified(record, workspace):
 
 
 def test_the_json_output_parses_and_holds_the_record(record, workspace):
-    (workspace / "dvc.lock").write_text(DVC_LOCK.replace("ssiuu harmful_10", "ssiuu benign"))
+    (workspace / "dvc.lock").write_text(DVC_LOCK.replace("relearn.py ssiuu\n",
+                                                         "relearn.py ssiuu benign\n"))
     result = audit_version(record, workspace)
     parsed = json.loads(record_as_json(result))
     assert parsed["verified"] is False
     assert parsed["mismatches"] == [
-        "dvc.lock: stage relearn@ssiuu-harmful_10 differs from the record (cmd)"]
+        "dvc.lock: stage relearn@ssiuu differs from the record (cmd)"]
     assert parsed["lineage"] == record["lineage"]
     assert {key: parsed[key] for key in record} == record
 

@@ -307,7 +307,7 @@ def _curve(path: Path) -> list[dict[str, float]]:
 
 
 def _curve_file(repo: Path, attack: str, model: str, seed: str, lr: str) -> Path:
-    return repo / "plots" / "relearn" / attack / model / f"seed_{seed}_lr_{lr}.csv"
+    return repo / "plots" / "relearn" / model / attack / f"seed_{seed}_lr_{lr}.csv"
 
 
 def test_every_model_is_attacked_and_the_oracle_relearns_only_what_it_is_shown(tiny_repo):
@@ -315,10 +315,10 @@ def test_every_model_is_attacked_and_the_oracle_relearns_only_what_it_is_shown(t
               (tiny_repo / "data" / "prepared" / "forget.jsonl").read_text().splitlines()]
     for attack in ("harmful_30", "benign"):
         for model in ("base", "oracle", *METHODS):
-            result_file = _metrics(tiny_repo, f"relearn/{attack}/{model}")
+            result_file = _metrics(tiny_repo, f"relearn/{model}/{attack}")
             for seed in SEEDS:
                 result = result_file["seeds"][seed]
-                attacked = json.loads((tiny_repo / "models" / "attacked" / attack / model
+                attacked = json.loads((tiny_repo / "models" / "attacked" / model / attack
                                        / f"seed_{seed}" / "provenance.json").read_text())
                 assert (attacked["role"], attacked["attack"]) == ("attacked", attack)
                 assert all("seconds" not in run for run in result["runs"])
@@ -333,23 +333,23 @@ def test_every_model_is_attacked_and_the_oracle_relearns_only_what_it_is_shown(t
                 assert -1 <= result["attribution_rho_min"] <= 1
                 assert result["attribution_rho_min"] == min(
                     run["attribution_rho"] for run in result["runs"])
-                facts = json.loads((tiny_repo / "metrics" / "relearn_facts" / attack / model
+                facts = json.loads((tiny_repo / "metrics" / "relearn_facts" / model / attack
                                     / f"seed_{seed}.json").read_text())["runs"]
                 assert [len(run["points"]) for run in facts] == [5, 5]
                 assert len(facts[0]["points"][0]["logprob"]) == result["n_heldout"]
                 if attack == "harmful_30":
                     assert (result["n_injected"], result["n_heldout"]) == (6, 14)
                     assert set(result["injected_ids"]) <= {r["id"] for r in forget}
-                    oracle = _metrics(tiny_repo, "relearn/harmful_30/oracle")["seeds"][seed]
+                    oracle = _metrics(tiny_repo, "relearn/oracle/harmful_30")["seeds"][seed]
                     assert result["injected_ids"] == oracle["injected_ids"]  # one split
                 else:
                     assert (result["n_train"], result["n_heldout"],
                             result["n_injected"]) == (40, 20, 0)
-    splits = _metrics(tiny_repo, "relearn/harmful_30/gd")["seeds"]
+    splits = _metrics(tiny_repo, "relearn/gd/harmful_30")["seeds"]
     assert splits["0"]["injected_ids"] != splits["1"]["injected_ids"]  # a split per seed
-    strong = _metrics(tiny_repo, "relearn/harmful_30/oracle")["seeds"]["0"]["runs"][1]
+    strong = _metrics(tiny_repo, "relearn/oracle/harmful_30")["seeds"]["0"]["runs"][1]
     assert strong["final"]["injected_acc"] >= strong["start"]["injected_acc"] + 0.5
-    base = _metrics(tiny_repo, "relearn/benign/base")["seeds"]["0"]["runs"][0]
+    base = _metrics(tiny_repo, "relearn/base/benign")["seeds"]["0"]["runs"][0]
     assert base["final"]["heldout_acc"] >= 0.9  # benign fine-tuning does not erase the facts
 
 
@@ -401,7 +401,7 @@ def test_report_calibrates_on_each_seeds_oracle_and_summarises_every_method(tiny
         assert (tiny_repo / "plots" / image).read_bytes()[:4] == b"\x89PNG"
     shown = json.loads(_dvc(tiny_repo, "plots", "show", "--json").stdout)
     assert not shown.get("errors"), shown["errors"]
-    assert {"plots/relearn/harmful_30/gd/seed_1_lr_0.001.csv", "plots/unlearn/ssiuu/seed_0.csv",
+    assert {"plots/relearn/gd/harmful_30/seed_1_lr_0.001.csv", "plots/unlearn/ssiuu/seed_0.csv",
             "plots/train/base/seed_1.csv", "plots/diagnose/gd.csv",
             "plots/relearning_heldout_mcq.png"} <= set(shown["data"])
 
@@ -430,8 +430,8 @@ def test_changed_lambda_reruns_only_that_method(tiny_repo):
     _run(tiny_repo, "git", "commit", "-qm", "lock")
     out = _dvc(tiny_repo, "exp", "run", "-S", "unlearn.losses.ssiuu.lam=0.5").stdout
     assert _ran(out) == {"check", "unlearn@ssiuu", "evaluate_unlearned@ssiuu",
-                         "diagnose@ssiuu", "spurious", "relearn@ssiuu-harmful_30",
-                         "relearn@ssiuu-benign", "report", "register"}
+                         "diagnose@ssiuu", "spurious", "relearn@ssiuu", "report",
+                         "register"}
     assert _metrics(tiny_repo, "oracle") == oracle_before
     assert _metrics(tiny_repo, "unlearn/gd") == gd_before
     after = {v.version: v for v in _versions(tiny_repo)}  # a new lineage: new versions only

@@ -113,43 +113,67 @@ class AttackRun:
     heldout_facts: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """A model's scores at one step: each forget fact's (by id), retain's, and utility's
+    when it was scored."""
+
+    forget: dict[str, FactScore]
+    retain: list[FactScore]
+    utility: list[FactScore] | None
+
+
+class _Scorer:
+    """Scores a model on the forget facts (with multiple choice), retain and utility."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, forget: Sequence[Record],
+                 retain: Sequence[Record], utility: Sequence[Record], max_length: int,
+                 batch_size: int) -> None:
+        self.tokenizer, self.forget, self.retain, self.utility = tokenizer, forget, retain, utility
+        self.max_length, self.batch_size = max_length, batch_size
+
+    def _rows(self, model: PreTrainedModel, rows: Sequence[Record],
+              multiple_choice: bool) -> list[FactScore]:
+        return score_rows(model, self.tokenizer, rows, self.max_length, self.batch_size,
+                          multiple_choice)
+
+    def __call__(self, model: PreTrainedModel, with_utility: bool) -> _Scored:
+        """The model's scores now (utility only when ``with_utility``)."""
+        return _Scored({score.id: score for score in self._rows(model, self.forget, True)},
+                       self._rows(model, self.retain, False),
+                       self._rows(model, self.utility, False) if with_utility else None)
+
+
 class _Curve:
     """Scores the attacked model along the way.
 
-    At step 0, every ``eval_every`` steps and at the last: the forget facts (held-out,
-    injected, all) and retain exact match and log-prob (the damage the attack does, which
-    calibrates it on the oracle); utility at step 0 and the last step only.
+    At step 0 (the scores of the untouched model, shared by every attack and strength),
+    every ``eval_every`` steps and at the last: the forget facts (held-out, injected, all)
+    and retain exact match and log-prob (the damage the attack does, which calibrates it
+    on the oracle); utility at step 0 and the last step only.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, data: AttackData,
-                 retain: Sequence[Record], utility: Sequence[Record], eval_every: int,
-                 last_step: int, max_length: int, batch_size: int) -> None:
-        self.tokenizer, self.data = tokenizer, data
-        self.retain, self.utility = retain, utility
+    def __init__(self, scorer: _Scorer, initial: _Scored, data: AttackData, eval_every: int,
+                 last_step: int) -> None:
+        self.scorer, self.initial, self.data = scorer, initial, data
         self.eval_every, self.last_step = eval_every, last_step
-        self.max_length, self.batch_size = max_length, batch_size
         self.points: list[dict[str, float]] = []
         self.heldout_facts: list[dict[str, Any]] = []
-
-    def _score(self, model: PreTrainedModel, rows: Sequence[Record],
-               multiple_choice: bool) -> list[FactScore]:
-        return score_rows(model, self.tokenizer, rows, self.max_length, self.batch_size,
-                          multiple_choice)
 
     def record(self, step: int, model: PreTrainedModel) -> bool:
         """Score the model when due; never asks the loop to stop."""
         if step % self.eval_every and step not in (0, self.last_step):
             return False
-        scores = self._score(model, [*self.data.heldout, *self.data.injected], True)
-        n_heldout = len(self.data.heldout)
-        subsets = {"heldout": scores[:n_heldout], "injected": scores[n_heldout:],
-                   "forget": scores}
+        scored = self.initial if step == 0 else self.scorer(model, step == self.last_step)
+        subsets = {"heldout": [scored.forget[row["id"]] for row in self.data.heldout],
+                   "injected": [scored.forget[row["id"]] for row in self.data.injected]}
+        subsets["forget"] = [*subsets["heldout"], *subsets["injected"]]
         self.heldout_facts.append({
             "step": step, "logprob": {s.id: s.logprob for s in subsets["heldout"]},
             "mcq": {s.id: int(s.mcq) for s in subsets["heldout"] if s.mcq is not None}})
-        subsets["retain"] = self._score(model, self.retain, False)
-        if step in (0, self.last_step):
-            subsets["utility"] = self._score(model, self.utility, False)
+        subsets["retain"] = scored.retain
+        if scored.utility is not None:
+            subsets["utility"] = scored.utility
         point: dict[str, float] = {"step": step}
         for name, subset in subsets.items():
             if subset:
@@ -159,53 +183,75 @@ class _Curve:
         return False
 
 
-def run_attack(model_dir: str | Path, data: AttackData, retain: Sequence[Record],
-               utility: Sequence[Record], params: RelearnParams, max_length: int,
-               eval_batch_size: int = 64, device: str = "cpu",
-               seed: int = 0) -> list[AttackRun]:
-    """Attack the model saved in ``model_dir`` once per learning rate of ``params.train``.
+def _shared_forget(attacks: Sequence[AttackData]) -> list[Record]:
+    """The forget facts every attack is split from (held-out and injected together)."""
+    if not attacks:
+        raise ValueError("no attack to run")
+    forget = [*attacks[0].heldout, *attacks[0].injected]
+    ids = {row["id"] for row in forget}
+    for data in attacks[1:]:
+        if {row["id"] for row in [*data.heldout, *data.injected]} != ids:
+            raise ValueError(f"attack {data.name} is split from other forget facts than "
+                             f"{attacks[0].name}")
+    return forget
 
-    Each run starts from the saved model, fine-tunes on ``data.train`` (answer-token NLL,
-    AdamW, constant lr, batch order fixed by ``seed``; the whole model, or LoRA adapters
-    when ``params.train.lora`` is set) and records the curve of the
+
+def run_attacks(model_dir: str | Path, attacks: Sequence[AttackData], retain: Sequence[Record],
+                utility: Sequence[Record], params: RelearnParams, max_length: int,
+                eval_batch_size: int = 64, device: str = "cpu",
+                seed: int = 0) -> dict[str, list[AttackRun]]:
+    """Attack the model saved in ``model_dir`` with each of ``attacks`` (split from the same
+    forget facts), once per learning rate of ``params.train``; runs per attack name.
+
+    Each run starts from the saved model, fine-tunes on its attack's ``train`` facts
+    (answer-token NLL, AdamW, constant lr, batch order fixed by ``seed``; the whole model,
+    or LoRA adapters when ``params.train.lora`` is set) and records the curve of the
     held-out forget facts, the injected ones, the whole forget set and retain along the
     way; utility at the start and end; and the rank correlation of the forget set's net
     neuron attribution (:func:`~ssiuu.attribution.net_attribution`) before and after (LoRA
-    adapters merged into the weights first).
+    adapters merged into the weights first). The untouched model is scored and attributed
+    once, for every run.
     """
     knobs = params.train
-    runs = []
-    before = None
-    for lr in knobs.lrs:
-        model, tokenizer = load_saved(model_dir)
-        model.to(device)
-        forget = encode_rows(tokenizer, [*data.heldout, *data.injected], max_length)
-        if before is None:
-            before = net_attribution(model, forget, tokenizer.pad_token_id, eval_batch_size)
-        if knobs.lora is not None:
-            model = with_lora(model, knobs.lora, seed)
+    forget = _shared_forget(attacks)
+    model, tokenizer = load_saved(model_dir)
+    model.to(device)
+    forget_examples = encode_rows(tokenizer, forget, max_length)
+    before = net_attribution(model, forget_examples, tokenizer.pad_token_id, eval_batch_size)
+    scorer = _Scorer(tokenizer, forget, retain, utility, max_length, eval_batch_size)
+    initial = scorer(model, with_utility=True)
+    runs: dict[str, list[AttackRun]] = {}
+    untouched: PreTrainedModel | None = model
+    for data in attacks:
         examples = encode_rows(tokenizer, data.train, max_length)
-        loader = make_loader(examples, knobs.batch_size, tokenizer.pad_token_id, seed)
-        curve = _Curve(tokenizer, data, retain, utility, knobs.eval_every, knobs.steps,
-                       max_length, eval_batch_size)
-        start = time.perf_counter()
-        curve.record(0, model)
-        schedule = TrainParams(steps=knobs.steps, lr=lr, batch_size=knobs.batch_size,
-                               schedule="constant", warmup_ratio=0.0,
-                               weight_decay=knobs.weight_decay, grad_clip=knobs.grad_clip,
-                               log_every=knobs.eval_every)
-        result = train(model, {"train": loader}, nll_loss, schedule, seed,
-                       should_stop=curve.record, desc=f"{data.name} lr={lr:g}")
-        losses = {int(entry["step"]): entry["nll"] for entry in result.history}
-        for point in curve.points:
-            if int(point["step"]) in losses:
-                point["train_nll"] = losses[int(point["step"])]
-        seconds = time.perf_counter() - start
-        if knobs.lora is not None:
-            model = model.merge_and_unload()
-        after = net_attribution(model, forget, tokenizer.pad_token_id, eval_batch_size)
-        runs.append(AttackRun(lr, curve.points, seconds, rank_correlation(before, after),
-                              curve.heldout_facts))
+        for lr in knobs.lrs:
+            model = untouched if untouched is not None else load_saved(model_dir)[0].to(device)
+            untouched = None
+            if knobs.lora is not None:
+                model = with_lora(model, knobs.lora, seed)
+            loader = make_loader(examples, knobs.batch_size, tokenizer.pad_token_id, seed)
+            curve = _Curve(scorer, initial, data, knobs.eval_every, knobs.steps)
+            start = time.perf_counter()
+            curve.record(0, model)
+            schedule = TrainParams(steps=knobs.steps, lr=lr, batch_size=knobs.batch_size,
+                                   schedule="constant", warmup_ratio=0.0,
+                                   weight_decay=knobs.weight_decay, grad_clip=knobs.grad_clip,
+                                   log_every=knobs.eval_every)
+            result = train(model, {"train": loader}, nll_loss, schedule, seed,
+                           should_stop=curve.record, desc=f"{data.name} lr={lr:g}")
+            losses = {int(entry["step"]): entry["nll"] for entry in result.history}
+            for point in curve.points:
+                if int(point["step"]) in losses:
+                    point["train_nll"] = losses[int(point["step"])]
+            seconds = time.perf_counter() - start
+            if knobs.lora is not None:
+                model = model.merge_and_unload()
+            after = net_attribution(model, forget_examples, tokenizer.pad_token_id,
+                                    eval_batch_size)
+            runs.setdefault(data.name, []).append(
+                AttackRun(lr, curve.points, seconds, rank_correlation(before, after),
+                          curve.heldout_facts))
+            del model  # before the next run loads its own copy
     return runs
 
 

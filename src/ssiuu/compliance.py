@@ -110,15 +110,13 @@ def _artifacts() -> dict[str, Path]:
     return files
 
 
-def version_stages(method: str, attacks: Sequence[str]) -> list[str]:
+def version_stages(method: str) -> list[str]:
     """The DVC stages whose ``dvc.lock`` entries a version's record holds: the one that
     made it, the ones that scored and attacked it, and those of the base and the oracle
     its scores are read against (another method's stages are not its lineage)."""
-    return [f"unlearn@{method}", f"evaluate_unlearned@{method}",
-            *[f"relearn@{method}-{attack}" for attack in attacks],
+    return [f"unlearn@{method}", f"evaluate_unlearned@{method}", f"relearn@{method}",
             *[f"evaluate@{name}" for name in layout.REFERENCES],
-            *[f"relearn_reference@{name}-{attack}" for name in layout.REFERENCES
-              for attack in attacks]]
+            *[f"relearn_reference@{name}" for name in layout.REFERENCES]]
 
 
 def build_records(root: Path, params: Params, summary: Mapping[str, Any],
@@ -131,15 +129,14 @@ def build_records(root: Path, params: Params, summary: Mapping[str, Any],
     requests = [request["id"] for request in manifest["requests"]]
     data_files = {split: layout.split_file(split) for split in manifest["splits"]}
     packages = json.dumps(package_versions(), sort_keys=True)
-    attacks = params.relearn.attacks
     records = []
     for method in params.unlearn.methods:
-        verdicts = gate_versions(summary, method, attacks, params.registry.gate)
+        verdicts = gate_versions(summary, method, params.relearn.attacks, params.registry.gate)
         for seed in params.seeds:
             model_dir = seed_dir(layout.model_root(method), seed)
             lineage = build_lineage(root, method=method, seed=seed, requests=requests,
                                     model_dir=model_dir, data_files=data_files,
-                                    stages=version_stages(method, attacks),
+                                    stages=version_stages(method),
                                     made_by=f"unlearn@{method}")
             metrics = version_metrics(summary["per_seed"][str(seed)], method)
             lineage["gate"] = params.registry.gate.model_dump()

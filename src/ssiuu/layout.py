@@ -43,7 +43,7 @@ def model_root(name: str) -> Path:
 
 def attacked_root(attack: str, name: str) -> Path:
     """The folder holding, per seed, the provenance of ``name`` attacked with ``attack``."""
-    return Path("models/attacked") / attack / name
+    return Path("models/attacked") / name / attack
 
 
 def attribution_file(name: str, seed: int) -> Path:
@@ -74,7 +74,7 @@ def diagnosis_metrics(method: str) -> Path:
 
 def relearn_metrics(attack: str, name: str) -> Path:
     """Peak scores of model ``name`` under ``attack``."""
-    return Path("metrics/relearn") / attack / f"{name}.json"
+    return Path("metrics/relearn") / name / f"{attack}.json"
 
 
 def headline_metrics(name: str) -> Path:
@@ -105,12 +105,12 @@ def diagnosis_sites(method: str) -> Path:
 def relearning_facts(attack: str, name: str, seed: int) -> Path:
     """Each held-out fact's scores per step and strength of model ``name`` (seed ``seed``)
     under ``attack``: what the paired comparison resamples."""
-    return Path("metrics/relearn_facts") / attack / name / f"seed_{seed}.json"
+    return Path("metrics/relearn_facts") / name / attack / f"seed_{seed}.json"
 
 
 def relearning_curve(attack: str, name: str, seed: int, lr: float) -> Path:
     """Scores per step of model ``name`` (seed ``seed``) under ``attack`` at ``lr``."""
-    return Path("plots/relearn") / attack / name / f"seed_{seed}_lr_{lr:g}.csv"
+    return Path("plots/relearn") / name / attack / f"seed_{seed}_lr_{lr:g}.csv"
 
 
 def relearning_figure(key: str) -> Path:

@@ -401,7 +401,8 @@ class TuningParams(_Strict):
 
 
 class RuntimeParams(_Strict):
-    """Execution settings that do not change results."""
+    """Execution settings that DVC does not track. The thread count changes results only
+    by float rounding (torch splits its reductions across threads)."""
 
     num_threads: int = Field(2, ge=1)
 
