@@ -54,7 +54,8 @@ def test_a_constant_shift_is_found_exactly_and_identical_methods_differ_by_nothi
     assert lower.difference == pytest.approx(-0.1) and lower.verdict == "lower"
     assert lower.low == pytest.approx(-0.1) and lower.high == pytest.approx(-0.1)
     same = paired_difference(base, base, n_bootstrap=200)
-    assert same.difference == 0 and same.detectable == 0
+    # every draw gives the same difference: no spread, nothing to estimate power from
+    assert same.difference == 0 and same.detectable is None and lower.detectable is None
     assert (lower.n_seeds, lower.n_facts) == (3, 60)
 
 
@@ -102,6 +103,13 @@ def test_the_report_says_when_a_small_mcq_difference_is_not_detectable():
     assert "no difference detected (smallest detectable here: 0.17)" in text
     assert ("A 0.05 difference of held-out MCQ is not detectable under benign (ssiuu − gd: "
             "0.17 with 3 seed(s) and 60 held-out facts)") in text
+    alike = PairedDifference(0.0, 0.0, 0.0, None, 1, 18).as_record()
+    text = "\n".join(_paired_lines({"paired": {"benign": {"ssiuu-gd": {"mcq": alike}}}},
+                                   ["benign"]))
+    assert ("| +0.00 | [+0.00, +0.00] | – | no difference detected (smallest detectable here: "
+            "not estimable: the two models score every held-out fact alike") in text
+    assert ("A 0.05 difference of held-out MCQ is not detectable under benign (ssiuu − gd: "
+            "not estimable with 1 seed(s) and 18 held-out facts)") in text
 
 
 def _constant(ids, values):
@@ -182,6 +190,10 @@ def test_the_report_answers_whether_the_worst_case_is_lowered_at_matched_retain(
     text = "\n".join(_worst_case_lines(_worst_summary(same.as_record()), knobs, 0.02))
     assert "no difference detected (smallest detectable here: 0.07)" in text
     assert "the smallest difference detectable here is 0.07–0.07 (MCQ)" in text
+    alike = WorstCaseDifference(0.0, 0.0, 0.0, None, 1, 20, -0.2, "benign", -0.2, "benign")
+    text = "\n".join(_worst_case_lines(_worst_summary(alike.as_record()), knobs, 0.02))
+    assert "no difference detected (smallest detectable here: not estimable" in text
+    assert "the smallest detectable difference cannot be estimated here" in text
     missed = "\n".join(_worst_case_lines(_worst_summary(lower.as_record(),
                                                         reached=(True, False)), knobs, 0.02))
     assert "not judged †: gd did not reach the unlearning stop" in missed

@@ -11,7 +11,9 @@ as two independent means. For one score (``mcq`` or ``logprob``):
   replacement, then the held-out facts within each drawn seed, the same draw for both
   methods (the pairing), and both peaks are recomputed on the draw;
 - the **smallest detectable difference** is ``(z_0.975 + z_0.8) ×`` the bootstrap standard
-  error: the difference a two-sided 5% test would find four times out of five here.
+  error: the difference a two-sided 5% test would find four times out of five here. When
+  every draw gives the same difference (the two methods score every fact alike, as one
+  seed can make them) the bootstrap has no spread and it cannot be estimated: ``None``.
 
 The verdict is ``lower`` or ``higher`` when the interval excludes 0, else ``no difference
 detected``. For the held-out peak lower is better: less came back.
@@ -33,6 +35,7 @@ import numpy as np
 
 DETECTABLE_Z = 1.959964 + 0.841621  # two-sided 5% test, 80% power
 N_BOOTSTRAP = 2000
+NO_SPREAD = 1e-9  # bootstrap draws this close are one value: no standard error to estimate
 PAIRED_SCORES = ("mcq", "logprob")
 
 # Per seed: the held-out fact ids and a [counted points × facts] matrix of one score.
@@ -42,12 +45,13 @@ Scores = tuple[list[str], np.ndarray]
 @dataclass(frozen=True)
 class PairedDifference:
     """Regularised − base held-out peak over seeds, its 95% bootstrap interval, the smallest
-    difference detectable here, and how many seeds and held-out facts it rests on."""
+    difference detectable here (``None`` when the bootstrap has no spread), and how many
+    seeds and held-out facts it rests on."""
 
     difference: float
     low: float
     high: float
-    detectable: float
+    detectable: float | None
     n_seeds: int
     n_facts: int
 
@@ -111,8 +115,16 @@ def paired_difference(regularised: Mapping[int, Scores], base: Mapping[int, Scor
                                  for index in chosen]))
     low, high = np.percentile(draws, [2.5, 97.5])
     return PairedDifference(difference(everything), float(low), float(high),
-                            DETECTABLE_Z * float(np.std(draws, ddof=1)), len(seeds),
+                            _detectable(draws), len(seeds),
                             sum(matrix.shape[1] for matrix, _ in pairs))
+
+
+def _detectable(draws: Sequence[float]) -> float | None:
+    """The smallest difference a two-sided 5% test detects with 80% power, from the
+    bootstrap's standard error; ``None`` when the draws differ by rounding only."""
+    if float(np.ptp(draws)) <= NO_SPREAD:
+        return None
+    return DETECTABLE_Z * float(np.std(draws, ddof=1))
 
 
 def _gap_per_attack(model: Mapping[str, Mapping[int, Scores]],
@@ -179,9 +191,8 @@ def worst_case_difference(regularised: Mapping[str, Mapping[int, Scores]],
     distinct = sum(len({fact for attack in attacks for fact in regularised[attack][one][0]})
                    for one in seeds)
     return WorstCaseDifference(reg[reg_attack] - plain[base_attack], float(low), float(high),
-                               DETECTABLE_Z * float(np.std(draws, ddof=1)), len(seeds),
-                               distinct, reg[reg_attack], reg_attack, plain[base_attack],
-                               base_attack)
+                               _detectable(draws), len(seeds), distinct, reg[reg_attack],
+                               reg_attack, plain[base_attack], base_attack)
 
 
 def _windows(calibration: Mapping[str, Sequence[Mapping[str, Any]]],

@@ -373,6 +373,18 @@ def _small(value: float, sign: bool = False) -> str:
     return _fmt(value, sign)
 
 
+def _detectable(value: float | None) -> str:
+    """The smallest detectable difference, or – where it cannot be estimated (no spread)."""
+    return "–" if value is None else _small(value)
+
+
+def _undetected(value: float | None) -> str:
+    """The verdict when the interval holds 0, with what this design could have detected."""
+    return ("no difference detected (smallest detectable here: "
+            + ("not estimable: the two models score every held-out fact alike in every "
+               "bootstrap draw" if value is None else _small(value)) + ")")
+
+
 def _paired_lines(summary: Mapping, attacks: Sequence[str]) -> list[str]:
     """The paired comparison of each regularised method with its base method per attack
     (``summary["paired"]``, :func:`ssiuu.paired.compare_pairs`), and whether a 0.05 MCQ
@@ -401,20 +413,23 @@ def _paired_lines(summary: Mapping, attacks: Sequence[str]) -> list[str]:
         if missed[pair]:
             verdict = f"not compared {MISSED}"
         elif verdict == "no difference detected":
-            verdict += f" (smallest detectable here: {_small(record['detectable'])})"
+            verdict = _undetected(record["detectable"])
         out.append(f"| {attack} | {pair.replace('-', ' − ')} | held-out {score} peak | "
                    f"{_small(record['difference'], True)} | [{_small(record['low'], True)}, "
-                   f"{_small(record['high'], True)}] | {_small(record['detectable'])} | "
+                   f"{_small(record['high'], True)}] | {_detectable(record['detectable'])} | "
                    f"{verdict} |")
     for pair, names in missed.items():
         if names:
             out += ["", f"{MISSED} {pair.replace('-', ' − ')}: {' and '.join(names)} did not "
                         "reach the unlearning stop in every seed, so the difference is shown "
                         "but not judged."]
-    coarse = [f"{attack} ({pair.replace('-', ' − ')}: {record['detectable']:.2f} with "
-              f"{record['n_seeds']} seed(s) and {record['n_facts']} held-out facts)"
+    coarse = [f"{attack} ({pair.replace('-', ' − ')}: "
+              + ("not estimable" if record["detectable"] is None
+                 else f"{record['detectable']:.2f}")
+              + f" with {record['n_seeds']} seed(s) and {record['n_facts']} held-out facts)"
               for attack, pair, score, record in rows
-              if score == "mcq" and record["detectable"] > 0.05 and not missed[pair]]
+              if score == "mcq" and not missed[pair]
+              and (record["detectable"] is None or record["detectable"] > 0.05)]
     if coarse:
         out += ["", "A 0.05 difference of held-out MCQ is not detectable under "
                     + "; ".join(coarse) + ": more seeds or forget facts would narrow it."]
@@ -456,10 +471,10 @@ def _worst_case_lines(summary: Mapping, regularisers: Mapping[str, Mapping],
             verdict, _ = "**lower at matched retain**", lowered.append(name)
         elif record["verdict"] == "lower":
             verdict = "lower, but not at matched retain"
+        elif record["verdict"] == "no difference detected":
+            verdict = _undetected(record["detectable"])
         else:
-            verdict = record["verdict"] + (
-                f" (smallest detectable here: {_small(record['detectable'])})"
-                if record["verdict"] == "no difference detected" else "")
+            verdict = record["verdict"]
         if not missed:
             detectable.append(record["detectable"])
         setting = (f" (λ {knobs['lam']:g}, {knobs['grad'].replace('_', '-')})"
@@ -477,10 +492,16 @@ def _worst_case_lines(summary: Mapping, regularisers: Mapping[str, Mapping],
         out.append(f"**Answer**: {', '.join(lowered)} lower(s) the base method's worst-case "
                    "held-out oracle gap at matched retain, with a 95% interval that excludes 0.")
     elif detectable:
+        estimable = [value for value in detectable if value is not None]
         out.append("**Answer**: no regularised configuration lowers its base method's "
                    "worst-case held-out oracle gap at matched retain with an interval that "
-                   "excludes 0; the smallest difference detectable here is "
-                   f"{_small(min(detectable))}–{_small(max(detectable))} (MCQ)."
+                   "excludes 0; "
+                   + (f"the smallest difference detectable here is {_small(min(estimable))}"
+                      f"–{_small(max(estimable))} (MCQ)" if estimable else
+                      "the smallest detectable difference cannot be estimated here (every "
+                      "bootstrap draw gives the same difference: more seeds or facts are "
+                      "needed)")
+                   + "."
                    + (" No base method resurfaces here (each stays below the oracle under "
                       "every attack), so there is nothing for the regulariser to lower."
                       if all(record.get("base_gap", 1) <= 0 for record in worst.values())
