@@ -1,5 +1,6 @@
 """params.yaml is validated before anything runs, naming the file and the dotted field."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,13 @@ def test_profile_with_bad_value_leaves_params_untouched(tmp_path):
     overlay.write_text(yaml.safe_dump({"base": {"train": {"lr": -1}}}))
     assert cli(["profile", str(overlay), "--params", str(target)]) == 2
     assert target.read_text() == before
+
+
+def test_profile_writes_small_floats_that_every_yaml_reader_reads_as_floats(tmp_path):
+    """ruamel writes 3e-05, a string to PyYAML (YAML 1.1); the profile writes 3.0e-05."""
+    target = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", target)
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("relearn:\n  train:\n    lrs: [3.0e-5, 1.0e-4, 0.5]\n", encoding="utf-8")
+    assert cli(["profile", str(overlay), "--params", str(target)]) == 0
+    assert read_yaml(target)["relearn"]["train"]["lrs"] == [3.0e-5, 1.0e-4, 0.5]
