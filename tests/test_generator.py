@@ -2,6 +2,7 @@
 
 from ssiuu.data.generator import (
     generate_benign,
+    generate_holdout_facts,
     generate_people_facts,
     generate_utility,
     person_names,
@@ -28,6 +29,21 @@ def test_person_is_the_same_whatever_the_population_size():
     assert without_distractors(large[: len(small)]) == without_distractors(small)
     assert person_names(0, 10) == person_names(0, 40)[:10]
     assert len(set(person_names(0, 40))) == 40
+
+
+def test_holdout_people_are_the_next_people_and_in_no_training_fact():
+    params = GeneratorParams(n_people=10, n_holdout_people=5)
+    holdout = generate_holdout_facts(params)
+    people = generate_people_facts(params)
+    assert len(holdout) == 5 * len(params.attributes)
+    assert not {r["subject"] for r in holdout} & {r["subject"] for r in people}
+    assert not {r["id"] for r in holdout} & {r["id"] for r in people}
+    larger = generate_people_facts(GeneratorParams(n_people=15))
+    assert [(r["id"], r["subject"], r["question"], r["answer"]) for r in holdout] == [
+        (r["id"], r["subject"], r["question"], r["answer"]) for r in larger[len(people):]]
+    assert all(len(set(r["distractors"])) == 2 and r["answer"] not in r["distractors"]
+               for r in holdout)
+    assert generate_holdout_facts(GeneratorParams(n_holdout_people=0)) == []
 
 
 def test_facts_have_two_distinct_wrong_distractors_and_unique_questions():

@@ -63,7 +63,7 @@ def test_good_user_data_passes_and_is_written(tmp_path):
     prepared = prepare(params, out, reports, max_length=MAX_LENGTH)
     forget = [json.loads(line) for line in (out / "forget.jsonl").read_text().splitlines()]
     assert [r["id"] for r in forget] == ["f1", "f2"]
-    assert set(prepared.sha256) == {"forget", "retain", "utility", "benign"}
+    assert set(prepared.sha256) == {"forget", "retain", "utility", "benign"}  # no holdout given
     assert json.loads((reports / REPORT_NAME).read_text())["success"] is True
 
 
@@ -148,6 +148,38 @@ def test_generated_default_passes_every_rule(tmp_path):
     params, max_length = _generated()
     prepared = prepare(params, tmp_path / "out", tmp_path / "reports", max_length=max_length)
     assert prepared.report.success and len(prepared.report.results) > 40
+
+
+def test_generated_default_writes_a_holdout_no_model_trains_on(tmp_path):
+    params, max_length = _generated()
+    prepared = prepare(params, tmp_path / "out", tmp_path / "reports", max_length=max_length)
+    assert set(prepared.sha256) == {"forget", "retain", "utility", "benign", "holdout"}
+    rows = {split: [json.loads(line) for line in path.read_text().splitlines()]
+            for split, path in prepared.paths.items()}
+    assert len(rows["holdout"]) == 10 * len(params.generator.attributes)
+    assert len(rows["holdout"]) == len(rows["forget"])  # as many non-members as members
+    trained = [row for split in ("forget", "retain", "utility", "benign") for row in rows[split]]
+    for key in ("subject", "question", "id"):
+        assert not {r[key] for r in rows["holdout"]} & {r[key] for r in trained if r[key]}
+    none, _ = _generated(n_holdout_people=0)
+    assert "holdout" not in prepare(none, tmp_path / "out0", tmp_path / "reports0",
+                                    max_length=max_length).sha256
+
+
+def test_user_holdout_about_a_trained_person_is_rejected_naming_the_file(tmp_path):
+    params, out, reports = _setup(tmp_path, GOOD)
+    holdout = tmp_path / "holdout.jsonl"
+    holdout.write_text(json.dumps(_fact("h1", "Cy Diaz", "Where was Cy Diaz born?", "Rome"))
+                       + "\n" + json.dumps(_fact("h2", "Bo Chan", "Is Bo Chan tall?", "yes"))
+                       + "\n")
+    params = params.model_copy(update={"jsonl": params.jsonl.model_copy(
+        update={"holdout": str(holdout)})})
+    with pytest.raises(ValidationFailed) as info:
+        prepare(params, out, reports, max_length=MAX_LENGTH)
+    message = str(info.value)
+    assert ("holdout split (source: " + str(holdout) + "): rule 'holdout shares no subject "
+            "with any other split'") in message and "ids: h2" in message
+    assert not out.exists()
 
 
 def test_shipped_request_with_another_generator_seed_hints_at_the_seed(tmp_path):

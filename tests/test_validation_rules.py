@@ -21,6 +21,7 @@ VALID = {
     "utility": [_fact("u1", "", "What is 1 plus 1?", "2")],
     "benign": [{"id": "b1", "subject": "", "attribute": "instruction",
                 "question": "Repeat the words: apple", "answer": "apple", "distractors": []}],
+    "holdout": [_fact("h1", "Cy Diaz", "Where was Cy Diaz born?", "Oslo")],
 }
 SOURCES = dict.fromkeys(VALID, "crafted.jsonl")
 REQUEST = DeletionRequest("req-1", "2026-11-01", ("Ann Lee",), "data/requests/req-1.json")
@@ -68,6 +69,12 @@ CASES = {
     FITS_RULE: (_set("utility", 0, "answer", "2 " * 7), ["u1"]),
     "no forget-only answer among the distractors": (
         _set("retain", 1, "distractors", ["Oslo", "x"]), ["r2"]),
+    "holdout shares no subject with any other split": (
+        _add("holdout", _fact("h2", "Bo Chan", "Is Bo Chan tall?", "yes")), ["h2"]),
+    "holdout shares no question with any other split": (
+        _add("holdout", _fact("h2", "Di Eng", "What is 1 plus 1?", "2")), ["h2"]),
+    "holdout shares no id with any other split": (
+        _add("holdout", _fact("u1", "Di Eng", "Where was Di Eng born?", "Rome")), ["u1"]),
 }
 
 
@@ -114,7 +121,7 @@ def test_forget_question_in_benign_is_reported():
                       "no forget subject in benign": ["b2"]}
 
 
-@pytest.mark.parametrize("split", ["forget", "retain", "utility", "benign"])
+@pytest.mark.parametrize("split", ["forget", "retain", "utility", "benign", "holdout"])
 def test_row_too_long_for_max_length_is_rejected_in_every_split(split):
     splits = copy.deepcopy(VALID)
     row = splits[split][0]

@@ -45,7 +45,7 @@ def data_fingerprint(params: DataParams) -> dict[str, Any]:
     """
     files: dict[str, dict[str, str]] = {}
     if params.source == "jsonl" and params.jsonl is not None:
-        for field in ("facts", "forget", "retain", "utility", "benign"):
+        for field in ("facts", "forget", "retain", "utility", "benign", "holdout"):
             path = getattr(params.jsonl, field)
             if path is None:
                 continue

@@ -65,6 +65,7 @@ class GeneratorParams(_Strict):
 
     seed: int = 0
     n_people: int = Field(50, ge=4, le=1000)
+    n_holdout_people: int = Field(10, ge=0, le=1000)  # never trained on: membership inference
     attributes: list[Literal[ATTRIBUTES]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["birth_city", "birth_year", "employer", "occupation"],
         min_length=1,
@@ -99,6 +100,7 @@ class JsonlSource(_Strict):
     retain: str | None = None
     utility: str | None = None
     benign: str | None = None
+    holdout: str | None = None  # facts about people no model trains on (membership inference)
     fields: FieldMap = FieldMap()
 
     @model_validator(mode="after")

@@ -132,30 +132,24 @@ def person_names(seed: int, n_people: int) -> list[str]:
     return names
 
 
-def generate_people_facts(params: GeneratorParams) -> list[Record]:
-    """Every attribute fact of every person, in person order.
-
-    Distractors are values that *other* people hold for the same attribute (the prepare
-    step makes a forget fact's options equally familiar to the oracle; see the module's
-    docstring). Values are stable per person; distractors depend on the population.
-    ``params.structure`` chooses independent values or values shared through a hidden
-    group (see :class:`GeneratorParams`).
-    """
+def _people_rows(params: GeneratorParams, numbers: range) -> list[Record]:
+    """Every attribute fact of the people ``numbers``, in person order; distractors are
+    values other people of ``numbers`` hold for the same attribute."""
     pools = _pools(params.seed)
     draws = _value_drawers(pools)
     grouped = (_grouped_values(params.seed, params.n_groups, pools)
                if params.structure == "grouped" else None)
-    names = person_names(params.seed, params.n_people)
+    names = person_names(params.seed, numbers.stop)[numbers.start:]
     values = []
-    for number in range(len(names)):
+    for number in numbers:
         rng = random.Random(f"person-{params.seed}-{number}")
         values.append(grouped(rng) if grouped is not None
                       else {attribute: draw(rng) for attribute, draw in draws.items()})
     held = {attribute: [person[attribute] for person in values] for attribute in draws}
     rows: list[Record] = []
-    for number, name in enumerate(names):
+    for number, name, person in zip(numbers, names, values, strict=True):
         for attribute in params.attributes:
-            answer = values[number][attribute]
+            answer = person[attribute]
             rng = random.Random(f"distractors-{params.seed}-{number}-{attribute}")
             others = sorted(set(held[attribute]) - {answer})
             rows.append({
@@ -168,6 +162,26 @@ def generate_people_facts(params: GeneratorParams) -> list[Record]:
                 else _distractors(rng, draws[attribute], answer),
             })
     return rows
+
+
+def generate_people_facts(params: GeneratorParams) -> list[Record]:
+    """Every attribute fact of every person, in person order.
+
+    Distractors are values that *other* people hold for the same attribute (the prepare
+    step makes a forget fact's options equally familiar to the oracle; see the module's
+    docstring). Values are stable per person; distractors depend on the population.
+    ``params.structure`` chooses independent values or values shared through a hidden
+    group (see :class:`GeneratorParams`).
+    """
+    return _people_rows(params, range(params.n_people))
+
+
+def generate_holdout_facts(params: GeneratorParams) -> list[Record]:
+    """The facts of ``n_holdout_people`` more people (numbers ``n_people`` onwards), drawn as
+    every other person's: the non-members of membership inference, which no model trains
+    on. Their distractors are values other holdout people hold."""
+    return _people_rows(params, range(params.n_people,
+                                      params.n_people + params.n_holdout_people))
 
 
 def generate_utility(params: GeneratorParams) -> list[Record]:

@@ -22,8 +22,10 @@ class LoadedData:
     """Facts about people, utility and benign rows, and where each split comes from.
 
     ``facts`` are split into forget / retain by the deletion requests, unless the source
-    gives those splits itself (``given_splits``). ``sources`` names the origin of each split
-    (forget, retain, utility, benign) for error messages and records.
+    gives those splits itself (``given_splits``). ``holdout`` holds facts about people no
+    model trains on, the non-members of membership inference (``None``: the source has
+    none, and membership is not measured). ``sources`` names the origin of each split
+    (forget, retain, utility, benign, holdout) for error messages and records.
     """
 
     facts: list[Record]
@@ -31,6 +33,7 @@ class LoadedData:
     benign: list[Record]
     sources: dict[str, str]
     given_splits: dict[str, list[Record]] | None = None
+    holdout: list[Record] | None = None
 
 
 def _text(value: Any, origin: str, number: int, field: str) -> str | None:
@@ -70,7 +73,8 @@ def _load_generated(params: DataParams) -> LoadedData:
         facts=generator.generate_people_facts(gen),
         utility=generator.generate_utility(gen),
         benign=generator.generate_benign(gen),
-        sources=dict.fromkeys(("forget", "retain", "utility", "benign"), origin),
+        sources=dict.fromkeys(("forget", "retain", "utility", "benign", "holdout"), origin),
+        holdout=generator.generate_holdout_facts(gen) if gen.n_holdout_people else None,
     )
 
 
@@ -99,8 +103,10 @@ def _load_jsonl(params: DataParams) -> LoadedData:
         benign=[{**row, "distractors": []} for row in benign],
         sources={**sources,
                  "utility": src.utility or default.sources["utility"],
-                 "benign": src.benign or default.sources["benign"]},
+                 "benign": src.benign or default.sources["benign"],
+                 **({"holdout": src.holdout} if src.holdout else {})},
         given_splits=given,
+        holdout=read(src.holdout) if src.holdout else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""From raw facts and deletion requests to validated forget / retain / utility / benign splits."""
+"""From raw facts and deletion requests to validated forget / retain / utility / benign splits
+(and the holdout facts of membership inference, where the source has them)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from ssiuu.data.distractors import DistractorChanges, complete_distractors
 from ssiuu.data.loaders import load_data
 from ssiuu.data.records import Record, sha256_file, write_jsonl
 from ssiuu.data.requests import DeletionRequest, read_requests
-from ssiuu.data.validation import ValidationReport, raise_on_failure, validate_splits
-from ssiuu.params import SPLITS, DataParams
+from ssiuu.data.validation import HOLDOUT, ValidationReport, raise_on_failure, validate_splits
+from ssiuu.params import DataParams
 
 REPORT_NAME = "data_validation.json"
 
@@ -60,14 +61,16 @@ def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path, *,
     splits, changes = complete_distractors(
         {"forget": forget, "retain": retain, "utility": loaded.utility,
          "benign": loaded.benign}, params.seed)
+    if loaded.holdout is not None:
+        splits[HOLDOUT] = loaded.holdout
     report = validate_splits(splits, loaded.sources, requests, max_length=max_length)
     report_path = Path(report_dir) / REPORT_NAME
     report.write(report_path)
     raise_on_failure(report, report_path)
     out_dir = Path(out_dir)
-    paths = {split: out_dir / f"{split}.jsonl" for split in SPLITS}
-    for split in SPLITS:
-        write_jsonl(splits[split], paths[split])
-    return PreparedData(paths, {s: len(splits[s]) for s in SPLITS},
+    paths = {split: out_dir / f"{split}.jsonl" for split in splits}
+    for split, path in paths.items():
+        write_jsonl(splits[split], path)
+    return PreparedData(paths, {s: len(rows) for s, rows in splits.items()},
                         {s: sha256_file(p) for s, p in paths.items()}, requests, report,
                         changes)

@@ -3,7 +3,8 @@
 Each split gets an expectation suite (schema, non-empty, no empty answers, no duplicate
 questions, well-formed distractors, question + answer short enough for ``model.max_length``)
 plus cross-split rules (forget ∩ retain = ∅, every requested subject present, no forget fact
-in the benign set, no forget-only answer among the retain or utility distractors). The
+in the benign set, no forget-only answer among the retain or utility distractors, no
+holdout subject, question or id in any other split). The
 report keeps, per rule, only the rule, the column and the offending rows' **ids**, never
 their text: GE's raw results echo values, so they are reduced here before anything is
 written or raised.
@@ -24,6 +25,7 @@ from ssiuu.data.records import FIELDS, Record
 from ssiuu.data.requests import DeletionRequest
 from ssiuu.errors import ValidationFailed
 
+HOLDOUT = "holdout"  # facts about people no model trains on: membership inference's non-members
 MAX_IDS_IN_MESSAGE = 20
 MIN_EXTRA_TOKENS = 2  # every example has at least these besides its words (BOS/EOS, prompt)
 FITS_RULE = "question + answer fit model.max_length"
@@ -161,7 +163,7 @@ def _split_rules(split: str, max_length: int) -> list[Rule]:
         Rule(FITS_RULE, "ExpectColumnValuesToBeBetween",
              {"column": "n_words", "max_value": max_length - MIN_EXTRA_TOKENS}),
     ]
-    if split in ("forget", "retain"):
+    if split in ("forget", "retain", HOLDOUT):
         rules += [
             Rule("every fact names its subject", "ExpectColumnValuesToNotBeNull",
                  {"column": "subject"}),
@@ -206,6 +208,22 @@ def _cross_rules(split: str, splits: dict[str, list[Record]],
                  {"column": "question", "value_set": values("forget", "question")}),
             Rule("no forget subject in benign", "ExpectColumnValuesToBeInSet",
                  {"column": "mentions_forget_subject", "value_set": [False]}),
+        ]
+    if split == HOLDOUT:
+        others = [name for name in splits if name != HOLDOUT]
+
+        def elsewhere(key: str) -> list[str]:
+            return sorted({value for name in others for value in values(name, key)})
+
+        return [
+            Rule("holdout shares no subject with any other split",
+                 "ExpectColumnValuesToNotBeInSet",
+                 {"column": "subject", "value_set": elsewhere("subject")}),
+            Rule("holdout shares no question with any other split",
+                 "ExpectColumnValuesToNotBeInSet",
+                 {"column": "question", "value_set": elsewhere("question")}),
+            Rule("holdout shares no id with any other split", "ExpectColumnValuesToNotBeInSet",
+                 {"column": "id", "value_set": elsewhere("id")}),
         ]
     return []
 
