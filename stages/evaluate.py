@@ -1,4 +1,5 @@
-"""Stage `evaluate`: score a saved model, every seed, on the forget, retain and utility sets."""
+"""Stage `evaluate`: score a saved model, every seed, on the forget, retain and utility sets,
+and measure membership inference on the forget set against the holdout set."""
 
 import argparse
 import json
@@ -7,15 +8,17 @@ from ssiuu import layout
 from ssiuu.finetune import read_splits
 from ssiuu.metrics import evaluate_rows
 from ssiuu.models import load_saved
-from ssiuu.params import load_params
+from ssiuu.params import HOLDOUT, load_params
+from ssiuu.privacy import membership_aucs
 from ssiuu.runtime import configure, device, run_stage
 from ssiuu.seeds import across_seeds, existing_seed_dir
 
 
 def main() -> None:
     """Write metrics/<model>.json (metrics/unlearned/<method>.json for a method):
-    <split>_acc, <split>_mcq and <split>_logprob per seed, their mean and standard
-    deviation."""
+    <split>_acc, <split>_mcq and <split>_logprob per seed and, where the data has a
+    holdout split, mia_<attack>_auc (telling forget from holdout facts), their mean and
+    standard deviation."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="base, oracle or an unlearning method")
     parser.add_argument("--params", default="params.yaml")
@@ -23,6 +26,8 @@ def main() -> None:
     params = load_params(args.params)
     configure(params.runtime.num_threads)
     splits = read_splits(layout.PREPARED, tuple(params.evaluate.splits))
+    membership = (read_splits(layout.PREPARED, ("forget", HOLDOUT))
+                  if layout.split_file(HOLDOUT).is_file() else None)
     model_dirs = {seed: existing_seed_dir(layout.model_root(args.model), seed)
                   for seed in params.seeds}
     per_seed = {}
@@ -34,6 +39,11 @@ def main() -> None:
             for key, value in evaluate_rows(model, tokenizer, rows, params.model.max_length,
                                             params.evaluate.batch_size).items():
                 scores[f"{split}_{key}"] = round(value, 4) if isinstance(value, float) else value
+        if membership is not None:
+            aucs = membership_aucs(model, tokenizer, membership["forget"], membership[HOLDOUT],
+                                   params.model.max_length, params.evaluate.mia_k,
+                                   params.evaluate.batch_size)
+            scores.update({f"mia_{attack}_auc": round(value, 4) for attack, value in aucs.items()})
         per_seed[seed] = scores
     metrics = {"model": args.model, **across_seeds(per_seed)}
     layout.write_json(metrics, layout.evaluation_metrics(args.model))

@@ -35,6 +35,7 @@ from ssiuu.methods.knobs import (
 )
 
 SPLITS = ("forget", "retain", "utility", "benign")
+HOLDOUT = "holdout"  # facts about people no model trains on: membership inference's non-members
 ATTRIBUTES = ("birth_city", "birth_year", "employer", "occupation", "blood_type", "phone")
 
 
@@ -195,12 +196,14 @@ class ModelTrainingParams(_Strict):
 
 
 class EvaluateParams(_Strict):
-    """Scoring of a model on the forget, retain and utility sets."""
+    """Scoring of a model on the forget, retain and utility sets, and membership inference
+    on forget against holdout (where the data has a holdout split)."""
 
     batch_size: int = Field(64, ge=1)
     splits: list[Literal["forget", "retain", "utility"]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["forget", "retain", "utility"], min_length=1
     )
+    mia_k: float = Field(0.4, gt=0, le=1)  # Min-K% / Min-K%++: the fraction of lowest tokens
 
 
 class LossesParams(_Strict):

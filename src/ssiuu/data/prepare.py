@@ -10,8 +10,8 @@ from ssiuu.data.distractors import DistractorChanges, complete_distractors
 from ssiuu.data.loaders import load_data
 from ssiuu.data.records import Record, sha256_file, write_jsonl
 from ssiuu.data.requests import DeletionRequest, read_requests
-from ssiuu.data.validation import HOLDOUT, ValidationReport, raise_on_failure, validate_splits
-from ssiuu.params import DataParams
+from ssiuu.data.validation import ValidationReport, raise_on_failure, validate_splits
+from ssiuu.params import HOLDOUT, DataParams
 
 REPORT_NAME = "data_validation.json"
 

@@ -24,8 +24,8 @@ from ssiuu.data.distractors import FACT_SPLITS, forget_only_answers
 from ssiuu.data.records import FIELDS, Record
 from ssiuu.data.requests import DeletionRequest
 from ssiuu.errors import ValidationFailed
+from ssiuu.params import HOLDOUT
 
-HOLDOUT = "holdout"  # facts about people no model trains on: membership inference's non-members
 MAX_IDS_IN_MESSAGE = 20
 MIN_EXTRA_TOKENS = 2  # every example has at least these besides its words (BOS/EOS, prompt)
 FITS_RULE = "question + answer fit model.max_length"
