@@ -106,3 +106,20 @@ def test_certificate_says_released_or_not_and_why_with_ids_only():
     released = [CertifiedVersion(3, "ssiuu", 1, True, (), ("candidate", "production"))]
     text = certificate_markdown(request, "ssiuu-x", released, ATTACKS, {}, "0123abc")
     assert "**Released.** Version 3 of `ssiuu-x` (ssiuu, seed 1)" in text
+
+
+def test_a_forget_set_still_detectable_fails_the_gate_with_that_reason():
+    def private(privleak: float | None) -> dict:
+        model = _model({"harmful_30": 0.0, "benign": 0.0})
+        return model if privleak is None else {**model, "privacy": {"privleak_min_k": privleak}}
+
+    gate = GateParams(max_privleak=0.25)
+    blind = gate_versions(_summary(gd=[private(0.1), private(-0.2)]), "gd", ATTACKS, gate)
+    assert all(v.passed for v in blind.values())
+    leaky = gate_versions(_summary(gd=[private(0.1), private(0.6)]), "gd", ATTACKS, gate)
+    assert not any(v.passed for v in leaky.values())
+    assert leaky[0].reasons == ("seed 1: forget set still detectable by membership inference: "
+                                "privleak (min_k) +0.600, beyond ±0.25",)
+    unmeasured = gate_versions(_summary(gd=[private(None)]), "gd", ATTACKS, gate)
+    assert "membership of the forget set not measured" in unmeasured[0].reasons[0]
+    assert gate_versions(_summary(gd=[private(None)]), "gd", ATTACKS, GateParams())[0].passed

@@ -336,3 +336,25 @@ def test_a_paired_comparison_with_a_method_that_missed_its_stop_is_not_judged():
     assert ("† ssiuu − gd: gd did not reach the unlearning stop in every seed, so the "
             "difference is shown but not judged.") in text
     assert "is not detectable under" not in text
+
+
+def test_membership_inference_is_summarised_as_auc_and_privleak_against_the_oracle():
+    mia = {"base": (1.0, 0.95), "oracle": (0.5, 0.52), "gd": (0.25, 0.65)}  # loss, min_k
+    seeded = {name: {**SCORES[name], "mia_loss_auc": loss, "mia_min_k_auc": min_k}
+              for name, (loss, min_k) in mia.items()}
+    curves = {0: {"harmful_30": {"base": BASE, "oracle": ORACLE, "gd": HIDER}}}
+    summary = summarise(["gd"], ["harmful_30"], {0: seeded}, curves, 0.9, {0: {"gd": REACHED}})
+    privacy = summary["per_seed"]["0"]
+    assert privacy["oracle"]["privacy"] == {"mia_loss_auc": 0.5, "mia_min_k_auc": 0.52,
+                                            "privleak_loss": 0.0, "privleak_min_k": 0.0}
+    assert privacy["base"]["privacy"]["privleak_loss"] == pytest.approx(1.0)
+    assert privacy["gd"]["privacy"]["privleak_loss"] == pytest.approx(-0.5)  # over-unlearned
+    assert privacy["gd"]["privacy"]["privleak_min_k"] == pytest.approx(0.25)
+    assert summary["models"]["gd"]["privacy"]["mia_min_k_auc"] == 0.65
+    report = robustness_markdown(summary, ["gd"], ["harmful_30"], {})
+    assert "## Can the forget set still be detected? (membership inference)" in report
+    assert "| gd | 0.25 | -0.50 | 0.65 | +0.25 |" in report
+    assert "| oracle | 0.50 | +0.00 | 0.52 | +0.00 |" in report
+    plain, _ = _summary()
+    assert "privacy" not in plain["models"]["gd"]  # no holdout split: nothing measured
+    assert "membership inference" not in robustness_markdown(plain, ["gd"], ["harmful_30"], {})

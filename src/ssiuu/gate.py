@@ -1,8 +1,9 @@
 """The release gate: may this unlearned model be released?
 
 A version (one method, one seed) passes only if its **method** held up in every seed (the
-held-out forget score after every attack at most ``max_oracle_gap`` above the oracle's, and
-the unlearning stop reached) and the **version itself** kept its retain and utility
+held-out forget score after every attack at most ``max_oracle_gap`` above the oracle's, the
+unlearning stop reached and, with ``max_privleak``, the forget set no easier to detect by
+membership inference than that margin allows) and the **version itself** kept its retain and utility
 accuracy after unlearning within a margin of that seed's base. A method whose knowledge
 resurfaces in one seed is not robust, so none of its versions passes. Reasons name seeds,
 attacks and numbers only, never data.
@@ -48,7 +49,22 @@ def _method_reasons(per_seed: Mapping[str, Mapping[str, Any]], method: str,
                                f"{gap:+.3f} above the oracle's (max {gate.max_oracle_gap:g})")
         if gate.require_stop and not models[method]["stop"]["reached"]:
             reasons.append(f"seed {seed}: unlearning did not reach its stop")
+        if gate.max_privleak is not None:
+            reasons += _privacy_reasons(models[method].get("privacy", {}), seed, gate)
     return reasons, max(gaps) if gaps else None
+
+
+def _privacy_reasons(privacy: Mapping[str, float], seed: str, gate: GateParams) -> list[str]:
+    """Why one seed fails the privacy condition (an empty list when it holds)."""
+    value = privacy.get(f"privleak_{gate.privacy_attack}")
+    if value is None:
+        return [f"seed {seed}: membership of the forget set not measured (the data has no "
+                "holdout split: give data.jsonl.holdout, or set registry.gate.max_privleak "
+                "to null)"]
+    if abs(value) > gate.max_privleak:
+        return [f"seed {seed}: forget set still detectable by membership inference: "
+                f"privleak ({gate.privacy_attack}) {value:+.3f}, beyond ±{gate.max_privleak:g}"]
+    return []
 
 
 def _kept(own: Mapping[str, float], base: Mapping[str, float], gate: GateParams) -> list[str]:

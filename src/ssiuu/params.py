@@ -335,7 +335,10 @@ class GateParams(_Strict):
     ``max_oracle_gap``: how far above the oracle's it may come back, in every seed and
     attack (the method's worst case); ``max_retain_drop`` / ``max_utility_drop``: how far
     below the base's the version's own retain / utility accuracy after unlearning may fall;
-    ``require_stop``: the method reached its unlearning stop in every seed.
+    ``require_stop``: the method reached its unlearning stop in every seed;
+    ``max_privleak``: how far from 0 the method's privleak (membership inference with
+    ``privacy_attack``, against the oracle) may lie in every seed (``None``: no privacy
+    condition; with one, data without a holdout split fails it, as unmeasured).
     """
 
     score: Literal["acc", "mcq", "logprob"] = "mcq"
@@ -343,6 +346,8 @@ class GateParams(_Strict):
     max_retain_drop: float = Field(0.05, ge=0, le=1)
     max_utility_drop: float = Field(0.05, ge=0, le=1)
     require_stop: bool = True
+    max_privleak: float | None = Field(None, gt=0)
+    privacy_attack: Literal["loss", "zlib", "min_k", "min_k_plus_plus"] = "min_k"
 
 
 class RegistryParams(_Strict):

@@ -222,6 +222,36 @@ class _Table:
         return sum(gap > 0 for gap in defined), len(defined)
 
 
+MIA_ATTACKS = {"loss": "loss", "zlib": "zlib", "min_k": "Min-K%",
+               "min_k_plus_plus": "Min-K%++"}
+
+
+def _privacy_lines(summary: Mapping, table: _Table, names: Sequence[str],
+                   missed: Mapping[str, Mapping]) -> list[str]:
+    """The membership-inference table (each attack's AUC and privleak per model) and its
+    reading; nothing where the data has no holdout split."""
+    models = summary["models"]
+    attacks = [attack for attack in MIA_ATTACKS
+               if f"mia_{attack}_auc" in models["oracle"].get("privacy", {})]
+    if not attacks:
+        return []
+    out = ["", "## Can the forget set still be detected? (membership inference)", "",
+           "Each attack tells the forget facts from holdout facts about people no model "
+           "trained on; AUC 0.5 is chance. privleak = (AUC − the oracle's AUC) / the "
+           "oracle's AUC: 0 is as blind to the forget set as a model that never saw it, "
+           "positive means the forget set still stands out as trained on, negative that it "
+           "stands out as too unlikely (over-unlearning also gives the facts away).", "",
+           "| model | " + " | ".join(f"{MIA_ATTACKS[a]} AUC | privleak ({MIA_ATTACKS[a]})"
+                                     for a in attacks) + " |",
+           "|---" * (1 + 2 * len(attacks)) + "|"]
+    for name in names:
+        cells = [cell for attack in attacks for cell in (
+            table.cell(name, "privacy", f"mia_{attack}_auc"),
+            table.cell(name, "privacy", f"privleak_{attack}", True))]
+        out.append("| " + " | ".join([_label(name, missed), *cells]) + " |")
+    return out
+
+
 def _missed(summary: Mapping, methods: Sequence[str]) -> dict[str, Mapping]:
     """The ``stop`` record of each method that did not reach its unlearning stop in some seed."""
     stops = {m: summary["models"][m]["stop"] for m in methods}
@@ -543,6 +573,7 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
                 "forget_acc", "forget_mcq", "forget_logprob", "retain_acc", "utility_acc"))])
             + " |")
     out += _missed_footnotes(missed)
+    out += _privacy_lines(summary, table, names, missed)
     out += _stop_rule(summary, methods)
     out += _regulariser_lines(summary, methods, regularisers or {})
     out += ["", "## After each attack", ""]

@@ -24,6 +24,10 @@ base, the oracle and each unlearned model. These rules turn curves into the summ
   neuron attribution before and after the attack, the lowest over its strengths
   (``metrics/relearn``): near 1, the attack left the model's reasons for its answers in
   place; lower, they moved (the paper: GA 0.73, NPO 0.87, Ssiuu 0.99 at p = 0.1).
+- **Membership inference.** Per seed, each model's AUC of telling the forget facts from the
+  holdout facts per attack (``metrics/*.json``, where the data has a holdout split) and
+  its privleak against that seed's oracle, ``(AUC - AUC_oracle) / AUC_oracle``: 0, as
+  blind to the forget set as a model that never saw it (a ``privacy`` section).
 - **Derived scores** (design.md): ``recovery = (after − unlearned) / (base − unlearned)``,
   all three on the same held-out facts (the model before the attack, the base before the
   attack), and ``oracle_gap = after − oracle_after`` (the oracle under the same counted
@@ -36,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ssiuu.metrics import oracle_gap, recovery
+from ssiuu.privacy import privleak
 from ssiuu.seeds import mean_std
 
 SCORES = ("acc", "mcq", "logprob")
@@ -102,6 +107,19 @@ def attack_row(curves: Curves, window: Mapping[float, int], oracle_curves: Curve
     return row
 
 
+def privacy_row(own: Mapping[str, float], oracle: Mapping[str, float]) -> dict[str, float]:
+    """One model's membership inference in one seed: each attack's AUC
+    (``mia_<attack>_auc``, from its evaluation ``own``) and its privleak against the same
+    seed's oracle (``privleak_<attack>``); empty where the data has no holdout split."""
+    row: dict[str, float] = {}
+    for key, value in own.items():
+        if key.startswith("mia_") and key.endswith("_auc") and key in oracle:
+            row[key] = value
+            row[f"privleak_{key.removeprefix('mia_').removesuffix('_auc')}"] = round(
+                privleak(value, oracle[key]), 4)
+    return row
+
+
 def stop_outcome(record: Mapping[str, Any], scores: Mapping[str, float]) -> dict[str, Any]:
     """Whether one method reached its unlearning stop in one seed, and if not, why.
 
@@ -161,6 +179,9 @@ def summarise_seed(methods: Sequence[str], attacks: Sequence[str],
     for name in ["base", "oracle", *methods]:
         rows[name] = {"unlearned": {key: scores[name][key] for key in UNLEARNED_KEYS
                                     if key in scores[name]}}
+        privacy = privacy_row(scores[name], scores["oracle"])
+        if privacy:
+            rows[name]["privacy"] = privacy
         for attack in attacks:
             lr0 = next(iter(curves[attack]["base"]))
             rows[name][attack] = attack_row(curves[attack][name], windows[attack],
@@ -213,7 +234,8 @@ def summarise(methods: Sequence[str], attacks: Sequence[str],
     stds: dict[str, dict[str, dict[str, float | None]]] = {}
     for name, sections in first.items():
         means[name], stds[name] = {}, {}
-        for section in [s for s in ("unlearned", *attacks, "gradients") if s in sections]:
+        for section in [s for s in ("unlearned", "privacy", *attacks, "gradients")
+                        if s in sections]:
             stats = {key: _mean_std([one["models"][name][section].get(key)
                                      for one in per_seed.values()], section == "gradients")
                      for key in sections[section]}
