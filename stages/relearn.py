@@ -16,7 +16,7 @@ from ssiuu import layout
 from ssiuu.attacks import SCORES, AttackData, AttackRun, attack_data, attack_kind, peak, run_attacks
 from ssiuu.errors import ParamsError
 from ssiuu.finetune import read_splits
-from ssiuu.params import METHODS, Params, load_params
+from ssiuu.params import HOLDOUT, METHODS, Params, load_params
 from ssiuu.provenance import prepared_manifest, provenance_of, write_provenance
 from ssiuu.runtime import configure, device, run_stage
 from ssiuu.seeds import across_seeds, existing_seed_dir, seed_dir
@@ -68,12 +68,15 @@ def main() -> None:
                for seed in params.seeds}
     manifest = prepared_manifest()
     splits = read_splits(layout.PREPARED, ("forget", "retain", "utility", "benign"))
+    holdout = (read_splits(layout.PREPARED, (HOLDOUT,))[HOLDOUT]
+               if layout.split_file(HOLDOUT).is_file() else None)
     per_seed: dict[str, dict[int, dict]] = {attack: {} for attack in attacks}
     for seed, source in sources.items():
         datas = [attack_data(attack, splits["forget"], splits["benign"], seed)
                  for attack in attacks]
         runs = run_attacks(source, datas, splits["retain"], splits["utility"], params.relearn,
-                           params.model.max_length, params.evaluate.batch_size, device(), seed)
+                           params.model.max_length, params.evaluate.batch_size, device(), seed,
+                           holdout, params.evaluate.mia_k)
         for data in datas:
             _write_seed(args.model, data, runs[data.name], seed, source, params, manifest)
             per_seed[data.name][seed] = _seed_summary(data, runs[data.name])

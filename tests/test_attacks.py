@@ -14,6 +14,7 @@ from ssiuu.errors import DataError
 from ssiuu.metrics import aggregate, evaluate_rows, oracle_gap, recovery, score_rows
 from ssiuu.models import save_model
 from ssiuu.params import GeneratorParams, RelearnParams
+from ssiuu.privacy import membership_aucs
 
 
 def _forget(facts, n_subjects=2):
@@ -199,3 +200,26 @@ def test_peak_ignores_the_starting_point():
     assert peak(curve, "a") == 0.4
     with pytest.raises(ValueError, match="'b'"):
         peak(curve, "b")
+
+
+def test_with_a_holdout_every_scored_step_measures_membership_on_the_heldout_facts(
+        tiny_facts, trained_tiny, tmp_path):
+    model, tokenizer, _ = trained_tiny
+    save_model(model, tokenizer, tmp_path / "model")
+    people = sorted({r["subject"] for r in tiny_facts if r["subject"]})
+    forget = [r for r in tiny_facts if r["subject"] in people[:3]]
+    holdout = [r for r in tiny_facts if r["subject"] in people[5:]]  # stand-ins, same shape
+    data = attack_data("harmful_50", forget, [], seed=0)
+    [run] = run_attacks(tmp_path / "model", [data], tiny_facts[:6], [],
+                        _relearn(steps=4, eval_every=2), 32, holdout=holdout,
+                        mia_k=0.4)[data.name]
+    assert [int(p["step"]) for p in run.curve] == [0, 2, 4]
+    start = run.curve[0]
+    assert start == {**start, **{f"heldout_mia_{a}_auc": pytest.approx(v) for a, v in
+                                 membership_aucs(model, tokenizer, data.heldout, holdout, 32,
+                                                 0.4).items()}}
+    plain = run_attacks(tmp_path / "model", [data], tiny_facts[:6], [],
+                        _relearn(steps=4, eval_every=2), 32)[data.name][0]
+    assert not any(key.startswith("heldout_mia_") for key in plain.curve[0])
+    assert {k: v for k, v in run.curve[-1].items() if "mia" not in k} == pytest.approx(
+        plain.curve[-1])  # membership is only measured, it changes nothing

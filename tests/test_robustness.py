@@ -358,3 +358,22 @@ def test_membership_inference_is_summarised_as_auc_and_privleak_against_the_orac
     plain, _ = _summary()
     assert "privacy" not in plain["models"]["gd"]  # no holdout split: nothing measured
     assert "membership inference" not in robustness_markdown(plain, ["gd"], ["harmful_30"], {})
+
+
+def test_membership_under_attack_is_the_highest_auc_over_counted_steps_against_the_oracle():
+    def with_mia(curves, aucs):
+        return {lr: [{**point, "heldout_mia_min_k_auc": auc}
+                     for point, auc in zip(curve, aucs, strict=True)]
+                for lr, curve in curves.items()}
+
+    hider, oracle = with_mia(HIDER, (0.3, 0.6, 0.9)), with_mia(ORACLE, (0.5, 0.5, 0.4))
+    row = attack_row(hider, {1e-4: 10, 1e-3: 5}, oracle, BASE_START)
+    assert row["mia_min_k_auc"] == 0.9  # lr 1e-4 step 10 (counted); step 0 never counts
+    assert row["privleak_min_k"] == pytest.approx((0.9 - 0.5) / 0.5)
+    curves = {0: {"harmful_30": {"base": with_mia(BASE, (1.0, 1.0, 1.0)), "oracle": oracle,
+                                 "gd": hider}}}
+    summary = summarise(["gd"], ["harmful_30"], {0: SCORES}, curves, 0.9, {0: {"gd": REACHED}})
+    report = robustness_markdown(summary, ["gd"], ["harmful_30"], {})
+    assert "privleak (Min-K%, highest AUC) |" in report
+    assert [line for line in report.splitlines() if line.startswith("| gd |")][-1].endswith(
+        "| +0.80 |")

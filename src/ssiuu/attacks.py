@@ -36,6 +36,7 @@ from ssiuu.errors import DataError
 from ssiuu.metrics import FactScore, aggregate, score_rows
 from ssiuu.models import load_saved
 from ssiuu.params import RelearnParams, TrainParams
+from ssiuu.privacy import aucs, membership_scores
 from ssiuu.training import make_loader, nll_loss, train
 
 BENIGN = "benign"
@@ -115,22 +116,33 @@ class AttackRun:
 
 @dataclass(frozen=True)
 class _Scored:
-    """A model's scores at one step: each forget fact's (by id), retain's, and utility's
-    when it was scored."""
+    """A model's scores at one step: each forget fact's (by id), retain's, utility's when
+    it was scored, and, with a holdout split, each forget fact's membership scores (by id)
+    and the holdout facts'."""
 
     forget: dict[str, FactScore]
     retain: list[FactScore]
     utility: list[FactScore] | None
+    membership: dict[str, dict[str, float]] | None = None
+    holdout: list[dict[str, float]] | None = None
 
 
 class _Scorer:
-    """Scores a model on the forget facts (with multiple choice), retain and utility."""
+    """Scores a model on the forget facts (with multiple choice), retain and utility, and
+    its membership scores of the forget and holdout facts when there is a holdout split."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, forget: Sequence[Record],
                  retain: Sequence[Record], utility: Sequence[Record], max_length: int,
-                 batch_size: int) -> None:
+                 batch_size: int, holdout: Sequence[Record] | None = None,
+                 mia_k: float = 0.4) -> None:
         self.tokenizer, self.forget, self.retain, self.utility = tokenizer, forget, retain, utility
         self.max_length, self.batch_size = max_length, batch_size
+        self.holdout, self.mia_k = holdout, mia_k
+
+    def _membership(self, model: PreTrainedModel, rows: Sequence[Record]
+                    ) -> list[dict[str, float]]:
+        return membership_scores(model, self.tokenizer, rows, self.max_length, self.mia_k,
+                                 self.batch_size)
 
     def _rows(self, model: PreTrainedModel, rows: Sequence[Record],
               multiple_choice: bool) -> list[FactScore]:
@@ -139,9 +151,14 @@ class _Scorer:
 
     def __call__(self, model: PreTrainedModel, with_utility: bool) -> _Scored:
         """The model's scores now (utility only when ``with_utility``)."""
-        return _Scored({score.id: score for score in self._rows(model, self.forget, True)},
-                       self._rows(model, self.retain, False),
-                       self._rows(model, self.utility, False) if with_utility else None)
+        forget = {score.id: score for score in self._rows(model, self.forget, True)}
+        retain = self._rows(model, self.retain, False)
+        utility = self._rows(model, self.utility, False) if with_utility else None
+        if not self.holdout:
+            return _Scored(forget, retain, utility)
+        membership = dict(zip([row["id"] for row in self.forget],
+                              self._membership(model, self.forget), strict=True))
+        return _Scored(forget, retain, utility, membership, self._membership(model, self.holdout))
 
 
 class _Curve:
@@ -179,6 +196,10 @@ class _Curve:
             if subset:
                 point.update({f"{name}_{key}": value
                               for key, value in aggregate(subset).items() if key in SCORES})
+        if scored.membership is not None and scored.holdout is not None:
+            members = [scored.membership[row["id"]] for row in self.data.heldout]
+            point.update({f"heldout_mia_{attack}_auc": value
+                          for attack, value in aucs(members, scored.holdout).items()})
         self.points.append(point)
         return False
 
@@ -198,8 +219,9 @@ def _shared_forget(attacks: Sequence[AttackData]) -> list[Record]:
 
 def run_attacks(model_dir: str | Path, attacks: Sequence[AttackData], retain: Sequence[Record],
                 utility: Sequence[Record], params: RelearnParams, max_length: int,
-                eval_batch_size: int = 64, device: str = "cpu",
-                seed: int = 0) -> dict[str, list[AttackRun]]:
+                eval_batch_size: int = 64, device: str = "cpu", seed: int = 0,
+                holdout: Sequence[Record] | None = None,
+                mia_k: float = 0.4) -> dict[str, list[AttackRun]]:
     """Attack the model saved in ``model_dir`` with each of ``attacks`` (split from the same
     forget facts), once per learning rate of ``params.train``; runs per attack name.
 
@@ -209,8 +231,10 @@ def run_attacks(model_dir: str | Path, attacks: Sequence[AttackData], retain: Se
     held-out forget facts, the injected ones, the whole forget set and retain along the
     way; utility at the start and end; and the rank correlation of the forget set's net
     neuron attribution (:func:`~ssiuu.attribution.net_attribution`) before and after (LoRA
-    adapters merged into the weights first). The untouched model is scored and attributed
-    once, for every run.
+    adapters merged into the weights first). With ``holdout`` facts, every scored step also
+    holds each membership-inference attack's AUC of telling the held-out forget facts from
+    them (``heldout_mia_<attack>_auc``, Min-K% fraction ``mia_k``). The untouched model is
+    scored and attributed once, for every run.
     """
     knobs = params.train
     forget = _shared_forget(attacks)
@@ -218,7 +242,8 @@ def run_attacks(model_dir: str | Path, attacks: Sequence[AttackData], retain: Se
     model.to(device)
     forget_examples = encode_rows(tokenizer, forget, max_length)
     before = net_attribution(model, forget_examples, tokenizer.pad_token_id, eval_batch_size)
-    scorer = _Scorer(tokenizer, forget, retain, utility, max_length, eval_batch_size)
+    scorer = _Scorer(tokenizer, forget, retain, utility, max_length, eval_batch_size, holdout,
+                     mia_k)
     initial = scorer(model, with_utility=True)
     runs: dict[str, list[AttackRun]] = {}
     untouched: PreTrainedModel | None = model

@@ -113,20 +113,28 @@ def privleak(model_auc: float, oracle_auc: float) -> float:
     return (model_auc - oracle_auc) / oracle_auc
 
 
+def membership_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                      rows: Sequence[Record], max_length: int, k: float,
+                      batch_size: int = 64) -> list[dict[str, float]]:
+    """Every attack's membership score of each of ``rows`` (:func:`attack_scores`), in order."""
+    stats = token_statistics(model, tokenizer, rows, max_length, batch_size)
+    return [attack_scores(one, row["answer"], k) for row, one in zip(rows, stats, strict=True)]
+
+
+def aucs(members: Sequence[Mapping[str, float]],
+         nonmembers: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Each attack's :func:`auc` from the members' and non-members' :func:`attack_scores`."""
+    return {attack: auc([scores[attack] for scores in members],
+                        [scores[attack] for scores in nonmembers]) for attack in ATTACKS}
+
+
 def membership_aucs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     members: Sequence[Record], nonmembers: Sequence[Record], max_length: int,
                     k: float, batch_size: int = 64) -> dict[str, float]:
     """Each attack's AUC of telling ``members`` (the forget facts) from ``nonmembers`` (the
     holdout facts) with ``model``."""
-    scores: dict[str, dict[str, list[float]]] = {attack: {"members": [], "nonmembers": []}
-                                                  for attack in ATTACKS}
-    for group, rows in (("members", members), ("nonmembers", nonmembers)):
-        for row, stats in zip(rows, token_statistics(model, tokenizer, rows, max_length,
-                                                     batch_size), strict=True):
-            for attack, value in attack_scores(stats, row["answer"], k).items():
-                scores[attack][group].append(value)
-    return {attack: auc(groups["members"], groups["nonmembers"])
-            for attack, groups in scores.items()}
+    return aucs(membership_scores(model, tokenizer, members, max_length, k, batch_size),
+                membership_scores(model, tokenizer, nonmembers, max_length, k, batch_size))
 
 
 def privleaks(model_aucs: Mapping[str, float],

@@ -224,6 +224,7 @@ class _Table:
 
 MIA_ATTACKS = {"loss": "loss", "zlib": "zlib", "min_k": "Min-K%",
                "min_k_plus_plus": "Min-K%++"}
+MIA_REPORTED = "min_k"  # the attack of the attack tables' privleak column (MUSE's privleak)
 
 
 def _privacy_lines(summary: Mapping, table: _Table, names: Sequence[str],
@@ -581,16 +582,20 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
     for attack in attacks:
         counted = ", ".join(f"lr {c['lr']:g}: {' / '.join(map(str, c['counted_steps'].values()))}"
                             " steps" for c in summary["calibration"][attack])
+        membership = f"privleak_{MIA_REPORTED}" in rows["oracle"][attack]
         out += ["", f"### {attack}", "", f"Counted (oracle retain ≥ "
                 f"{summary['min_oracle_retain']:.2f}; per seed): {counted}.", "",
                 "| model | held-out MCQ start | peak | recovery (MCQ) | oracle gap (MCQ) | "
                 "held-out log-prob start | peak | oracle gap (log-prob) | held-out acc peak | "
-                "retain (lowest) | attribution ρ |", "|---" * 11 + "|"]
+                "retain (lowest) | attribution ρ |"
+                + (f" privleak ({MIA_ATTACKS[MIA_REPORTED]}, highest AUC) |" if membership
+                   else ""), "|---" * (12 if membership else 11) + "|"]
         for name in names:
             keys = [("start_mcq", False), ("heldout_mcq", False), ("recovery_mcq", True),
                     ("oracle_gap_mcq", True), ("start_logprob", False),
                     ("heldout_logprob", False), ("oracle_gap_logprob", True),
-                    ("heldout_acc", False), ("retain_acc", False), ("attribution_rho", False)]
+                    ("heldout_acc", False), ("retain_acc", False), ("attribution_rho", False),
+                    *([(f"privleak_{MIA_REPORTED}", True)] if membership else [])]
             cells = [table.cell(name, attack, key, sign) for key, sign in keys]
             out.append("| " + " | ".join([_label(name, missed), *cells]) + " |")
         out += _missed_footnotes(missed)

@@ -86,7 +86,9 @@ def _retain_after(curves: Curves, window: Mapping[float, int]) -> float | None:
 def attack_row(curves: Curves, window: Mapping[float, int], oracle_curves: Curves,
                base_start: Mapping[str, float] | None) -> dict[str, float | None]:
     """One model under one attack: peaks on the held-out and all forget facts, the lowest
-    retain accuracy, and recovery and oracle gap per score (``None`` where undefined).
+    retain accuracy, recovery and oracle gap per score (``None`` where undefined) and, where
+    the curves hold membership inference, each attack's highest AUC on the held-out facts
+    (``mia_<attack>_auc``) and its privleak against the oracle's highest.
 
     ``base_start`` is the base model's step-0 point of the same attack (its scores on the
     same held-out facts); ``None`` for the base itself, which unlearned nothing."""
@@ -103,6 +105,14 @@ def attack_row(curves: Curves, window: Mapping[float, int], oracle_curves: Curve
                                     if None not in (after, before, base) else None)
         row[f"oracle_gap_{score}"] = (oracle_gap(after, oracle_after)
                                       if None not in (after, oracle_after) else None)
+    mia_keys = {key for curve in curves.values() for point in curve for key in point
+                if key.startswith("heldout_mia_")}
+    for key in sorted(mia_keys):
+        attack = key.removeprefix("heldout_mia_").removesuffix("_auc")
+        after, oracle_after = (peak_within(c, window, key) for c in (curves, oracle_curves))
+        row[f"mia_{attack}_auc"] = after
+        row[f"privleak_{attack}"] = (round(privleak(after, oracle_after), 4)
+                                     if None not in (after, oracle_after) else None)
     row["retain_acc"] = _retain_after(curves, window)
     return row
 
