@@ -23,7 +23,8 @@ from ssiuu.params import LossesParams
 
 
 def test_methods_keep_their_order_everywhere():
-    assert METHODS == ("ga", "gd", "npo", "ssiuu", "ssiuu_exact", "ssiuu_ga", "ssiuu_npo")
+    assert METHODS == ("ga", "gd", "npo", "dpo", "ssiuu", "ssiuu_exact", "ssiuu_ga",
+                       "ssiuu_npo")
     assert PARAMS_METHODS == METHODS
 
 
@@ -45,7 +46,8 @@ def test_losses_params_has_one_field_per_method_typed_by_its_knobs():
 def test_each_method_has_the_knobs_of_its_terms(spec):
     knobs = set(spec.knobs.model_fields)
     assert ("alpha" in knobs) == (spec.retain == "nll")
-    assert ("beta" in knobs) == (spec.forget == "npo")
+    assert ("beta" in knobs) == (spec.forget in ("npo", "dpo"))
+    assert ("refusal" in knobs) == (spec.forget == "dpo")
     assert ("lam" in knobs) == ("penalised" in knobs) == (spec.regulariser == "attribution")
     assert (spec.base is not None) == (spec.regulariser is not None)
 
@@ -71,12 +73,12 @@ def test_a_regularised_method_is_its_base_plus_the_regulariser():
 def test_build_objective_follows_the_spec(trained_tiny, method):
     spec = method_spec(method)
     knobs = getattr(LossesParams(), method)
-    objective = build_objective(method, LossesParams(), trained_tiny[0])
+    objective = build_objective(method, LossesParams(), *trained_tiny[:2])
     assert objective.forget == spec.forget
     assert objective.needs_retain == (spec.retain == "nll")
     assert objective.alpha == (knobs.alpha if spec.retain == "nll" else None)
     assert (objective.regulariser is not None) == (spec.regulariser == "attribution")
-    if spec.forget == "npo":
+    if spec.forget in ("npo", "dpo"):
         assert objective.beta == knobs.beta
 
 
@@ -90,7 +92,7 @@ def test_the_catalog_and_params_load_no_torch():
 
 def test_unknown_method_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown unlearning method 'rmu'; known: ga, gd, npo, "
-                                         "ssiuu, ssiuu_exact, ssiuu_ga, ssiuu_npo"):
+                                         "dpo, ssiuu, ssiuu_exact, ssiuu_ga, ssiuu_npo"):
         method_spec("rmu")
 
 

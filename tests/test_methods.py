@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from ssiuu.data.encoding import collate, encode_rows
+from ssiuu.data.encoding import collate, encode, encode_rows
 from ssiuu.logprobs import sequence_logprobs
+from ssiuu.methods.dpo import CHOSEN_REFERENCE_KEY, refusal_examples
 from ssiuu.methods.npo import REFERENCE_KEY, with_reference_logprobs
 from ssiuu.methods.objective import build_objective
 from ssiuu.methods.ssiuu import AttributionRegulariser, penalised_parameters
@@ -241,3 +242,38 @@ def test_npo_reference_is_the_starting_model(trained_tiny, tiny_facts):
 def test_unknown_method_is_a_clear_error(trained_tiny):
     with pytest.raises(ValueError, match="unknown unlearning method 'rmu'"):
         build_objective("rmu", LossesParams(), trained_tiny[0])
+
+
+def test_dpo_prefers_the_refusal_over_the_forget_answer(trained_tiny, tiny_facts):
+    model, tokenizer = copy.deepcopy(trained_tiny[0]).train(), trained_tiny[1]
+    pad = tokenizer.pad_token_id
+    forget_rows = [row for row in tiny_facts if row["subject"] == tiny_facts[0]["subject"]]
+    objective = build_objective("dpo", LossesParams(), model, tokenizer)
+    assert objective.forget == "dpo" and objective.needs_retain and objective.beta == 0.1
+    assert objective.refusal == (*tokenizer(" I don't know.", add_special_tokens=False)
+                                 .input_ids, tokenizer.eos_token_id)
+    examples = objective.prepare(model, encode_rows(tokenizer, forget_rows, 32), pad, 4)
+    declined = [encode(tokenizer, row["question"], "I don't know.", 32) for row in forget_rows]
+    assert refusal_examples(examples, objective.refusal) == declined
+    with torch.no_grad():
+        answer_ref = sequence_logprobs(model, collate(examples, pad))
+        refusal_ref = sequence_logprobs(model, collate(declined, pad))
+    batch = collate(examples, pad)
+    assert torch.allclose(batch[REFERENCE_KEY], answer_ref, atol=1e-5)
+    assert torch.allclose(batch[CHOSEN_REFERENCE_KEY], refusal_ref, atol=1e-5)
+    retain = collate(encode_rows(tokenizer, tiny_facts[-6:], 32), pad)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss, logs = objective(model, {"forget": batch, "retain": retain})
+    # π = π_ref at the start: every example contributes −(2/β)·log σ(0) = (2/β)·log 2
+    assert logs["forget_loss"] == pytest.approx(2 / 0.1 * math.log(2), rel=1e-4)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        assert sequence_logprobs(model, batch).mean() < answer_ref.mean()
+        assert (sequence_logprobs(model, collate(declined, pad)).mean()
+                > refusal_ref.mean())
+
+
+def test_dpo_needs_the_tokenizer_for_its_refusal(trained_tiny):
+    with pytest.raises(ValueError, match="dpo: DPO needs the tokenizer"):
+        build_objective("dpo", LossesParams(), trained_tiny[0])

@@ -25,6 +25,7 @@ from pydantic import (
 from ssiuu.errors import ParamsError
 from ssiuu.methods.catalog import METHODS
 from ssiuu.methods.knobs import (
+    DPOParams,
     GAParams,
     GDParams,
     NPOParams,
@@ -215,6 +216,7 @@ class LossesParams(_Strict):
     ga: GAParams = GAParams()
     gd: GDParams = GDParams()
     npo: NPOParams = NPOParams()
+    dpo: DPOParams = DPOParams()
     ssiuu: SsiuuParams = SsiuuParams()
     ssiuu_exact: SsiuuExactParams = SsiuuExactParams()
     ssiuu_ga: SsiuuGAParams = SsiuuGAParams()

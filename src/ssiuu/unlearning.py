@@ -186,7 +186,7 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
         model, tokenizer = load_saved(base_dir)
         model.to(device)
         pad_id = tokenizer.pad_token_id
-        objective = build_objective(method, params.losses, model)
+        objective = build_objective(method, params.losses, model, tokenizer)
         previous_attention = (use_eager_attention(model) if objective.needs_double_backward
                               else None)
         forget_examples = objective.prepare(model, encode_rows(tokenizer, forget, max_length),

@@ -13,6 +13,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel
 
 from ssiuu.methods.knobs import (
+    DPOParams,
     GAParams,
     GDParams,
     NPOParams,
@@ -27,8 +28,8 @@ from ssiuu.methods.knobs import (
 class MethodSpec:
     """How one unlearning method is made.
 
-    ``forget``: the forget term, ``ga`` (gradient ascent) or ``npo`` (against the model
-    before unlearning); ``retain``: ``nll`` (``alpha`` × the retain NLL) or ``None``;
+    ``forget``: the forget term, ``ga`` (gradient ascent), ``npo`` or ``dpo`` (both against
+    the model before unlearning); ``retain``: ``nll`` (``alpha`` × the retain NLL) or ``None``;
     ``regulariser``: ``attribution`` (Ssiuu's, weight ``lam``) or ``None``; ``knobs``: the
     schema of ``unlearn.losses.<name>``; ``base``: the method this one regularises (``None``
     for a plain method); ``origin``: ``paper`` (the paper's method or one of its baselines)
@@ -36,7 +37,7 @@ class MethodSpec:
     """
 
     name: str
-    forget: Literal["ga", "npo"]
+    forget: Literal["ga", "npo", "dpo"]
     retain: Literal["nll"] | None
     regulariser: Literal["attribution"] | None
     knobs: type[BaseModel]
@@ -54,6 +55,10 @@ CATALOG: dict[str, MethodSpec] = {spec.name: spec for spec in (
                origin="paper"),
     MethodSpec(name="npo", forget="npo", retain="nll", regulariser=None, knobs=NPOParams,
                base=None, description="negative preference optimisation + alpha × retain NLL",
+               origin="paper"),
+    MethodSpec(name="dpo", forget="dpo", retain="nll", regulariser=None, knobs=DPOParams,
+               base=None, description="direct preference optimisation: a refusal preferred to "
+                                      "the forget answer + alpha × retain NLL",
                origin="paper"),
     MethodSpec(name="ssiuu", forget="ga", retain="nll", regulariser="attribution",
                knobs=SsiuuParams, base="gd",

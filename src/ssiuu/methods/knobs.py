@@ -31,6 +31,14 @@ class NPOParams(GDParams):
     beta: float = Field(0.1, gt=0)
 
 
+class DPOParams(GDParams):
+    """Direct preference optimisation (+ ``alpha`` × retain NLL): ``refusal`` preferred to the
+    forget answer, ``beta`` its temperature."""
+
+    beta: float = Field(0.1, gt=0)
+    refusal: str = Field("I don't know.", min_length=1)
+
+
 class RegulariserParams(_Knobs):
     """Ssiuu's attribution regulariser: weight ``lam``, which parameters it covers, and
     which gradient of it the step takes.

@@ -8,10 +8,18 @@ from typing import Literal
 
 import torch
 from transformers import PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ssiuu.data.encoding import Example
 from ssiuu.logprobs import answer_token_logprobs
 from ssiuu.methods.catalog import method_spec
+from ssiuu.methods.dpo import (
+    CHOSEN_REFERENCE_KEY,
+    dpo_loss,
+    refusal_batch,
+    refusal_ids,
+    with_dpo_references,
+)
 from ssiuu.methods.ga import ga_loss
 from ssiuu.methods.gd import gd_loss, retain_nll
 from ssiuu.methods.npo import REFERENCE_KEY, npo_loss, with_reference_logprobs
@@ -25,15 +33,18 @@ Batch = dict[str, torch.Tensor]
 class Objective:
     """A loss for :func:`ssiuu.training.train` over ``forget`` (and ``retain``) batches.
 
-    ``forget``: ``ga`` (mean answer-token log-probability) or ``npo`` (with ``beta``);
+    ``forget``: ``ga`` (mean answer-token log-probability), ``npo`` (with ``beta``) or
+    ``dpo`` (with ``beta``, preferring the ``refusal`` tokens; ``pad_id`` pads them);
     ``alpha``: weight of the retain NLL, ``None`` for no retain term (GA alone);
     ``regulariser``: Ssiuu's, which adds its gradient before the loop's backward.
     """
 
-    forget: Literal["ga", "npo"]
+    forget: Literal["ga", "npo", "dpo"]
     alpha: float | None = None
     beta: float = 0.1
     regulariser: AttributionRegulariser | None = None
+    refusal: tuple[int, ...] = ()
+    pad_id: int = 0
 
     @property
     def needs_retain(self) -> bool:
@@ -50,10 +61,13 @@ class Objective:
         """The forget examples as the forget term needs them, before the first step.
 
         ``npo``: copies carrying the answer log-probability of ``model`` (the reference,
-        scored ``batch_size`` at a time); ``ga``: ``examples`` themselves.
+        scored ``batch_size`` at a time); ``dpo``: also the refusal's; ``ga``: ``examples``
+        themselves.
         """
         if self.forget == "npo":
             return with_reference_logprobs(model, examples, pad_id, batch_size)
+        if self.forget == "dpo":
+            return with_dpo_references(model, examples, self.refusal, pad_id, batch_size)
         return examples
 
     def __call__(self, model: PreTrainedModel,
@@ -71,8 +85,15 @@ class Objective:
         logp = token_logp.sum(dim=1)
         if self.forget == "ga":
             loss = ga_loss(token_logp, mask)
-        else:
+        elif self.forget == "npo":
             loss = npo_loss(logp, batch[REFERENCE_KEY], self.beta)
+        else:
+            chosen = refusal_batch(batch, self.refusal, self.pad_id)
+            chosen_logits = model(input_ids=chosen["input_ids"],
+                                  attention_mask=chosen["attention_mask"]).logits
+            chosen_logp = answer_token_logprobs(chosen_logits, chosen["labels"])[0].sum(dim=1)
+            loss = dpo_loss(chosen_logp, batch[CHOSEN_REFERENCE_KEY], logp, batch[REFERENCE_KEY],
+                            self.beta)
         logs = {"forget_loss": float(loss.detach()),
                 "batch_forget_answer_logprob": float(logp.detach().mean())}
         if self.alpha is not None:
@@ -98,16 +119,22 @@ class Objective:
         return logs
 
 
-def build_objective(method: str, losses: LossesParams, model: PreTrainedModel) -> Objective:
+def build_objective(method: str, losses: LossesParams, model: PreTrainedModel,
+                    tokenizer: PreTrainedTokenizerBase | None = None) -> Objective:
     """The objective of ``method`` (its :class:`~ssiuu.methods.catalog.MethodSpec`) with
     its knobs from ``unlearn.losses.<method>``; the regulariser covers ``model``'s
-    penalised parameters."""
+    penalised parameters; ``tokenizer`` encodes DPO's refusal (required for ``dpo``)."""
     spec = method_spec(method)
     knobs = getattr(losses, method)
     regulariser = None
     if spec.regulariser == "attribution":
         regulariser = AttributionRegulariser(penalised_parameters(model, knobs.penalised),
                                              knobs.lam, knobs.grad)
-    forget_knobs = {"beta": knobs.beta} if spec.forget == "npo" else {}
+    forget_knobs = {"beta": knobs.beta} if spec.forget in ("npo", "dpo") else {}
+    if spec.forget == "dpo":
+        if tokenizer is None:
+            raise ValueError(f"{method}: DPO needs the tokenizer to encode its refusal")
+        forget_knobs.update(refusal=refusal_ids(tokenizer, knobs.refusal),
+                            pad_id=tokenizer.pad_token_id)
     return Objective(forget=spec.forget, alpha=knobs.alpha if spec.retain == "nll" else None,
                      regulariser=regulariser, **forget_knobs)
