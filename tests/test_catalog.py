@@ -23,7 +23,7 @@ from ssiuu.params import LossesParams
 
 
 def test_methods_keep_their_order_everywhere():
-    assert METHODS == ("ga", "gd", "npo", "dpo", "ssiuu", "ssiuu_exact", "ssiuu_ga",
+    assert METHODS == ("ga", "gd", "npo", "dpo", "rmu", "ssiuu", "ssiuu_exact", "ssiuu_ga",
                        "ssiuu_npo")
     assert PARAMS_METHODS == METHODS
 
@@ -45,7 +45,8 @@ def test_losses_params_has_one_field_per_method_typed_by_its_knobs():
 @pytest.mark.parametrize("spec", CATALOG.values(), ids=list(CATALOG))
 def test_each_method_has_the_knobs_of_its_terms(spec):
     knobs = set(spec.knobs.model_fields)
-    assert ("alpha" in knobs) == (spec.retain == "nll")
+    assert ("alpha" in knobs) == (spec.retain is not None)
+    assert ("steering" in knobs) == (spec.forget == "rmu") == (spec.retain == "activations")
     assert ("beta" in knobs) == (spec.forget in ("npo", "dpo"))
     assert ("refusal" in knobs) == (spec.forget == "dpo")
     assert ("lam" in knobs) == ("penalised" in knobs) == (spec.regulariser == "attribution")
@@ -72,11 +73,13 @@ def test_a_regularised_method_is_its_base_plus_the_regulariser():
 @pytest.mark.parametrize("method", METHODS)
 def test_build_objective_follows_the_spec(trained_tiny, method):
     spec = method_spec(method)
-    knobs = getattr(LossesParams(), method)
-    objective = build_objective(method, LossesParams(), *trained_tiny[:2])
+    losses = LossesParams.model_validate({"rmu": {"layer": 1}})  # the tiny model has 2 blocks
+    knobs = getattr(losses, method)
+    objective = build_objective(method, losses, *trained_tiny[:2])
     assert objective.forget == spec.forget
-    assert objective.needs_retain == (spec.retain == "nll")
-    assert objective.alpha == (knobs.alpha if spec.retain == "nll" else None)
+    assert objective.needs_retain == (spec.retain is not None)
+    assert objective.alpha == (knobs.alpha if spec.retain is not None else None)
+    assert (objective.steering is not None) == (spec.forget == "rmu")
     assert (objective.regulariser is not None) == (spec.regulariser == "attribution")
     if spec.forget in ("npo", "dpo"):
         assert objective.beta == knobs.beta
@@ -91,9 +94,9 @@ def test_the_catalog_and_params_load_no_torch():
 
 
 def test_unknown_method_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown unlearning method 'rmu'; known: ga, gd, npo, "
-                                         "dpo, ssiuu, ssiuu_exact, ssiuu_ga, ssiuu_npo"):
-        method_spec("rmu")
+    with pytest.raises(ValueError, match="unknown unlearning method 'klue'; known: ga, gd, npo, "
+                                         "dpo, rmu, ssiuu, ssiuu_exact, ssiuu_ga, ssiuu_npo"):
+        method_spec("klue")
 
 
 def test_prepare_attaches_the_reference_for_npo_only(trained_tiny, tiny_facts):

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from ssiuu.attribution import ArchitectureError
 from ssiuu.data.encoding import collate, encode, encode_rows
 from ssiuu.logprobs import sequence_logprobs
 from ssiuu.methods.dpo import CHOSEN_REFERENCE_KEY, refusal_examples
@@ -240,8 +241,8 @@ def test_npo_reference_is_the_starting_model(trained_tiny, tiny_facts):
 
 
 def test_unknown_method_is_a_clear_error(trained_tiny):
-    with pytest.raises(ValueError, match="unknown unlearning method 'rmu'"):
-        build_objective("rmu", LossesParams(), trained_tiny[0])
+    with pytest.raises(ValueError, match="unknown unlearning method 'klue'"):
+        build_objective("klue", LossesParams(), trained_tiny[0])
 
 
 def test_dpo_prefers_the_refusal_over_the_forget_answer(trained_tiny, tiny_facts):
@@ -277,3 +278,50 @@ def test_dpo_prefers_the_refusal_over_the_forget_answer(trained_tiny, tiny_facts
 def test_dpo_needs_the_tokenizer_for_its_refusal(trained_tiny):
     with pytest.raises(ValueError, match="dpo: DPO needs the tokenizer"):
         build_objective("dpo", LossesParams(), trained_tiny[0])
+
+
+def test_rmu_steers_one_block_to_its_target_and_trains_only_the_chosen_mlps(
+        trained_tiny, tiny_facts):
+    start, tokenizer = trained_tiny[0], trained_tiny[1]
+    model = copy.deepcopy(start).train()
+    pad = tokenizer.pad_token_id
+    losses = LossesParams.model_validate({"rmu": {"layer": 1, "steering": 5.0, "alpha": 10.0}})
+    objective = build_objective("rmu", losses, model, tokenizer)
+    steering = objective.steering
+    assert steering.trained_layers == [0, 1]
+    # the target: a seeded random direction of norm c, the same for the same seed
+    assert steering.control.norm().item() == pytest.approx(5.0)
+    assert torch.equal(steering.control,
+                       build_objective("rmu", losses, start, tokenizer).steering.control)
+    forget_rows = [row for row in tiny_facts if row["subject"] == tiny_facts[0]["subject"]]
+    forget = objective.prepare(model, encode_rows(tokenizer, forget_rows, 32), pad, 4)
+    retain = objective.prepare_retain(model, encode_rows(tokenizer, tiny_facts[-6:], 32), pad, 4)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".mlp." in name and name.split(".layers.")[1][0] in "01"
+                             for name in trainable)
+    batches = {"forget": collate(forget, pad), "retain": collate(retain, pad)}
+    hidden = {}
+    handle = model.model.layers[1].register_forward_hook(
+        lambda _m, _i, out: hidden.__setitem__("out", out[0] if isinstance(out, tuple) else out))
+    with torch.no_grad():
+        model(input_ids=batches["forget"]["input_ids"],
+              attention_mask=batches["forget"]["attention_mask"])
+    handle.remove()
+    mask = batches["forget"]["attention_mask"].unsqueeze(-1).float()
+    expected = (((hidden["out"] - steering.control) ** 2) * mask).sum() / (mask.sum() * 64)
+    loss, logs = objective(model, batches)
+    assert logs["forget_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert logs["retain_loss"] == pytest.approx(0.0, abs=1e-10)  # the model is still frozen's
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    loss.backward()
+    optimizer.step()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == set(trainable)
+    assert objective(model, batches)[1]["forget_loss"] < logs["forget_loss"]
+
+
+def test_rmu_on_a_block_the_model_lacks_is_a_clear_error(trained_tiny):
+    losses = LossesParams.model_validate({"rmu": {"layer": 7}})
+    with pytest.raises(ArchitectureError, match="unlearn.losses.rmu.layer 7 is not a block"):
+        build_objective("rmu", losses, *trained_tiny[:2])

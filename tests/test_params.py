@@ -34,7 +34,7 @@ def test_shipped_params_and_profiles_are_valid(tmp_path):
     (("data", "generator", "attributes"), ["shoe_size"], "data.generator.attributes.0"),
     (("oracle", "splits"), ["forget", "retain"], "oracle.splits must not contain 'forget'"),
     (("model", "scratch", "num_attention_heads"), 3, "multiple of num_attention_heads"),
-    (("unlearn", "methods"), ["gd", "rmu"], "unlearn.methods.1: Input should be 'ga', 'gd'"),
+    (("unlearn", "methods"), ["gd", "klue"], "unlearn.methods.1: Input should be 'ga', 'gd'"),
     (("unlearn", "methods"), ["gd", "gd"], "unlearn.methods: Value error, must not repeat"),
     (("unlearn", "train", "lrs"), [1e-3, 0.0], "unlearn.train.lrs.1: Input should be greater"),
     (("relearn", "train", "lrs"), [1e-4, 1e-4], "relearn.train.lrs: Value error, must not"),
@@ -147,3 +147,14 @@ def test_profile_writes_small_floats_that_every_yaml_reader_reads_as_floats(tmp_
     overlay.write_text("relearn:\n  train:\n    lrs: [3.0e-5, 1.0e-4, 0.5]\n", encoding="utf-8")
     assert cli(["profile", str(overlay), "--params", str(target)]) == 0
     assert read_yaml(target)["relearn"]["train"]["lrs"] == [3.0e-5, 1.0e-4, 0.5]
+
+
+def test_rmu_on_a_block_the_scratch_model_lacks_is_refused_before_any_model():
+    raw = _default()
+    raw["unlearn"]["methods"] = ["gd", "rmu"]
+    raw["unlearn"]["losses"]["rmu"]["layer"] = 4
+    with pytest.raises(ParamsError, match=r"unlearn.losses.rmu: block 4 does not exist: the "
+                                          r"scratch model has 4 \(model.scratch.num_hidden"):
+        parse_params(raw)
+    raw["unlearn"]["losses"]["rmu"]["layer"] = 3
+    assert parse_params(raw).unlearn.losses.rmu.layer == 3

@@ -58,8 +58,8 @@ def test_unlearn_without_oracle_metrics_fails_before_any_model(tmp_path):
 
 
 def test_unlearn_rejects_an_unknown_method(tmp_path):
-    done = _stage(_workspace(tmp_path), "unlearn.py", "rmu")
-    assert done.returncode == 2 and "invalid choice: 'rmu'" in done.stderr
+    done = _stage(_workspace(tmp_path), "unlearn.py", "klue")
+    assert done.returncode == 2 and "invalid choice: 'klue'" in done.stderr
 
 
 def test_relearn_rejects_an_unknown_attack_before_any_model(tmp_path):

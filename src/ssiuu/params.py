@@ -29,6 +29,7 @@ from ssiuu.methods.knobs import (
     GAParams,
     GDParams,
     NPOParams,
+    RMUParams,
     SsiuuExactParams,
     SsiuuGAParams,
     SsiuuNPOParams,
@@ -217,6 +218,7 @@ class LossesParams(_Strict):
     gd: GDParams = GDParams()
     npo: NPOParams = NPOParams()
     dpo: DPOParams = DPOParams()
+    rmu: RMUParams = RMUParams()
     ssiuu: SsiuuParams = SsiuuParams()
     ssiuu_exact: SsiuuExactParams = SsiuuExactParams()
     ssiuu_ga: SsiuuGAParams = SsiuuGAParams()
@@ -445,6 +447,18 @@ class Params(_Strict):
     def _oracle_never_sees_forget(self) -> Params:
         if "forget" in self.oracle.splits:
             raise ValueError("oracle.splits must not contain 'forget': the oracle never sees it")
+        return self
+
+    @model_validator(mode="after")
+    def _rmu_blocks_exist(self) -> Params:
+        if "rmu" not in self.unlearn.methods or self.model.name != "scratch":
+            return self
+        rmu, blocks = self.unlearn.losses.rmu, self.model.scratch.num_hidden_layers
+        wrong = [index for index in [rmu.layer, *(rmu.trained_layers or [])] if index >= blocks]
+        if wrong:
+            raise ValueError(f"unlearn.losses.rmu: block {wrong[0]} does not exist: the scratch "
+                             f"model has {blocks} (model.scratch.num_hidden_layers), "
+                             f"0 to {blocks - 1}")
         return self
 
 

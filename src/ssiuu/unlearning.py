@@ -194,8 +194,10 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
         loaders = {"forget": make_loader(forget_examples, train_knobs.forget_batch_size,
                                          pad_id, seed)}
         if objective.needs_retain:
-            loaders["retain"] = make_loader(encode_rows(tokenizer, retain, max_length),
-                                            train_knobs.retain_batch_size, pad_id, seed)
+            retain_examples = objective.prepare_retain(
+                model, encode_rows(tokenizer, retain, max_length), pad_id, eval_batch_size)
+            loaders["retain"] = make_loader(retain_examples, train_knobs.retain_batch_size,
+                                            pad_id, seed)
         monitor = _Monitor(tokenizer, forget, retain, thresholds, params.stop.eval_every,
                            train_knobs.max_steps, max_length, eval_batch_size)
         if monitor.check(0, model):

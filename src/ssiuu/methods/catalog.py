@@ -17,6 +17,7 @@ from ssiuu.methods.knobs import (
     GAParams,
     GDParams,
     NPOParams,
+    RMUParams,
     SsiuuExactParams,
     SsiuuGAParams,
     SsiuuNPOParams,
@@ -29,7 +30,9 @@ class MethodSpec:
     """How one unlearning method is made.
 
     ``forget``: the forget term, ``ga`` (gradient ascent), ``npo`` or ``dpo`` (both against
-    the model before unlearning); ``retain``: ``nll`` (``alpha`` × the retain NLL) or ``None``;
+    the model before unlearning) or ``rmu`` (one block's output steered to a random
+    direction); ``retain``: ``nll`` (``alpha`` × the retain NLL), ``activations`` (``alpha``
+    × the distance of that block's output from the starting model's) or ``None``;
     ``regulariser``: ``attribution`` (Ssiuu's, weight ``lam``) or ``None``; ``knobs``: the
     schema of ``unlearn.losses.<name>``; ``base``: the method this one regularises (``None``
     for a plain method); ``origin``: ``paper`` (the paper's method or one of its baselines)
@@ -37,8 +40,8 @@ class MethodSpec:
     """
 
     name: str
-    forget: Literal["ga", "npo", "dpo"]
-    retain: Literal["nll"] | None
+    forget: Literal["ga", "npo", "dpo", "rmu"]
+    retain: Literal["nll", "activations"] | None
     regulariser: Literal["attribution"] | None
     knobs: type[BaseModel]
     base: str | None
@@ -59,6 +62,11 @@ CATALOG: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec(name="dpo", forget="dpo", retain="nll", regulariser=None, knobs=DPOParams,
                base=None, description="direct preference optimisation: a refusal preferred to "
                                       "the forget answer + alpha × retain NLL",
+               origin="paper"),
+    MethodSpec(name="rmu", forget="rmu", retain="activations", regulariser=None,
+               knobs=RMUParams, base=None,
+               description="representation misdirection: one block's output on forget steered "
+                           "to a random direction, held on retain",
                origin="paper"),
     MethodSpec(name="ssiuu", forget="ga", retain="nll", regulariser="attribution",
                knobs=SsiuuParams, base="gd",

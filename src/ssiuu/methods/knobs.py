@@ -39,6 +39,19 @@ class DPOParams(GDParams):
     refusal: str = Field("I don't know.", min_length=1)
 
 
+class RMUParams(_Knobs):
+    """Representation misdirection: steer block ``layer``'s output on forget inputs towards
+    a random direction (seeded by ``seed``) scaled by ``steering``; hold it on retain inputs
+    with weight ``alpha``; only the MLP weights of ``trained_layers`` train (``None``:
+    ``layer`` and the two blocks below it)."""
+
+    alpha: float = Field(100.0, ge=0)
+    layer: int = Field(2, ge=0)
+    steering: float = Field(20.0, gt=0)
+    trained_layers: list[int] | None = Field(None, min_length=1)
+    seed: int = 0
+
+
 class RegulariserParams(_Knobs):
     """Ssiuu's attribution regulariser: weight ``lam``, which parameters it covers, and
     which gradient of it the step takes.

@@ -23,6 +23,7 @@ from ssiuu.methods.dpo import (
 from ssiuu.methods.ga import ga_loss
 from ssiuu.methods.gd import gd_loss, retain_nll
 from ssiuu.methods.npo import REFERENCE_KEY, npo_loss, with_reference_logprobs
+from ssiuu.methods.rmu import RMUSteering, default_trained_layers
 from ssiuu.methods.ssiuu import AttributionRegulariser, gradient_norm, penalised_parameters
 from ssiuu.params import LossesParams
 
@@ -33,18 +34,21 @@ Batch = dict[str, torch.Tensor]
 class Objective:
     """A loss for :func:`ssiuu.training.train` over ``forget`` (and ``retain``) batches.
 
-    ``forget``: ``ga`` (mean answer-token log-probability), ``npo`` (with ``beta``) or
-    ``dpo`` (with ``beta``, preferring the ``refusal`` tokens; ``pad_id`` pads them);
-    ``alpha``: weight of the retain NLL, ``None`` for no retain term (GA alone);
+    ``forget``: ``ga`` (mean answer-token log-probability), ``npo`` (with ``beta``),
+    ``dpo`` (with ``beta``, preferring the ``refusal`` tokens; ``pad_id`` pads them) or
+    ``rmu`` (``steering``: its block, target and frozen retain activations);
+    ``alpha``: weight of the retain term (the retain NLL; for RMU the activation distance),
+    ``None`` for no retain term (GA alone);
     ``regulariser``: Ssiuu's, which adds its gradient before the loop's backward.
     """
 
-    forget: Literal["ga", "npo", "dpo"]
+    forget: Literal["ga", "npo", "dpo", "rmu"]
     alpha: float | None = None
     beta: float = 0.1
     regulariser: AttributionRegulariser | None = None
     refusal: tuple[int, ...] = ()
     pad_id: int = 0
+    steering: RMUSteering | None = None
 
     @property
     def needs_retain(self) -> bool:
@@ -62,12 +66,22 @@ class Objective:
 
         ``npo``: copies carrying the answer log-probability of ``model`` (the reference,
         scored ``batch_size`` at a time); ``dpo``: also the refusal's; ``ga``: ``examples``
-        themselves.
+        themselves. ``rmu`` leaves only its trained MLP weights trainable.
         """
+        if self.steering is not None:
+            self.steering.freeze_all_but_trained(model)
         if self.forget == "npo":
             return with_reference_logprobs(model, examples, pad_id, batch_size)
         if self.forget == "dpo":
             return with_dpo_references(model, examples, self.refusal, pad_id, batch_size)
+        return examples
+
+    def prepare_retain(self, model: PreTrainedModel, examples: Sequence[Example], pad_id: int,
+                       batch_size: int) -> Sequence[Example]:
+        """The retain examples as the retain term needs them: for ``rmu``, copies indexing
+        the starting model's activations (recorded now); otherwise ``examples``."""
+        if self.steering is not None:
+            return self.steering.prepare_retain(model, examples, pad_id, batch_size)
         return examples
 
     def __call__(self, model: PreTrainedModel,
@@ -79,11 +93,16 @@ class Objective:
         here is the summed answer log-probability, averaged over the training batch).
         """
         batch = batches["forget"]
-        logits = model(input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"]).logits
+        if self.steering is not None:
+            logits, hidden = self.steering.run(model, batch)
+        else:
+            logits = model(input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).logits
         token_logp, mask = answer_token_logprobs(logits, batch["labels"])
         logp = token_logp.sum(dim=1)
-        if self.forget == "ga":
+        if self.steering is not None:
+            loss = self.steering.forget_loss(hidden, batch["attention_mask"])
+        elif self.forget == "ga":
             loss = ga_loss(token_logp, mask)
         elif self.forget == "npo":
             loss = npo_loss(logp, batch[REFERENCE_KEY], self.beta)
@@ -97,7 +116,8 @@ class Objective:
         logs = {"forget_loss": float(loss.detach()),
                 "batch_forget_answer_logprob": float(logp.detach().mean())}
         if self.alpha is not None:
-            retain = retain_nll(model, batches["retain"])
+            retain = (self.steering.retain_loss(model, batches["retain"])
+                      if self.steering is not None else retain_nll(model, batches["retain"]))
             logs["retain_loss"] = float(retain.detach())
             loss = gd_loss(loss, retain, self.alpha)
         if self.regulariser is not None:
@@ -136,5 +156,9 @@ def build_objective(method: str, losses: LossesParams, model: PreTrainedModel,
             raise ValueError(f"{method}: DPO needs the tokenizer to encode its refusal")
         forget_knobs.update(refusal=refusal_ids(tokenizer, knobs.refusal),
                             pad_id=tokenizer.pad_token_id)
-    return Objective(forget=spec.forget, alpha=knobs.alpha if spec.retain == "nll" else None,
+    if spec.forget == "rmu":
+        forget_knobs["steering"] = RMUSteering(
+            model, knobs.layer, knobs.steering,
+            knobs.trained_layers or default_trained_layers(knobs.layer), knobs.seed)
+    return Objective(forget=spec.forget, alpha=knobs.alpha if spec.retain is not None else None,
                      regulariser=regulariser, **forget_knobs)
