@@ -73,6 +73,27 @@ def test_repro_gives_a_memorising_base_and_an_ignorant_oracle_in_every_seed(tiny
     assert report["success"] and report["n_failed"] == 0
 
 
+def test_membership_inference_tells_the_base_from_the_oracle_and_reaches_the_record(tiny_repo):
+    base_file, oracle_file = _metrics(tiny_repo, "base"), _metrics(tiny_repo, "oracle")
+    holdout = (tiny_repo / "data" / "prepared" / "holdout.jsonl").read_text().splitlines()
+    assert len(holdout) == base_file["seeds"]["0"]["forget_n"]  # 10 people x 2 attributes
+    summary = json.loads((tiny_repo / "metrics" / "summary.json").read_text())
+    for seed in SEEDS:
+        assert base_file["seeds"][seed]["mia_loss_auc"] >= 0.9  # trained on the forget set
+        assert 0.2 <= oracle_file["seeds"][seed]["mia_loss_auc"] <= 0.8  # never saw it
+        models = summary["per_seed"][seed]
+        assert models["oracle"]["privacy"]["privleak_min_k"] == 0.0
+        assert models["base"]["privacy"]["privleak_loss"] > 0.1
+        assert "privleak_min_k" in models["gd"]["harmful_30"]
+    report = (tiny_repo / "reports" / "robustness.md").read_text()
+    assert "## Can the forget set still be detected? (membership inference)" in report
+    version = _versions(tiny_repo)[0]
+    metrics = _client(tiny_repo).get_run(version.run_id).data.metrics
+    assert {"privacy.mia_min_k_auc", "privacy.privleak_min_k",
+            "oracle.privacy.mia_min_k_auc"} <= set(metrics)
+    assert version.tags["ssiuu.data.holdout.sha256"]
+
+
 def _ran(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
