@@ -142,3 +142,21 @@ def test_the_gradient_summary_leaves_out_the_step_without_an_anchor():
                                          "reg_grad_ratio_median": 1.25,
                                          "reg_grad_ratio_max": 2.0}
 
+
+
+def test_retain_is_scored_every_retain_every_checks_and_at_the_end(trained_tiny, tiny_facts,
+                                                                   tmp_path):
+    model, tokenizer, _ = trained_tiny
+    save_model(model, tokenizer, tmp_path / "base")
+    forget = [r for r in tiny_facts if r["subject"] == tiny_facts[0]["subject"]]
+    params = UnlearnParams.model_validate({
+        "methods": ["gd"], "train": {"lrs": [1e-7], "max_steps": 7},
+        "stop": {"thresholds": {"acc": 0.0}, "eval_every": 1, "retain_every": 3}})
+    every = _params([1e-7], 7)
+    never = {"acc": -1.0}
+    sparse = unlearn("gd", tmp_path / "base", forget, tiny_facts, params, never, 32)
+    dense = unlearn("gd", tmp_path / "base", forget, tiny_facts, every, never, 32)
+    assert [int(row["step"]) for row in sparse.history if "retain_acc" in row] == [0, 3, 6, 7]
+    assert all("forget_acc" in row for row in sparse.history)
+    assert [row["forget_logprob"] for row in sparse.history] == [
+        row["forget_logprob"] for row in dense.history]  # the run itself is unchanged

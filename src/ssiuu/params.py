@@ -248,12 +248,14 @@ class StopParams(_Strict):
 
     A threshold is ``chance`` (1/3, for ``mcq`` only), ``oracle`` (the oracle's score on
     the same metric, read from metrics/oracle.json) or a number. Checked every
-    ``eval_every`` steps.
+    ``eval_every`` steps. Retain exact match, which the stop does not read, is scored every
+    ``retain_every`` checks and at the last step (the unlearning curves' retain line).
     """
 
     thresholds: dict[Literal["acc", "mcq"], Threshold] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"mcq": "chance"}, min_length=1)
     eval_every: int = Field(1, ge=1)
+    retain_every: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _chance_is_for_mcq(self) -> StopParams:

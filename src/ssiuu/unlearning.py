@@ -103,14 +103,16 @@ class UnlearnOutcome:
 
 
 class _Monitor:
-    """The stop rule: scores forget (and retain exact match) every ``eval_every`` steps."""
+    """The stop rule: scores forget every ``eval_every`` steps, and retain exact match every
+    ``retain_every`` of those checks, at the last step and once the stop is reached."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, forget: Sequence[Record],
                  retain: Sequence[Record], thresholds: dict[str, float], eval_every: int,
-                 last_step: int, max_length: int, batch_size: int) -> None:
+                 last_step: int, max_length: int, batch_size: int,
+                 retain_every: int = 1) -> None:
         self.tokenizer, self.forget, self.retain = tokenizer, forget, retain
         self.thresholds, self.eval_every, self.last_step = thresholds, eval_every, last_step
-        self.max_length, self.batch_size = max_length, batch_size
+        self.max_length, self.batch_size, self.retain_every = max_length, batch_size, retain_every
         self.records: list[dict[str, float]] = []
         self.scores: dict[str, float] = {}
 
@@ -119,17 +121,22 @@ class _Monitor:
         if step % self.eval_every and step != self.last_step:
             return False
         record: dict[str, float] = {"step": step}
-        for split, rows in (("forget", self.forget), ("retain", self.retain)):
-            scores = evaluate_rows(model, self.tokenizer, rows, self.max_length, self.batch_size,
-                                   multiple_choice=split == "forget")
-            record.update({f"{split}_{key}": value for key, value in scores.items()
-                           if key != "n"})
-        self.records.append(record)
+        self._score(record, "forget", self.forget, model)
         if "forget_mcq" not in record and "mcq" in self.thresholds:
             raise DataError("unlearn.stop.thresholds.mcq: no forget row has two distractors, "
                             "so multiple choice cannot be scored; stop on 'acc' instead")
         self.scores = {metric: record[f"forget_{metric}"] for metric in self.thresholds}
+        if (len(self.records) % self.retain_every == 0 or step == self.last_step
+                or self.reached):
+            self._score(record, "retain", self.retain, model)
+        self.records.append(record)
         return self.reached
+
+    def _score(self, record: dict[str, float], split: str, rows: Sequence[Record],
+               model: PreTrainedModel) -> None:
+        scores = evaluate_rows(model, self.tokenizer, rows, self.max_length, self.batch_size,
+                               multiple_choice=split == "forget")
+        record.update({f"{split}_{key}": value for key, value in scores.items() if key != "n"})
 
     @property
     def reached(self) -> bool:
@@ -199,7 +206,8 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             loaders["retain"] = make_loader(retain_examples, train_knobs.retain_batch_size,
                                             pad_id, seed)
         monitor = _Monitor(tokenizer, forget, retain, thresholds, params.stop.eval_every,
-                           train_knobs.max_steps, max_length, eval_batch_size)
+                           train_knobs.max_steps, max_length, eval_batch_size,
+                           params.stop.retain_every)
         if monitor.check(0, model):
             result_steps, seconds, history = 0, 0.0, []
         else:
