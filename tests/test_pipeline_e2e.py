@@ -413,7 +413,9 @@ def test_report_calibrates_on_each_seeds_oracle_and_summarises_every_method(tiny
                 summary["models"][model][attack]["oracle_gap_mcq"], abs=1e-3)
     report = (tiny_repo / "reports" / "robustness.md").read_text()
     assert all(f"| {method} |" in report for method in METHODS)
-    assert "## The regulariser's strength" in report and "| ssiuu | gd | 0.1 |" in report
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    lam = params["unlearn"]["losses"]["ssiuu"]["lam"]
+    assert "## The regulariser's strength" in report and f"| ssiuu | gd | {lam:g} |" in report
     assert "## Each regularised method against its base method, paired" in report
     assert "## Does the regulariser lower the worst case?" in report and "**Answer**" in report
     assert "Seeds: 0, 1;" in report and " ± " in report
