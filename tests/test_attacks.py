@@ -11,7 +11,7 @@ from ssiuu.attribution import ArchitectureError, linear_sites, net_attribution, 
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.generator import generate_benign
 from ssiuu.errors import DataError
-from ssiuu.metrics import aggregate, evaluate_rows, oracle_gap, recovery, score_rows
+from ssiuu.metrics import aggregate, evaluate_rows, score_rows
 from ssiuu.models import save_model
 from ssiuu.params import GeneratorParams, RelearnParams
 from ssiuu.privacy import membership_aucs
@@ -183,16 +183,6 @@ def test_subset_scores_match_evaluation_of_the_subset(tiny_facts, trained_tiny):
     for part in (rows[:5], rows[5:]):
         subset = [s for s in scores if s.id in {r["id"] for r in part}]
         assert aggregate(subset) == pytest.approx(evaluate_rows(model, tokenizer, part, 32))
-
-
-def test_recovery_and_oracle_gap_on_hand_computed_values():
-    assert recovery(after=0.5, unlearned=0.0, base=1.0) == 0.5
-    assert recovery(after=0.2, unlearned=0.2, base=1.0) == 0.0
-    assert recovery(after=0.1, unlearned=0.2, base=1.0) == pytest.approx(-0.125)
-    assert recovery(after=-5.0, unlearned=-8.0, base=-2.0) == pytest.approx(0.5)
-    assert recovery(after=0.3, unlearned=1.0, base=1.0) is None
-    assert oracle_gap(after=0.3, oracle_after=0.1) == pytest.approx(0.2)
-    assert oracle_gap(after=-5.0, oracle_after=-3.0) == pytest.approx(-2.0)
 
 
 def test_peak_ignores_the_starting_point():

@@ -1,4 +1,4 @@
-"""Membership inference: the attacks' scores, AUC with ties, privleak, on a real tiny model."""
+"""Membership inference: the attacks' scores, AUC with ties, on a real tiny model."""
 
 import zlib
 
@@ -12,8 +12,6 @@ from ssiuu.privacy import (
     attack_scores,
     auc,
     membership_aucs,
-    privleak,
-    privleaks,
     token_statistics,
 )
 
@@ -26,14 +24,6 @@ def test_auc_counts_ties_half_and_reads_orientation():
     assert auc([1.0, 1.0], [1.0, 1.0, 1.0]) == 0.5
     with pytest.raises(ValueError, match="at least one member and one non-member"):
         auc([], [1.0])
-
-
-def test_privleak_is_zero_for_the_oracle_and_relative_otherwise():
-    assert privleak(0.62, 0.62) == 0.0
-    assert privleak(0.75, 0.5) == pytest.approx(0.5)
-    assert privleak(0.25, 0.5) == pytest.approx(-0.5)
-    assert privleaks({"loss": 0.75, "zlib": 0.5}, {"loss": 0.5, "zlib": 0.5}) == {
-        "loss": pytest.approx(0.5), "zlib": 0.0}
 
 
 def test_attack_scores_on_hand_built_token_statistics():

@@ -110,20 +110,3 @@ def evaluate_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         raise ValueError("cannot evaluate an empty split")
     return aggregate(score_rows(model, tokenizer, rows, max_length, batch_size,
                                 multiple_choice))
-
-
-def recovery(after: float, unlearned: float, base: float) -> float | None:
-    """``(after − unlearned) / (base − unlearned)``: the share of what unlearning removed
-    that an attack brought back (0 = nothing, 1 = all of it, < 0 = pushed further down).
-
-    ``None`` when unlearning removed nothing (``base == unlearned``).
-    """
-    if base == unlearned:
-        return None
-    return (after - unlearned) / (base - unlearned)
-
-
-def oracle_gap(after: float, oracle_after: float) -> float:
-    """``after − oracle_after``: how much more an attacked model knows than the oracle under
-    the same attack (0 = as if never learned; > 0 = the attack found hidden knowledge)."""
-    return after - oracle_after

@@ -16,10 +16,10 @@ higher score says "this fact was in the training set":
 
 An attack's AUC is the area under the ROC curve of telling the members (the forget facts)
 from the non-members (the holdout facts), ties counted half; 0.5 is chance. ``privleak``
-is open-unlearning's relative AUC, ``(AUC_model - AUC_oracle) / AUC_oracle`` (there in
-percent): 0 means the model is as blind to the forget set as the oracle that never saw it,
-positive that the forget set still stands out, negative that it stands out the other way
-(an over-unlearned model marks the facts it forgot).
+is open-unlearning's relative AUC (:func:`ssiuu.relative.privleak`; there in percent): 0
+means the model is as blind to the forget set as the oracle that never saw it, positive
+that the forget set still stands out, negative that it stands out the other way (an
+over-unlearned model marks the facts it forgot).
 """
 
 from __future__ import annotations
@@ -108,11 +108,6 @@ def auc(members: Sequence[float], nonmembers: Sequence[float]) -> float:
     return float(roc_auc_score(labels, [*members, *nonmembers]))
 
 
-def privleak(model_auc: float, oracle_auc: float) -> float:
-    """open-unlearning's privleak as a fraction: ``(AUC_model - AUC_oracle) / AUC_oracle``."""
-    return (model_auc - oracle_auc) / oracle_auc
-
-
 def membership_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                       rows: Sequence[Record], max_length: int, k: float,
                       batch_size: int = 64) -> list[dict[str, float]]:
@@ -135,10 +130,3 @@ def membership_aucs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     holdout facts) with ``model``."""
     return aucs(membership_scores(model, tokenizer, members, max_length, k, batch_size),
                 membership_scores(model, tokenizer, nonmembers, max_length, k, batch_size))
-
-
-def privleaks(model_aucs: Mapping[str, float],
-              oracle_aucs: Mapping[str, float]) -> dict[str, float]:
-    """:func:`privleak` of each attack the two share."""
-    return {attack: privleak(model_aucs[attack], oracle_aucs[attack])
-            for attack in model_aucs if attack in oracle_aucs}

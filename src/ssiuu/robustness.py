@@ -39,8 +39,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ssiuu.metrics import oracle_gap, recovery
-from ssiuu.privacy import privleak
+from ssiuu.relative import oracle_gap, privleak, recovery
 from ssiuu.seeds import mean_std
 
 SCORES = ("acc", "mcq", "logprob")
