@@ -189,7 +189,7 @@ def test_the_report_answers_whether_the_worst_case_is_lowered_at_matched_retain(
     same = WorstCaseDifference(0.0, -0.05, 0.06, 0.07, 3, 90, 0.01, "benign", 0.01, "benign")
     text = "\n".join(_worst_case_lines(_worst_summary(same.as_record()), knobs, 0.02))
     assert "no difference detected (smallest detectable here: 0.07)" in text
-    assert "the smallest difference detectable here is 0.07–0.07 (MCQ)" in text
+    assert "the smallest difference detectable here is 0.07 (MCQ)" in text
     alike = WorstCaseDifference(0.0, 0.0, 0.0, None, 1, 20, -0.2, "benign", -0.2, "benign")
     text = "\n".join(_worst_case_lines(_worst_summary(alike.as_record()), knobs, 0.02))
     assert "no difference detected (smallest detectable here: not estimable" in text

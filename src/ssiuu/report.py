@@ -396,6 +396,12 @@ def _regulariser_lines(summary: Mapping, methods: Sequence[str],
     return out
 
 
+def _span(values: Sequence[float]) -> str:
+    """``low–high`` of ``values`` as :func:`_small` shows them, one value when they agree."""
+    low, high = _small(min(values)), _small(max(values))
+    return low if low == high else f"{low}–{high}"
+
+
 def _small(value: float, sign: bool = False) -> str:
     """A number at the report's precision, or in scientific notation when it is not 0 but
     would show as 0 there (a difference the interval finds may be that small)."""
@@ -527,8 +533,8 @@ def _worst_case_lines(summary: Mapping, regularisers: Mapping[str, Mapping],
         out.append("**Answer**: no regularised configuration lowers its base method's "
                    "worst-case held-out oracle gap at matched retain with an interval that "
                    "excludes 0; "
-                   + (f"the smallest difference detectable here is {_small(min(estimable))}"
-                      f"–{_small(max(estimable))} (MCQ)" if estimable else
+                   + (f"the smallest difference detectable here is {_span(estimable)} (MCQ)"
+                      if estimable else
                       "the smallest detectable difference cannot be estimated here (every "
                       "bootstrap draw gives the same difference: more seeds or facts are "
                       "needed)")
