@@ -61,10 +61,13 @@ def _privacy_reasons(privacy: Mapping[str, float], seed: str, gate: GateParams) 
         return [f"seed {seed}: membership of the forget set not measured (the data has no "
                 "holdout split: give data.jsonl.holdout, or set registry.gate.max_privleak "
                 "to null)"]
-    if abs(value) > gate.max_privleak:
-        return [f"seed {seed}: forget set still detectable by membership inference: "
-                f"privleak ({gate.privacy_attack}) {value:+.3f}, beyond ±{gate.max_privleak:g}"]
-    return []
+    if abs(value) <= gate.max_privleak:
+        return []
+    how = ("still detectable by membership inference" if value > 0 else
+           "detectable by membership inference the other way: less likely than facts no model "
+           "saw (over-unlearned)")
+    return [f"seed {seed}: forget set {how}: privleak ({gate.privacy_attack}) {value:+.3f}, "
+            f"beyond ±{gate.max_privleak:g}"]
 
 
 def _kept(own: Mapping[str, float], base: Mapping[str, float], gate: GateParams) -> list[str]:
