@@ -8,6 +8,7 @@ memory, and the wall time of the whole run (the figure to hold to 15 minutes).
     python benchmarks/pipeline.py                 # the default, 2 threads
     python benchmarks/pipeline.py --threads 1 2   # compare thread counts
     python benchmarks/pipeline.py --profile tiny
+    python benchmarks/pipeline.py --in-place      # this workspace: dvc repro --force
 """
 
 from __future__ import annotations
@@ -80,10 +81,29 @@ def _watch(process: subprocess.Popen) -> tuple[dict[str, list[float]], float]:
     return stages, peak
 
 
+def _timed_repro(work: Path, *args: str) -> tuple[list[tuple[str, float, float]], float,
+                                                   float]:
+    """One ``dvc repro`` in ``work``, watched: (stage, seconds, peak MiB) rows in the order
+    they ran, the total wall time and the peak MiB of the process tree."""
+    names = _stage_commands(work)
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *args], cwd=work,
+                                   env=_env(), stdout=subprocess.DEVNULL, stderr=errors,
+                                   text=True)
+        stages, peak = _watch(process)
+        total = time.perf_counter() - start
+        if process.returncode:
+            errors.seek(0)
+            raise SystemExit(f"dvc repro failed:\n{errors.read()[-3000:]}")
+    rows = [(names.get(cmd, cmd), last - first, mib)
+            for cmd, (first, last, mib) in sorted(stages.items(), key=lambda kv: kv[1][0])]
+    return rows, total, peak
+
+
 def run(profile: str | None, threads: int) -> tuple[list[tuple[str, float, float]], float,
                                                      float]:
-    """Run the whole pipeline once with one ``dvc repro``; return (stage, seconds, peak MiB)
-    rows in the order they ran, the total wall time and the peak MiB of the process tree."""
+    """Run the whole pipeline once in a fresh temporary copy (:func:`_timed_repro`)."""
     with tempfile.TemporaryDirectory(prefix="ssiuu-bench-") as tmp:
         work = Path(tmp)
         copy_pipeline(REPO, work)
@@ -94,20 +114,7 @@ def run(profile: str | None, threads: int) -> tuple[list[tuple[str, float, float
         apply_profile(threads_overlay, work / "params.yaml")
         for git in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench"]):
             subprocess.run(["git", *git], cwd=work, env=_env(), check=True)
-        names = _stage_commands(work)
-        with tempfile.TemporaryFile(mode="w+") as errors:
-            start = time.perf_counter()
-            process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=work,
-                                       env=_env(), stdout=subprocess.DEVNULL, stderr=errors,
-                                       text=True)
-            stages, peak = _watch(process)
-            total = time.perf_counter() - start
-            if process.returncode:
-                errors.seek(0)
-                raise SystemExit(f"dvc repro failed:\n{errors.read()[-3000:]}")
-        rows = [(names.get(cmd, cmd), last - first, mib)
-                for cmd, (first, last, mib) in sorted(stages.items(), key=lambda kv: kv[1][0])]
-        return rows, total, peak
+        return _timed_repro(work)
 
 
 def main() -> None:
@@ -117,15 +124,27 @@ def main() -> None:
     parser.add_argument("--profile", help="a profile of profiles/ to apply (default: none)")
     parser.add_argument("--threads", type=int, nargs="+", default=[2],
                         help="torch thread counts to compare (default: 2)")
+    parser.add_argument("--in-place", action="store_true",
+                        help="run `dvc repro --force` in this workspace, as its params.yaml "
+                             "stands, instead of a fresh copy: the same stages, and the "
+                             "workspace's outputs and dvc.lock come out up to date")
     args = parser.parse_args()
+    if args.in_place and (args.profile or args.threads != [2]):
+        parser.error("--in-place runs the workspace's own params.yaml: no --profile or "
+                     "--threads with it")
     console = Console()
-    title = (f"ssiuu pipeline ({args.profile or 'default'} profile) on {platform.machine()}, "
-             f"{os.cpu_count()} CPUs")
+    where = "this workspace" if args.in_place else "a fresh copy"
+    title = (f"ssiuu pipeline ({args.profile or 'default'} profile, {where}) on "
+             f"{platform.machine()}, {os.cpu_count()} CPUs")
     table = Table(title=title)
     for column in ("threads", "stage", "wall s", "peak RSS MiB"):
         table.add_column(column, justify="right" if column != "stage" else "left")
+    if args.in_place:
+        args.threads = [yaml.safe_load((REPO / "params.yaml").read_text())["runtime"]
+                        ["num_threads"]]
     for threads in args.threads:
-        rows, total, peak = run(args.profile, threads)
+        rows, total, peak = (_timed_repro(REPO, "--force") if args.in_place
+                             else run(args.profile, threads))
         for stage, seconds, mib in rows:
             table.add_row(str(threads), stage, f"{seconds:.1f}", f"{mib:.0f}")
         table.add_row(str(threads), "stages, summed", f"{sum(r[1] for r in rows):.1f}", "")
