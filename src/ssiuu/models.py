@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -144,8 +146,20 @@ def load_saved(model_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokeni
     if not (model_dir / "config.json").is_file():
         raise ModelSourceError(f"{model_dir}: no saved model (config.json missing)")
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return model, tokenizer
+    return model, _saved_tokenizer(model_dir)
+
+
+def _saved_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer as it was saved: the class its ``tokenizer_config.json`` names.
+
+    ``AutoTokenizer`` picks some families' own class from ``config.json`` instead (Qwen2's
+    builds its own pre-tokenizer), which re-tokenises a tokenizer trained here differently:
+    a model saved and loaded must see the same tokens."""
+    config = model_dir / "tokenizer_config.json"
+    name = (json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+            if config.is_file() else None)
+    saved_class = getattr(transformers, name, None) if name else None
+    return (saved_class or AutoTokenizer).from_pretrained(model_dir)
 
 
 def use_eager_attention(model: PreTrainedModel) -> str | None:

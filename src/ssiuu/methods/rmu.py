@@ -26,7 +26,7 @@ from ssiuu.attribution import ArchitectureError, block_list
 from ssiuu.data.encoding import Example, collate
 
 RETAIN_INDEX_KEY = "rmu_retain_index"
-MLP_NAMES = ("mlp", "feed_forward", "ffn")
+MLP_NAMES = ("mlp", "feed_forward", "ffn", "fc1", "fc2")  # fc1 / fc2: OPT's block holds them
 
 
 def default_trained_layers(layer: int) -> list[int]:
