@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import ssiuu.attacks as attacks
+from ssiuu.architecture import ArchitectureError, linear_sites
 from ssiuu.attacks import attack_data, attack_kind, peak, run_attacks
-from ssiuu.attribution import ArchitectureError, linear_sites, net_attribution, rank_correlation
+from ssiuu.attribution import net_attribution, rank_correlation
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.generator import generate_benign
 from ssiuu.errors import DataError

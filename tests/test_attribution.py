@@ -13,12 +13,11 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from ssiuu.architecture import ArchitectureError, linear_sites
 from ssiuu.attribution import (
-    ArchitectureError,
     NeuronAttribution,
     attribute_batch,
     attribution_shift,
-    linear_sites,
     most_hiding_site,
     net_attribution,
     neuron_attribution,

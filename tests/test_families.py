@@ -22,12 +22,18 @@ from transformers import (
     Qwen2Config,
 )
 
+from ssiuu.architecture import (
+    SUPPORTED_FAMILIES,
+    ArchitectureError,
+    check_architecture,
+    linear_sites,
+)
 from ssiuu.attacks import attack_data, run_attacks
-from ssiuu.attribution import linear_sites, neuron_attribution
+from ssiuu.attribution import neuron_attribution
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.generator import generate_benign
 from ssiuu.methods.catalog import METHODS
-from ssiuu.models import load_saved, save_model
+from ssiuu.models import load_model, load_saved, save_model
 from ssiuu.params import (
     GeneratorParams,
     LossesParams,
@@ -80,6 +86,7 @@ def test_every_family_attributes_unlearns_is_attacked_and_round_trips(
     model = _family_model(family, tokenizer)
     base_dir = save_model(model, tokenizer, tmp_path / "base")
     loaded, loaded_tokenizer = load_saved(base_dir)
+    assert type(load_model(str(base_dir))) is type(model)  # a user's model folder: accepted
     assert type(loaded) is type(model)
     assert [loaded_tokenizer(row["question"]).input_ids for row in forget] == [
         tokenizer(row["question"]).input_ids for row in forget]
@@ -119,3 +126,15 @@ def test_every_family_attributes_unlearns_is_attacked_and_round_trips(
         (run,) = runs["harmful_50"]
         assert [point["step"] for point in run.curve] == [0, 1], (family, lora)
         assert -1 <= run.attribution_rho <= 1, (family, lora)
+
+
+def test_a_model_whose_blocks_attribution_cannot_find_is_refused_naming_the_families(
+        trained_tiny):
+    model = _family_model("llama", trained_tiny[1])
+    check_architecture(model)
+    model.model.layers = torch.nn.Sequential(*model.model.layers)  # no ModuleList of blocks
+    with pytest.raises(ArchitectureError) as refused:
+        check_architecture(model)
+    message = str(refused.value)
+    assert "no list of 2 transformer blocks found" in message
+    assert all(family in message for family in SUPPORTED_FAMILIES)

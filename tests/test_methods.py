@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ssiuu.attribution import ArchitectureError
+from ssiuu.architecture import ArchitectureError
 from ssiuu.data.encoding import collate, encode, encode_rows
 from ssiuu.logprobs import sequence_logprobs
 from ssiuu.methods.dpo import CHOSEN_REFERENCE_KEY, refusal_examples

@@ -33,64 +33,12 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.pytorch_utils import Conv1D
 
+from ssiuu.architecture import ArchitectureError, LinearSite, linear_sites
 from ssiuu.data.encoding import Example, collate
-from ssiuu.errors import SsiuuError
 from ssiuu.logprobs import answer_token_logprobs
 
 TOP_M = 100
-
-
-class ArchitectureError(SsiuuError):
-    """A model's transformer blocks or their linear layers cannot be found."""
-
-
-@dataclass(frozen=True)
-class LinearSite:
-    """One hooked linear layer: its block index, its name inside the block, its width."""
-
-    layer: int
-    module: str
-    width: int
-    path: str
-
-
-def block_list(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks: the ``ModuleList`` with one entry per hidden layer."""
-    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(
-        model.config, "n_layer", None)
-    candidates = {name: module for name, module in model.named_modules()
-                  if isinstance(module, nn.ModuleList) and len(module) == n_layers
-                  and any(isinstance(m, nn.Linear | Conv1D) for m in module.modules())}
-    if n_layers is None or not candidates:
-        raise ArchitectureError(
-            f"{type(model).__name__}: no list of {n_layers} transformer blocks found; "
-            "neuron attribution needs a model whose blocks sit in one nn.ModuleList")
-    if len(candidates) > 1:
-        raise ArchitectureError(
-            f"{type(model).__name__}: several lists of {n_layers} blocks with linear layers "
-            f"({', '.join(candidates)}); cannot tell which holds the transformer blocks")
-    return next(iter(candidates.values()))
-
-
-def linear_sites(model: nn.Module) -> list[tuple[LinearSite, nn.Module]]:
-    """Every linear layer (``nn.Linear`` or GPT-2's ``Conv1D``) inside every block, in order."""
-    sites = []
-    for layer, block in enumerate(block_list(model)):
-        for name, module in block.named_modules():
-            if isinstance(module, nn.Linear):
-                width = module.out_features
-            elif isinstance(module, Conv1D):
-                width = module.nf
-            else:
-                continue
-            sites.append((LinearSite(layer, name, width, f"{layer}.{name}"), module))
-    if not sites:
-        raise ArchitectureError(
-            f"{type(model).__name__}: its transformer blocks hold no nn.Linear or Conv1D "
-            "layer, so there are no neurons to attribute")
-    return sites
 
 
 @dataclass

@@ -21,6 +21,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from ssiuu.architecture import ArchitectureError, check_architecture
 from ssiuu.errors import ModelSourceError
 from ssiuu.params import ModelParams
 from ssiuu.sources import resolve_model_source
@@ -113,7 +114,11 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None) -> PreTraine
 
 def load_model(name_or_path: str, gguf_file: str | None = None,
                dtype: str = "float32") -> PreTrainedModel:
-    """Load any causal LM; a GGUF checkpoint is dequantised into a plain, savable model."""
+    """Load any causal LM; a GGUF checkpoint is dequantised into a plain, savable model.
+
+    A model whose transformer blocks neuron attribution cannot find is refused here, before
+    any training (:class:`~ssiuu.attribution.ArchitectureError`, naming the supported
+    families)."""
     source = resolve_model_source(name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file,
@@ -127,6 +132,10 @@ def load_model(name_or_path: str, gguf_file: str | None = None,
         plain = AutoModelForCausalLM.from_config(config, dtype=_DTYPES[dtype])
         plain.load_state_dict(model.state_dict())
         model = plain
+    try:
+        check_architecture(model)
+    except ArchitectureError as exc:
+        raise ArchitectureError(f"model.name: {source!r}: {exc}") from None
     return model
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ssiuu.attribution import ArchitectureError, block_list
+from ssiuu.architecture import ArchitectureError, block_list
 from ssiuu.data.encoding import Example, collate
 
 RETAIN_INDEX_KEY = "rmu_retain_index"

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ssiuu.attribution import linear_sites
+from ssiuu.architecture import linear_sites
 
 
 def penalised_parameters(model: nn.Module,
