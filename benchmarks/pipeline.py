@@ -28,6 +28,7 @@ from dvc.repo import Repo
 from rich.console import Console
 from rich.table import Table
 
+from ssiuu.params import load_params
 from ssiuu.profiles import apply_profile
 from ssiuu.workspace import copy_pipeline, isolated_env
 
@@ -81,15 +82,15 @@ def _watch(process: subprocess.Popen) -> tuple[dict[str, list[float]], float]:
     return stages, peak
 
 
-def _timed_repro(work: Path, *args: str) -> tuple[list[tuple[str, float, float]], float,
-                                                   float]:
-    """One ``dvc repro`` in ``work``, watched: (stage, seconds, peak MiB) rows in the order
-    they ran, the total wall time and the peak MiB of the process tree."""
+def _timed_repro(work: Path, env: dict[str, str], *args: str
+                 ) -> tuple[list[tuple[str, float, float]], float, float]:
+    """One ``dvc repro`` in ``work`` under ``env``, watched: (stage, seconds, peak MiB) rows
+    in the order they ran, the total wall time and the peak MiB of the process tree."""
     names = _stage_commands(work)
     with tempfile.TemporaryFile(mode="w+") as errors:
         start = time.perf_counter()
         process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *args], cwd=work,
-                                   env=_env(), stdout=subprocess.DEVNULL, stderr=errors,
+                                   env=env, stdout=subprocess.DEVNULL, stderr=errors,
                                    text=True)
         stages, peak = _watch(process)
         total = time.perf_counter() - start
@@ -114,7 +115,7 @@ def run(profile: str | None, threads: int) -> tuple[list[tuple[str, float, float
         apply_profile(threads_overlay, work / "params.yaml")
         for git in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench"]):
             subprocess.run(["git", *git], cwd=work, env=_env(), check=True)
-        return _timed_repro(work)
+        return _timed_repro(work, _env())
 
 
 def main() -> None:
@@ -122,29 +123,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", help="a profile of profiles/ to apply (default: none)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[2],
+    parser.add_argument("--threads", type=int, nargs="+",
                         help="torch thread counts to compare (default: 2)")
     parser.add_argument("--in-place", action="store_true",
                         help="run `dvc repro --force` in this workspace, as its params.yaml "
                              "stands, instead of a fresh copy: the same stages, and the "
                              "workspace's outputs and dvc.lock come out up to date")
     args = parser.parse_args()
-    if args.in_place and (args.profile or args.threads != [2]):
+    if args.in_place and (args.profile or args.threads):
         parser.error("--in-place runs the workspace's own params.yaml: no --profile or "
                      "--threads with it")
     console = Console()
-    where = "this workspace" if args.in_place else "a fresh copy"
-    title = (f"ssiuu pipeline ({args.profile or 'default'} profile, {where}) on "
-             f"{platform.machine()}, {os.cpu_count()} CPUs")
+    setting = ("this workspace's params.yaml" if args.in_place
+               else f"{args.profile or 'default'} profile, a fresh copy")
+    title = f"ssiuu pipeline ({setting}) on {platform.machine()}, {os.cpu_count()} CPUs"
     table = Table(title=title)
     for column in ("threads", "stage", "wall s", "peak RSS MiB"):
         table.add_column(column, justify="right" if column != "stage" else "left")
     if args.in_place:
-        args.threads = [yaml.safe_load((REPO / "params.yaml").read_text())["runtime"]
-                        ["num_threads"]]
-    for threads in args.threads:
-        rows, total, peak = (_timed_repro(REPO, "--force") if args.in_place
-                             else run(args.profile, threads))
+        args.threads = [load_params(REPO / "params.yaml").runtime.num_threads]
+    for threads in args.threads or [2]:
+        # In place the stages run as the user runs them: their own MLflow store and settings.
+        rows, total, peak = (_timed_repro(REPO, {**os.environ, "TQDM_DISABLE": "1"}, "--force")
+                             if args.in_place else run(args.profile, threads))
         for stage, seconds, mib in rows:
             table.add_row(str(threads), stage, f"{seconds:.1f}", f"{mib:.0f}")
         table.add_row(str(threads), "stages, summed", f"{sum(r[1] for r in rows):.1f}", "")

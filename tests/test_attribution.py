@@ -9,6 +9,7 @@ from transformers import (
     LlamaForCausalLM,
     OPTConfig,
     OPTForCausalLM,
+    PretrainedConfig,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
@@ -109,6 +110,12 @@ def test_a_model_without_blocks_is_a_clear_error():
 
     with pytest.raises(ArchitectureError, match="Flat: no list of 2 transformer blocks"):
         linear_sites(Flat())
+
+    class Uncounted(Flat):
+        config = PretrainedConfig()  # no num_hidden_layers, no n_layer
+
+    with pytest.raises(ArchitectureError, match="Uncounted: its config gives no layer count"):
+        linear_sites(Uncounted())
 
 
 @pytest.mark.parametrize("build", [_llama, _qwen2, _gpt2, _opt])

@@ -22,10 +22,10 @@ from transformers import (
     Qwen2Config,
 )
 
+from ssiuu import models
 from ssiuu.architecture import (
     SUPPORTED_FAMILIES,
     ArchitectureError,
-    check_architecture,
     linear_sites,
 )
 from ssiuu.attacks import attack_data, run_attacks
@@ -125,16 +125,29 @@ def test_every_family_attributes_unlearns_is_attacked_and_round_trips(
                            eval_batch_size=16)
         (run,) = runs["harmful_50"]
         assert [point["step"] for point in run.curve] == [0, 1], (family, lora)
+        assert run.curve[1]["forget_logprob"] != run.curve[0]["forget_logprob"], (family, lora)
         assert -1 <= run.attribution_rho <= 1, (family, lora)
 
 
-def test_a_model_whose_blocks_attribution_cannot_find_is_refused_naming_the_families(
-        trained_tiny):
-    model = _family_model("llama", trained_tiny[1])
-    check_architecture(model)
-    model.model.layers = torch.nn.Sequential(*model.model.layers)  # no ModuleList of blocks
+def test_the_supported_families_are_the_tested_ones():
+    def key(name: str) -> str:
+        return name.lower().replace("-", "").replace("_", "")
+
+    assert sorted(map(key, SUPPORTED_FAMILIES)) == sorted(map(key, FAMILIES))
+
+
+def test_a_model_whose_blocks_attribution_cannot_find_is_refused_at_load(
+        trained_tiny, tmp_path, monkeypatch):
+    tokenizer = trained_tiny[1]
+    folder = save_model(_family_model("llama", tokenizer), tokenizer, tmp_path / "model")
+    broken = _family_model("llama", tokenizer)
+    broken.model.layers = torch.nn.Sequential(*broken.model.layers)  # no ModuleList of blocks
+    # transformers rebuilds a saved model from its config, so hand load_model the broken one
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained",
+                        lambda *args, **kwargs: broken)
     with pytest.raises(ArchitectureError) as refused:
-        check_architecture(model)
+        load_model(str(folder))
     message = str(refused.value)
-    assert "no list of 2 transformer blocks found" in message
-    assert all(family in message for family in SUPPORTED_FAMILIES)
+    assert message.startswith(f"model.name: {str(folder)!r}: LlamaForCausalLM: no list of 2 "
+                              "transformer blocks found")
+    assert "tested: Llama, Mistral, Qwen2, Gemma, Phi-3, GPT-2, GPT-NeoX, OPT" in message

@@ -122,8 +122,8 @@ def test_a_forget_set_still_detectable_fails_the_gate_with_that_reason():
                                 "privleak (min_k) +0.600, beyond ±0.25",)
     erased_too_far = gate_versions(_summary(gd=[private(-0.47)]), "gd", ATTACKS, gate)
     assert erased_too_far[0].reasons == (
-        "seed 0: forget set detectable by membership inference the other way: less likely "
-        "than facts no model saw (over-unlearned): privleak (min_k) -0.470, beyond ±0.25",)
+        "seed 0: forget set detectable by membership inference the other way (over-unlearned: "
+        "its AUC below the oracle's): privleak (min_k) -0.470, beyond ±0.25",)
     unmeasured = gate_versions(_summary(gd=[private(None)]), "gd", ATTACKS, gate)
     assert "membership of the forget set not measured" in unmeasured[0].reasons[0]
     assert gate_versions(_summary(gd=[private(None)]), "gd", ATTACKS, GateParams())[0].passed

@@ -33,14 +33,26 @@ class LinearSite:
     path: str
 
 
+def _layer_count(model: nn.Module) -> int:
+    """The number of transformer blocks the model's (text) config declares."""
+    config = model.config
+    if hasattr(config, "get_text_config"):  # a multimodal config keeps it in its text part
+        config = config.get_text_config()
+    count = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    if count is None:
+        raise ArchitectureError(f"{type(model).__name__}: its config gives no layer count "
+                                "(num_hidden_layers or n_layer), so its transformer blocks "
+                                "cannot be found")
+    return count
+
+
 def block_list(model: nn.Module) -> nn.ModuleList:
     """The list of transformer blocks: the ``ModuleList`` with one entry per hidden layer."""
-    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(
-        model.config, "n_layer", None)
+    n_layers = _layer_count(model)
     candidates = {name: module for name, module in model.named_modules()
                   if isinstance(module, nn.ModuleList) and len(module) == n_layers
                   and any(isinstance(m, nn.Linear | Conv1D) for m in module.modules())}
-    if n_layers is None or not candidates:
+    if not candidates:
         raise ArchitectureError(
             f"{type(model).__name__}: no list of {n_layers} transformer blocks found; "
             "neuron attribution needs a model whose blocks sit in one nn.ModuleList")

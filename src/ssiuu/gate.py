@@ -64,8 +64,8 @@ def _privacy_reasons(privacy: Mapping[str, float], seed: str, gate: GateParams) 
     if abs(value) <= gate.max_privleak:
         return []
     how = ("still detectable by membership inference" if value > 0 else
-           "detectable by membership inference the other way: less likely than facts no model "
-           "saw (over-unlearned)")
+           "detectable by membership inference the other way (over-unlearned: its AUC below "
+           "the oracle's)")
     return [f"seed {seed}: forget set {how}: privleak ({gate.privacy_attack}) {value:+.3f}, "
             f"beyond ±{gate.max_privleak:g}"]
 

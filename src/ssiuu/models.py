@@ -117,7 +117,7 @@ def load_model(name_or_path: str, gguf_file: str | None = None,
     """Load any causal LM; a GGUF checkpoint is dequantised into a plain, savable model.
 
     A model whose transformer blocks neuron attribution cannot find is refused here, before
-    any training (:class:`~ssiuu.attribution.ArchitectureError`, naming the supported
+    any training (:class:`~ssiuu.architecture.ArchitectureError`, naming the supported
     families)."""
     source = resolve_model_source(name_or_path)
     try:
