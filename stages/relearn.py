@@ -18,7 +18,7 @@ from ssiuu.errors import ParamsError
 from ssiuu.finetune import read_splits
 from ssiuu.params import HOLDOUT, METHODS, Params, load_params
 from ssiuu.provenance import prepared_manifest, provenance_of, write_provenance
-from ssiuu.runtime import configure, device, run_stage
+from ssiuu.runtime import configure, device, is_main_process, run_stage
 from ssiuu.seeds import across_seeds, existing_seed_dir, seed_dir
 from ssiuu.tables import write_rows
 
@@ -77,6 +77,8 @@ def main() -> None:
         runs = run_attacks(source, datas, splits["retain"], splits["utility"], params.relearn,
                            params.model.max_length, params.evaluate.batch_size, device(), seed,
                            holdout, params.evaluate.mia_k)
+        if not is_main_process():
+            continue
         for data in datas:
             _write_seed(args.model, data, runs[data.name], seed, source, params, manifest)
             per_seed[data.name][seed] = _seed_summary(data, runs[data.name])
@@ -84,6 +86,8 @@ def main() -> None:
                   f"{runs[data.name][0].curve[0]['heldout_acc']:.3f} -> peak "
                   f"{per_seed[data.name][seed]['peak_heldout_acc']:.3f}")
     for attack, seeds in per_seed.items():
+        if not seeds:  # not the main process
+            continue
         layout.write_json({"model": args.model, "attack": attack, **across_seeds(seeds)},
                           layout.relearn_metrics(attack, args.model))
 

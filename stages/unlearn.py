@@ -4,6 +4,7 @@ For every seed, starts from that seed's base model and stops as soon as the forg
 reaches the threshold of ``unlearn.stop`` (``oracle`` is that seed's oracle), with
 ``unlearn.train.max_steps`` as a cap, at the lowest learning rate of ``unlearn.train.lrs``
 that gets there. Every step's forget / retain scores and loss terms go to a DVC plot.
+Runs as it is under ``accelerate launch`` (every process computes, the first writes).
 """
 
 import argparse
@@ -15,7 +16,7 @@ from ssiuu.finetune import read_splits
 from ssiuu.models import save_model
 from ssiuu.params import METHODS, load_params
 from ssiuu.provenance import prepared_manifest, provenance_of, write_provenance
-from ssiuu.runtime import configure, device, run_stage
+from ssiuu.runtime import configure, device, is_main_process, run_stage
 from ssiuu.seeds import across_seeds, existing_seed_dir, seed_dir, seed_record
 from ssiuu.tables import write_rows
 from ssiuu.unlearning import gradient_summary, stop_thresholds, unlearn
@@ -47,6 +48,8 @@ def main() -> None:
         outcome = unlearn(args.method, bases[seed], splits["forget"], splits["retain"],
                           params.unlearn, thresholds[seed], params.model.max_length,
                           params.evaluate.batch_size, device(), seed)
+        if not is_main_process():
+            continue
         out_dir = save_model(outcome.model, outcome.tokenizer,
                              seed_dir(layout.model_root(args.method), seed))
         summary = {"lr": outcome.lr, "steps": outcome.steps, "reached": outcome.reached,
@@ -76,6 +79,8 @@ def main() -> None:
             print(f"warning: {args.method} seed {seed} did not reach the stop threshold; "
                   "raise unlearn.train.lrs or unlearn.train.max_steps in params.yaml",
                   file=sys.stderr)
+    if not per_seed:  # not the main process
+        return
     layout.write_json({"method": args.method,
                        "reached": all(r["reached"] for r in per_seed.values()),
                        **across_seeds(per_seed)}, layout.unlearning_metrics(args.method))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ssiuu.data.encoding import IGNORE
+from ssiuu.shards import batch_count, process_count
 
 
 def answer_token_logprobs(logits: torch.Tensor,
@@ -29,3 +30,15 @@ def sequence_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) ->
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     token_logp, _ = answer_token_logprobs(logits, batch["labels"])
     return token_logp.sum(dim=1)
+
+
+def answer_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean NLL of the answer tokens of ``batch`` (the model's own causal-LM loss); under
+    several processes, this shard's part of the whole batch's mean
+    (:mod:`ssiuu.shards`)."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+              "labels": batch["labels"]}
+    if process_count() == 1:
+        return model(**inputs).loss
+    tokens = batch_count((batch["labels"][:, 1:] != IGNORE).sum())
+    return model(**inputs, num_items_in_batch=tokens).loss * process_count()

@@ -40,11 +40,28 @@ def configure(num_threads: int) -> None:
     torch.set_num_threads(num_threads)
 
 
-def device() -> str:
-    """The device to score on: the first GPU if there is one, else the CPU."""
+def uses_cpu() -> bool:
+    """Whether Accelerate must run on the CPU (no GPU here): then ``accelerate launch
+    --multi_gpu`` (or ``torchrun``) starts CPU processes that talk through gloo."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return not torch.cuda.is_available()
+
+
+def device() -> str:
+    """This process's device: under ``accelerate launch`` the GPU of its local rank,
+    otherwise the first GPU if there is one; else the CPU."""
+    from accelerate import PartialState
+
+    return str(PartialState(cpu=uses_cpu()).device)
+
+
+def is_main_process() -> bool:
+    """False on every process but the first under ``accelerate launch``: only the first
+    writes a stage's outputs (every process computes the same ones)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=uses_cpu()).is_main_process
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -8,7 +8,9 @@ before clipping, where it may measure that gradient and add a term of its own to
 (Ssiuu's regulariser does).
 The loop is seeded, shows a progress bar, logs every ``log_every`` steps, may stop early
 through ``should_stop``, and runs on CPU, one GPU or several through Hugging Face
-Accelerate.
+Accelerate. Under ``accelerate launch`` every batch is split across the processes and the
+losses are means over the whole batch (:mod:`ssiuu.shards`): N processes take the same
+steps as one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
@@ -24,6 +27,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler
 
 from ssiuu.data.encoding import Example, collate
+from ssiuu.errors import ParamsError
+from ssiuu.logprobs import answer_nll
+from ssiuu.runtime import uses_cpu
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 from ssiuu.params import TrainParams
 
 Batch = dict[str, torch.Tensor]
@@ -54,16 +63,29 @@ def make_loader(examples: Sequence[Example], batch_size: int, pad_id: int,
                       generator=generator, collate_fn=partial(collate, pad_id=pad_id))
 
 
-def _forever(loader: DataLoader) -> Iterator[Batch]:
+def _shards(loader: DataLoader, index: int, count: int, device: torch.device
+            ) -> Iterator[Batch]:
+    """Slice ``index`` of ``count`` of every batch of ``loader``, epoch after epoch, on
+    ``device``: ``count`` processes drawing the same batches together see each whole."""
     while True:
-        yield from loader
+        for batch in loader:
+            yield {key: torch.tensor_split(value, count)[index].to(device)
+                   for key, value in batch.items()}
 
 
 def nll_loss(model: PreTrainedModel, batches: dict[str, Batch]) -> tuple[torch.Tensor,
                                                                           dict[str, float]]:
     """Mean negative log-likelihood of the answer tokens of the ``train`` batch."""
-    loss = model(**batches["train"]).loss
+    loss = answer_nll(model, batches["train"])
     return loss, {"nll": float(loss.detach())}
+
+
+def _averaged(accelerator: Accelerator, logs: dict[str, float]) -> dict[str, float]:
+    """``logs`` averaged over the processes: a shard's part of a batch mean
+    (:mod:`ssiuu.shards`) averages to the whole batch's mean."""
+    values = accelerator.reduce(torch.tensor(list(logs.values()), dtype=torch.float64,
+                                             device=accelerator.device), reduction="mean")
+    return dict(zip(logs, values.tolist(), strict=True))
 
 
 def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossFn,
@@ -77,18 +99,24 @@ def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossF
     from accelerate.utils import set_seed
 
     set_seed(seed)
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=uses_cpu())
+    for name, loader in loaders.items():
+        if loader.batch_size < accelerator.num_processes:
+            raise ParamsError(
+                f"{desc}: {name} batches of {loader.batch_size} cannot be shared by "
+                f"{accelerator.num_processes} processes: raise the batch size")
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr,
                                   weight_decay=params.weight_decay)
     scheduler = get_scheduler(params.schedule if params.schedule != "constant"
                               else "constant_with_warmup", optimizer,
                               num_warmup_steps=int(params.warmup_ratio * params.steps),
                               num_training_steps=max(params.steps, 1))
-    names = list(loaders)
     # The scheduler stays outside `prepare`: Accelerate would step it once per process.
-    prepared = accelerator.prepare(model, optimizer, *loaders.values())
-    model, optimizer = prepared[:2]
-    streams = {name: _forever(loader) for name, loader in zip(names, prepared[2:], strict=True)}
+    # So do the loaders: Accelerate hands a short last batch whole to one process (the
+    # others get repeats); every process draws the same batches and keeps its slice.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    streams = {name: _shards(loader, accelerator.process_index, accelerator.num_processes,
+                             accelerator.device) for name, loader in loaders.items()}
     result = TrainResult(steps=0, seconds=0.0)
     start = time.perf_counter()
     model.train()
@@ -102,12 +130,15 @@ def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossF
         accelerator.backward(loss)
         if after_backward is not None:
             logs = {**logs, **after_backward(accelerator.unwrap_model(model))}
+        logs = {"loss": float(loss.detach()), **logs}
+        if accelerator.num_processes > 1:  # each process logged its shard's part
+            logs = _averaged(accelerator, logs)
         accelerator.clip_grad_norm_(model.parameters(), params.grad_clip)
         optimizer.step()
         scheduler.step()
         result.steps = step + 1
         if result.steps % params.log_every == 0 or result.steps == params.steps:
-            entry = {"step": result.steps, "loss": float(loss.detach()),
+            entry = {"step": result.steps, "loss": logs["loss"],
                      "lr": scheduler.get_last_lr()[0], **logs}
             result.history.append(entry)
             progress.set_postfix(loss=f"{entry['loss']:.4f}")

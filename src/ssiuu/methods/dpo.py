@@ -23,6 +23,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from ssiuu.data.encoding import IGNORE, Example, collate
 from ssiuu.methods.npo import REFERENCE_KEY
 from ssiuu.metrics import score_examples
+from ssiuu.shards import batch_mean
 
 CHOSEN_REFERENCE_KEY = "ref_chosen_logprob"  # REFERENCE_KEY holds the rejected answer's
 
@@ -32,7 +33,8 @@ def dpo_loss(chosen_logp: torch.Tensor, ref_chosen_logp: torch.Tensor,
              beta: float) -> torch.Tensor:
     """DPO's forget term from the current and reference log-probabilities (``[batch]``)."""
     margin = (chosen_logp - ref_chosen_logp) - (rejected_logp - ref_rejected_logp)
-    return -2.0 / beta * F.logsigmoid(beta * margin).mean()
+    losses = F.logsigmoid(beta * margin)
+    return -2.0 / beta * batch_mean(losses.sum(), torch.tensor(losses.numel()))
 
 
 def refusal_ids(tokenizer: PreTrainedTokenizerBase, refusal: str) -> tuple[int, ...]:

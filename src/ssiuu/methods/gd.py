@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from ssiuu.logprobs import answer_nll
+
 
 def retain_nll(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean answer-token NLL of a retain batch (the term that keeps what must stay)."""
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 labels=batch["labels"]).loss
+    return answer_nll(model, batch)
 
 
 def gd_loss(forget_term: torch.Tensor, retain_term: torch.Tensor,

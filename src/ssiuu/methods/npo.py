@@ -18,13 +18,15 @@ from transformers import PreTrainedModel
 
 from ssiuu.data.encoding import Example
 from ssiuu.metrics import score_examples
+from ssiuu.shards import batch_mean
 
 REFERENCE_KEY = "ref_logprob"
 
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
     """NPO's forget term from current and reference answer log-probabilities (``[batch]``)."""
-    return 2.0 / beta * F.softplus(beta * (logp - ref_logp)).mean()
+    losses = F.softplus(beta * (logp - ref_logp))
+    return 2.0 / beta * batch_mean(losses.sum(), torch.tensor(losses.numel()))
 
 
 def with_reference_logprobs(model: PreTrainedModel, examples: Sequence[Example], pad_id: int,

@@ -24,6 +24,7 @@ from transformers import PreTrainedModel
 
 from ssiuu.architecture import ArchitectureError, block_list
 from ssiuu.data.encoding import Example, collate
+from ssiuu.shards import batch_mean
 
 RETAIN_INDEX_KEY = "rmu_retain_index"
 MLP_NAMES = ("mlp", "feed_forward", "ffn", "fc1", "fc2")  # fc1 / fc2: OPT's block holds them
@@ -55,7 +56,7 @@ def _masked_mse(hidden: torch.Tensor, target: torch.Tensor,
     """Mean squared error per hidden unit over the attended tokens (``mask`` 1)."""
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     squared = (hidden - target).square() * weights
-    return squared.sum() / (weights.sum() * hidden.shape[-1])
+    return batch_mean(squared.sum(), weights.sum() * hidden.shape[-1])
 
 
 class RMUSteering:

@@ -50,6 +50,15 @@ def penalised_parameters(model: nn.Module,
 GradMode = Literal["first_order", "exact"]
 
 
+def _summed_over_processes(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``tensors`` summed in place over the processes of a distributed run (as they are
+    when there is one process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for tensor in tensors:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+    return tensors
+
+
 def gradient_norm(grads: list[torch.Tensor]) -> float:
     """The Euclidean norm of several tensors taken together (in float64)."""
     if not grads:
@@ -80,46 +89,52 @@ class AttributionRegulariser:
 
         ``probability_sum`` is ``Σ P(y|x)`` over the forget batch, still attached to the
         graph of the forward pass the base loss uses (its graph is kept for that loss).
+        Under several processes each holds a shard of the forget batch: ``g`` (and, for
+        the exact gradient, the Hessian–vector product) is summed over the processes
+        before use, so every process attributes, selects ``I−`` and descends exactly as
+        one process would over the whole batch.
         Returns the penalty's value, ``|I−|`` and the norm of the penalty's gradient.
         """
         exact = self.grad_mode == "exact"
-        grads = torch.autograd.grad(probability_sum, self.parameters, retain_graph=True,
-                                    create_graph=exact, allow_unused=True)
-        grads = [torch.zeros_like(param) if grad is None else grad
-                 for param, grad in zip(self.parameters, grads, strict=True)]
-        attributions = [param * grad if exact else param.detach() * grad
+        local = torch.autograd.grad(probability_sum, self.parameters, retain_graph=True,
+                                    create_graph=exact, materialize_grads=True)
+        grads = _summed_over_processes([grad.detach().clone() if exact else grad
+                                        for grad in local])
+        attributions = [param.detach() * grad
                         for param, grad in zip(self.parameters, grads, strict=True)]
-        negatives = [(attribution < 0).detach() for attribution in attributions]
+        negatives = [attribution < 0 for attribution in attributions]
         n_negative = sum(int(negative.sum()) for negative in negatives)
         if self.anchor is None:
-            penalty = torch.zeros((), dtype=torch.float64)
+            penalty = 0.0
             self.held = [torch.zeros_like(param) for param in self.parameters]
         else:
             deltas = [(attribution - anchor) * negative for attribution, anchor, negative
                       in zip(attributions, self.anchor, negatives, strict=True)]
+            penalty = self.lam * float(sum(delta.double().square().sum() for delta in deltas))
+            # dR/dφ_j = 2λ Δ_j g_j  (+ 2λ Σ_i Δ_i φ_i H_ij: the exact gradient's HVP)
+            weights = ([2.0 * self.lam * delta * param.detach()
+                        for delta, param in zip(deltas, self.parameters, strict=True)]
+                       if exact else [])
+            self.held = [grad.mul_(delta).mul_(2.0 * self.lam)
+                         for delta, grad in zip(deltas, grads, strict=True)]
             if exact:
-                penalty = self.lam * sum(delta.square().sum() for delta in deltas)
-                self.held = list(torch.autograd.grad(penalty, self.parameters,
-                                                     retain_graph=True, allow_unused=True,
-                                                     materialize_grads=True))
-            else:
-                penalty = self.lam * sum(delta.double().square().sum() for delta in deltas)
-                self.held = [grad.mul_(delta).mul_(2.0 * self.lam)
-                             for grad, delta in zip(grads, deltas, strict=True)]
-        self.anchor = [attribution.detach() for attribution in attributions]
+                attached = [(grad, weight) for grad, weight in zip(local, weights, strict=True)
+                            if grad.requires_grad]  # a parameter g does not depend on: no HVP
+                hvp = torch.autograd.grad([grad for grad, _ in attached], self.parameters,
+                                          grad_outputs=[weight for _, weight in attached],
+                                          retain_graph=True, materialize_grads=True)
+                for held, term in zip(self.held, _summed_over_processes(list(hvp)),
+                                      strict=True):
+                    held.add_(term)
+        self.anchor = attributions
         self.held_norm = gradient_norm(self.held)
-        return {"reg": float(penalty.detach()), "n_neg": float(n_negative),
-                "reg_grad_norm": self.held_norm}
+        return {"reg": penalty, "n_neg": float(n_negative), "reg_grad_norm": self.held_norm}
 
     def add_held_gradient(self) -> None:
         """Add the gradient held by :meth:`compute_gradient` to each parameter's ``.grad``
-        (averaged over the processes first when several train together: each attributed
-        its own forget batch, and the base loss's gradient is already averaged)."""
+        (the same on every process: it is the whole forget batch's)."""
         if self.held is None:
             raise RuntimeError("add_held_gradient before compute_gradient")
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            for held in self.held:
-                torch.distributed.all_reduce(held, op=torch.distributed.ReduceOp.AVG)
         for param, held in zip(self.parameters, self.held, strict=True):
             if param.grad is None:
                 param.grad = held

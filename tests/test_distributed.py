@@ -1,0 +1,172 @@
+"""Several processes compute what one process computes (`accelerate launch`, CPU, gloo).
+
+Stated tolerance: under 2 processes the unlearning stage keeps the same learning rate, stops
+at the same step and reaches the same verdict as under 1; every value of its per-step curve
+(forget / retain scores, loss terms, gradient norms) is within 1e-4 + 1e-3 × |value|; the
+attacks' peak scores within 1e-3. The processes' sums are float sums in another order: this
+is their round-off, nothing more (measured: curves agree to about 1e-7).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ssiuu.profiles import apply_profile
+from ssiuu.workspace import copy_pipeline, isolated_env
+
+REPO = Path(__file__).parents[1]
+LAUNCH = Path(sys.executable).parent / "accelerate"
+# One seed; thresholds that need no oracle; attacks short.
+OVERLAY = {"seeds": [0], "base": {"train": {"steps": 200}},
+           "unlearn": {"train": {"max_steps": 30}, "stop": {"thresholds": {"acc": 0.3}}},
+           "relearn": {"attacks": ["harmful_30"], "train": {"lrs": [1.0e-3], "steps": 10}}}
+ABS, REL = 1e-4, 1e-3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stage(root: Path, processes: int, script: str, *args: str) -> str:
+    """Run a stage in ``root`` under 1 plain process or ``accelerate launch`` of several."""
+    env = {**isolated_env(), "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable] if processes == 1 else [
+        str(LAUNCH), "launch", "--multi_gpu", "--num_processes", str(processes),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port())]
+    done = subprocess.run([*launcher, f"stages/{script}", *args], cwd=root, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """The tiny profile's data and seed-0 base model, in a folder of their own."""
+    root = copy_pipeline(REPO, tmp_path_factory.mktemp("distributed") / "work")
+    apply_profile(root / "profiles" / "tiny.yaml", root / "params.yaml")
+    overlay = root.parent / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump(OVERLAY))
+    apply_profile(overlay, root / "params.yaml")
+    for script, *args in (("check.py",), ("prepare.py",), ("tokenizer.py",),
+                          ("train.py", "base")):
+        _stage(root, 1, script, *args)
+    return root
+
+
+def _curve(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _close(one: str, two: str) -> bool:
+    if one == two:
+        return True
+    a, b = float(one), float(two)
+    return abs(a - b) <= ABS + REL * abs(a)
+
+
+def _unlearn(root: Path, method: str, processes: int) -> tuple[dict, list[dict[str, str]]]:
+    _stage(root, processes, "unlearn.py", method)
+    metrics = json.loads((root / "metrics" / "unlearn" / f"{method}.json").read_text())
+    curve = _curve(root / "plots" / "unlearn" / method / "seed_0.csv")
+    shutil.rmtree(root / "models" / "unlearned" / method)
+    return metrics["seeds"]["0"], curve
+
+
+@pytest.mark.parametrize("method", ["ssiuu", "ssiuu_exact"])
+def test_two_processes_unlearn_as_one(workspace, method):
+    one, one_curve = _unlearn(workspace, method, 1)
+    two, two_curve = _unlearn(workspace, method, 2)
+    assert (two["lr"], two["steps"], two["reached"]) == (one["lr"], one["steps"], True)
+    assert one["steps"] > 1 and one["reg_grad_norm_median"] > 0
+    assert [row["step"] for row in two_curve] == [row["step"] for row in one_curve]
+    for row_one, row_two in zip(one_curve, two_curve, strict=True):
+        far = {key: (row_one[key], row_two[key]) for key in row_one
+               if not _close(row_one[key], row_two[key])}
+        assert not far, f"step {row_one['step']}: {far}"
+
+
+def test_two_processes_attack_as_one(workspace):
+    metrics = workspace / "metrics" / "relearn" / "base" / "harmful_30.json"
+    _stage(workspace, 1, "relearn.py", "base")
+    one = json.loads(metrics.read_text())["seeds"]["0"]
+    metrics.unlink()
+    _stage(workspace, 2, "relearn.py", "base")
+    two = json.loads(metrics.read_text())["seeds"]["0"]
+    peaks = [key for key in one if key.startswith("peak_")]
+    assert peaks and one["runs"][0]["final"] != one["runs"][0]["start"]
+    for key in peaks:
+        assert two[key] == pytest.approx(one[key], abs=1e-3), key
+    assert two["runs"][0]["final"] == pytest.approx(one["runs"][0]["final"], abs=1e-3)
+
+
+def _regulariser_worker(rank: int, world: int, store: str, grad_mode: str,
+                        results: str) -> None:
+    """One process of :func:`test_the_regulariser_sums_attribution_over_the_shards`."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                                         world_size=world)
+    try:
+        held, logs = _regulariser_step(grad_mode, rank, world)
+        torch.save({"held": held, "logs": logs}, Path(results) / f"rank_{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _regulariser_step(grad_mode: str, rank: int = 0,
+                      world: int = 1) -> tuple[list[torch.Tensor], dict[str, float]]:
+    """The regulariser's held gradient at its second step, this process holding slice
+    ``rank`` of ``world`` of a forget batch of 6 answers of unequal length."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ssiuu.logprobs import sequence_logprobs
+    from ssiuu.methods.ssiuu import AttributionRegulariser, penalised_parameters
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=32,
+        attn_implementation="eager")).double()
+    ids = torch.randint(4, 64, (6, 10), generator=torch.Generator().manual_seed(1))
+    labels = ids.clone()
+    for row, answer in enumerate((2, 3, 4, 2, 5, 3)):
+        labels[row, :10 - answer] = -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    shard = {key: torch.tensor_split(value, world)[rank] for key, value in batch.items()}
+    params = penalised_parameters(model, "linear")
+    regulariser = AttributionRegulariser(params, 0.5, grad_mode)
+    regulariser.compute_gradient(sequence_logprobs(model, shard).exp().sum())
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(2)
+        for param in params:
+            param.add_(0.05 * torch.randn(param.shape, generator=generator,
+                                          dtype=param.dtype))
+    logs = regulariser.compute_gradient(sequence_logprobs(model, shard).exp().sum())
+    return [held.clone() for held in regulariser.held], logs
+
+
+@pytest.mark.parametrize("grad_mode", ["first_order", "exact"])
+def test_the_regulariser_sums_attribution_over_the_shards(tmp_path, grad_mode):
+    whole_held, whole_logs = _regulariser_step(grad_mode)
+    assert whole_logs["n_neg"] > 0 and whole_logs["reg"] > 0
+    torch.multiprocessing.spawn(_regulariser_worker, nprocs=2, join=True, args=(
+        2, str(tmp_path / "store"), grad_mode, str(tmp_path)))
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank_{rank}.pt", weights_only=True)
+        assert got["logs"]["n_neg"] == whole_logs["n_neg"]
+        assert got["logs"]["reg"] == pytest.approx(whole_logs["reg"], rel=1e-9)
+        for held, want in zip(got["held"], whole_held, strict=True):
+            assert torch.allclose(held, want, rtol=1e-9, atol=1e-14)
+
