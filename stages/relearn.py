@@ -63,7 +63,7 @@ def main() -> None:
             attack_kind(attack)
         except ValueError as exc:
             raise ParamsError(f"relearn stage: {exc}") from None
-    configure(params.runtime.num_threads)
+    configure(params.runtime.num_threads, params.runtime.gradient_checkpointing)
     sources = {seed: existing_seed_dir(layout.model_root(args.model), seed)
                for seed in params.seeds}
     manifest = prepared_manifest()

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     params = load_params(args.params)
-    configure(params.runtime.num_threads)
+    configure(params.runtime.num_threads, params.runtime.gradient_checkpointing)
     recipe = getattr(params, args.role)
     splits = read_splits(layout.PREPARED, tuple(recipe.splits))
     manifest = prepared_manifest()

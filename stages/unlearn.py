@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     params = load_params(args.params)
-    configure(params.runtime.num_threads)
+    configure(params.runtime.num_threads, params.runtime.gradient_checkpointing)
     oracle_path = layout.evaluation_metrics("oracle")
     oracle = layout.read_json(oracle_path) if oracle_path.is_file() else None
     rules = {seed: stop_thresholds(params.unlearn.stop, None if oracle is None else

@@ -325,3 +325,30 @@ def test_rmu_on_a_block_the_model_lacks_is_a_clear_error(trained_tiny):
     losses = LossesParams.model_validate({"rmu": {"layer": 7}})
     with pytest.raises(ArchitectureError, match="unlearn.losses.rmu.layer 7 is not a block"):
         build_objective("rmu", losses, *trained_tiny[:2])
+
+
+@pytest.mark.parametrize("method", ["ssiuu", "ssiuu_exact"])
+def test_gradient_checkpointing_takes_the_same_steps(trained_tiny, tiny_facts, method,
+                                                     monkeypatch):
+    from ssiuu import runtime
+
+    tokenizer = trained_tiny[1]
+    models, enabled = {}, []
+    enable = type(trained_tiny[0]).activation_checkpointing_enable
+    monkeypatch.setattr(type(trained_tiny[0]), "activation_checkpointing_enable",
+                        lambda self, *args: enabled.append(args) or enable(self, *args))
+    for checkpointing in (False, True):
+        monkeypatch.setitem(runtime._SETTINGS, "gradient_checkpointing", checkpointing)
+        model = copy.deepcopy(trained_tiny[0])
+        model.set_attn_implementation("eager")
+        _, forget, retain = _split(model, tokenizer, tiny_facts)
+        losses = LossesParams.model_validate({method: {"lam": 10.0}})
+        enabled.clear()
+        run = _run(method, losses, model, forget, retain, tokenizer.pad_token_id, steps=3)
+        assert run.history[-1]["reg_grad_norm"] > 0
+        assert len(enabled) == checkpointing and not model.is_activation_checkpointing
+        models[checkpointing] = model
+    for a, b in zip(models[False].parameters(), models[True].parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert any(not torch.equal(a, b) for a, b in zip(
+        models[False].parameters(), trained_tiny[0].parameters(), strict=True))

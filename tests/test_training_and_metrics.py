@@ -1,5 +1,6 @@
 """The shared training loop and the three scores, on a real (tiny) Llama."""
 
+import itertools
 import math
 
 import pytest
@@ -113,3 +114,41 @@ def test_training_is_seeded_and_stoppable(trained_tiny, tiny_facts):
     assert {"loss", "lr", "nll"} <= set(log.history[0])
     _, stopped = _run(tokenizer, examples, seed=5, stop=lambda step, _model: step == 7)
     assert stopped.steps == 7 and stopped.stopped_early
+
+
+def test_a_bfloat16_model_trains_on_float32_master_weights(trained_tiny, tiny_facts):
+    model, tokenizer, _ = trained_tiny
+    examples = encode_rows(tokenizer, tiny_facts, 32)
+    start = {name: p.detach().to(torch.bfloat16) for name, p in model.named_parameters()}
+    steps = TrainParams(steps=30, lr=2e-5, schedule="constant", warmup_ratio=0.0,
+                        log_every=30)
+
+    def fresh():
+        copy = build_scratch_model(ModelParams(max_length=32, scratch=ScratchModelParams(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2)), tokenizer, 0)
+        copy.load_state_dict(start, strict=False)  # lm_head is tied to the embeddings
+        return copy.to(torch.bfloat16)
+
+    def changed(trained):
+        moved = [float((p.detach() != start[name]).float().mean())
+                 for name, p in trained.named_parameters() if p.ndim == 2]
+        return sum(moved) / len(moved)
+
+    ours = fresh()
+    seen_dtypes = []
+    train(ours, {"train": make_loader(examples, 16, tokenizer.pad_token_id, 0)}, nll_loss,
+          steps, seed=0, should_stop=lambda _s, m: seen_dtypes.append(
+              next(m.parameters()).dtype) or False)
+    # The failure it prevents: AdamW on the bf16 weights themselves, whose updates of
+    # about lr = 2e-5 per step fall below bf16's rounding of weights near 0.05.
+    plain = fresh()
+    optimiser = torch.optim.AdamW(plain.parameters(), lr=2e-5)
+    loader = make_loader(examples, 16, tokenizer.pad_token_id, 0)
+    for batch in itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)),
+                                  30):
+        optimiser.zero_grad()
+        nll_loss(plain, {"train": batch})[0].backward()
+        optimiser.step()
+    assert all(p.dtype == torch.bfloat16 for p in ours.parameters())
+    assert set(seen_dtypes) == {torch.float32}  # the master weights while it trains
+    assert changed(ours) > 3 * changed(plain)

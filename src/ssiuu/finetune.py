@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -31,9 +32,11 @@ def corpus(splits: dict[str, list[Record]]) -> list[str]:
 
 def initial_model(model_params: ModelParams, tokenizer: PreTrainedTokenizerBase,
                   seed: int) -> PreTrainedModel:
-    """A fresh scratch model, or the pretrained model named by ``model.name``."""
+    """A fresh scratch model, or the pretrained model named by ``model.name``, in
+    ``model.dtype``."""
     if model_params.name == SCRATCH:
-        return build_scratch_model(model_params, tokenizer, seed)
+        return build_scratch_model(model_params, tokenizer, seed).to(
+            getattr(torch, model_params.dtype))
     return load_model(model_params.name, model_params.gguf_file, model_params.dtype)
 
 

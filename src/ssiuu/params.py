@@ -418,9 +418,12 @@ class TuningParams(_Strict):
 
 class RuntimeParams(_Strict):
     """Execution settings that DVC does not track. The thread count changes results only
-    by float rounding (torch splits its reductions across threads)."""
+    by float rounding (torch splits its reductions across threads); gradient checkpointing
+    (training recomputes each block's activations in the backward pass) saves memory and
+    changes nothing."""
 
     num_threads: int = Field(2, ge=1)
+    gradient_checkpointing: bool = False
 
 
 class Params(_Strict):

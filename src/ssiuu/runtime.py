@@ -17,14 +17,18 @@ OFFLINE_DEFAULTS = {
 }
 
 
+_SETTINGS = {"gradient_checkpointing": False}  # set by configure(), per process
+
+
 def offline_defaults() -> None:
     """Default to offline hubs; a user may override each variable."""
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
 
-def configure(num_threads: int) -> None:
-    """:func:`offline_defaults`, flush subnormal floats to zero, and fix torch's threads.
+def configure(num_threads: int, gradient_checkpointing: bool = False) -> None:
+    """:func:`offline_defaults`, flush subnormal floats to zero, fix torch's threads, and
+    whether training recomputes activations (:func:`gradient_checkpointing`).
 
     Call it before any tensor work: the flag is per thread, and only threads started after
     it (torch's and the BLAS library's pools) inherit it. Subnormal floats (below about
@@ -38,6 +42,14 @@ def configure(num_threads: int) -> None:
 
     torch.set_flush_denormal(True)
     torch.set_num_threads(num_threads)
+    _SETTINGS["gradient_checkpointing"] = gradient_checkpointing
+
+
+def gradient_checkpointing() -> bool:
+    """Whether this process's training recomputes each block's activations in the backward
+    pass instead of keeping them (``runtime.gradient_checkpointing``: less memory, about
+    a third more compute, the same gradients)."""
+    return _SETTINGS["gradient_checkpointing"]
 
 
 def uses_cpu() -> bool:

@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, get_scheduler
 from ssiuu.data.encoding import Example, collate
 from ssiuu.errors import ParamsError
 from ssiuu.logprobs import answer_nll
-from ssiuu.runtime import uses_cpu
+from ssiuu.runtime import gradient_checkpointing, uses_cpu
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -88,12 +88,35 @@ def _averaged(accelerator: Accelerator, logs: dict[str, float]) -> dict[str, flo
     return dict(zip(logs, values.tolist(), strict=True))
 
 
+def _compute_dtype(model: PreTrainedModel) -> torch.dtype:
+    """The half dtype of ``model``'s trainable parameters if they have one (the dtype it
+    computes in), else float32."""
+    halves = {param.dtype for param in model.parameters()
+              if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16)}
+    if len(halves) > 1:
+        raise ValueError(f"trainable parameters in both {sorted(map(str, halves))}")
+    return halves.pop() if halves else torch.float32
+
+
+def _master_weights(model: PreTrainedModel) -> dict[torch.nn.Parameter, torch.dtype]:
+    """Make every trainable half-precision parameter float32; their dtypes before."""
+    before = {param: param.dtype for param in model.parameters()
+              if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16)}
+    for param in before:
+        param.data = param.data.float()
+    return before
+
+
 def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossFn,
           params: TrainParams, seed: int, should_stop: StopFn | None = None,
           desc: str = "train") -> TrainResult:
     """Optimise ``model`` in place with AdamW for ``params.steps`` steps (or until stopped).
 
     ``should_stop(step, model)`` is called after every step; returning True ends the run.
+    A model in bfloat16 or float16 trains in mixed precision: float32 master weights and
+    optimiser state, the forward pass (and ``should_stop``'s scoring) under autocast in its
+    own dtype, float16 with loss scaling (gradients unscaled before ``after_backward``);
+    it is cast back to its dtype at the end.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -105,6 +128,17 @@ def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossF
             raise ParamsError(
                 f"{desc}: {name} batches of {loader.batch_size} cannot be shared by "
                 f"{accelerator.num_processes} processes: raise the batch size")
+    compute_dtype = _compute_dtype(model)
+    # float32 master weights and optimiser state: small AdamW updates vanish in bf16
+    # rounding; frozen weights (LoRA's base model) stay as they are.
+    master = _master_weights(model)
+    autocast = torch.autocast(accelerator.device.type, dtype=compute_dtype,
+                              enabled=compute_dtype != torch.float32)
+    scaler = torch.amp.GradScaler(accelerator.device.type,
+                                  enabled=compute_dtype == torch.float16)
+    checkpointing = gradient_checkpointing() and model.supports_gradient_checkpointing
+    if checkpointing:  # non-reentrant: it keeps the graph for the regulariser's gradients
+        model.activation_checkpointing_enable({"use_reentrant": False})
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr,
                                   weight_decay=params.weight_decay)
     scheduler = get_scheduler(params.schedule if params.schedule != "constant"
@@ -126,15 +160,18 @@ def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossF
     for step in progress:
         batches = {name: next(stream) for name, stream in streams.items()}
         optimizer.zero_grad(set_to_none=True)
-        loss, logs = loss_fn(model, batches)
-        accelerator.backward(loss)
+        with autocast:
+            loss, logs = loss_fn(model, batches)
+        accelerator.backward(scaler.scale(loss))
+        scaler.unscale_(optimizer)  # before anything reads or adds to .grad
         if after_backward is not None:
             logs = {**logs, **after_backward(accelerator.unwrap_model(model))}
         logs = {"loss": float(loss.detach()), **logs}
         if accelerator.num_processes > 1:  # each process logged its shard's part
             logs = _averaged(accelerator, logs)
         accelerator.clip_grad_norm_(model.parameters(), params.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         result.steps = step + 1
         if result.steps % params.log_every == 0 or result.steps == params.steps:
@@ -142,11 +179,18 @@ def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossF
                      "lr": scheduler.get_last_lr()[0], **logs}
             result.history.append(entry)
             progress.set_postfix(loss=f"{entry['loss']:.4f}")
-        if should_stop is not None and should_stop(result.steps, model):
-            result.stopped_early = True
-            break
+        if should_stop is not None:
+            with autocast:
+                stop = should_stop(result.steps, model)
+            if stop:
+                result.stopped_early = True
+                break
     progress.close()
     model.eval()
+    for param, dtype in master.items():
+        param.data = param.data.to(dtype)
+    if checkpointing:
+        accelerator.unwrap_model(model).activation_checkpointing_disable()
     accelerator.wait_for_everyone()
     result.main_process = accelerator.is_main_process
     result.seconds = time.perf_counter() - start

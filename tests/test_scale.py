@@ -1,4 +1,5 @@
-"""Several processes compute what one process computes (`accelerate launch`, CPU, gloo).
+"""Scaling up: several processes compute what one does (`accelerate launch`, CPU, gloo), and
+a bfloat16 model trains on float32 master weights and is saved in bfloat16.
 
 Stated tolerance: under 2 processes the unlearning stage keeps the same learning rate, stops
 at the same step and reaches the same verdict as under 1; every value of its per-step curve
@@ -170,3 +171,23 @@ def test_the_regulariser_sums_attribution_over_the_shards(tmp_path, grad_mode):
         for held, want in zip(got["held"], whole_held, strict=True):
             assert torch.allclose(held, want, rtol=1e-9, atol=1e-14)
 
+
+
+def test_a_bfloat16_base_trains_in_mixed_precision_and_is_saved_in_bfloat16(workspace,
+                                                                          tmp_path):
+    from safetensors import safe_open
+
+    root = shutil.copytree(workspace, tmp_path / "bf16")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["model"]["dtype"] = "bfloat16"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    _stage(root, 1, "train.py", "base")
+    with safe_open(root / "models" / "base" / "seed_0" / "model.safetensors", "pt") as weights:
+        dtypes = {weights.get_tensor(name).dtype for name in weights.keys()}  # noqa: SIM118
+    assert dtypes == {torch.bfloat16}
+    losses = [float(row["loss"]) for row in _curve(root / "plots" / "train" / "base" /
+                                                     "seed_0.csv")]
+    full = [float(row["loss"]) for row in _curve(workspace / "plots" / "train" / "base" /
+                                                   "seed_0.csv")]
+    assert losses[-1] < 0.05 * losses[0]
+    assert losses[-1] == pytest.approx(full[-1], abs=0.05)
