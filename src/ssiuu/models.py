@@ -25,6 +25,7 @@ from ssiuu.architecture import ArchitectureError, check_architecture
 from ssiuu.errors import ModelSourceError
 from ssiuu.params import ModelParams
 from ssiuu.sources import resolve_model_source
+from ssiuu.stage_timing import timed
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -112,6 +113,7 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None) -> PreTraine
     return tokenizer
 
 
+@timed("load")
 def load_model(name_or_path: str, gguf_file: str | None = None,
                dtype: str = "float32") -> PreTrainedModel:
     """Load any causal LM; a GGUF checkpoint is dequantised into a plain, savable model.
@@ -139,6 +141,7 @@ def load_model(name_or_path: str, gguf_file: str | None = None,
     return model
 
 
+@timed("save")
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                out_dir: str | Path) -> Path:
     """Save model and tokenizer with ``save_pretrained`` into ``out_dir``."""
@@ -149,6 +152,7 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     return out_dir
 
 
+@timed("load")
 def load_saved(model_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a model and tokenizer saved by :func:`save_model`."""
     model_dir = Path(model_dir)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 
+from ssiuu import stage_timing
 from ssiuu.errors import SsiuuError
 
 OFFLINE_DEFAULTS = {
@@ -77,9 +79,13 @@ def is_main_process() -> bool:
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; an :class:`SsiuuError` prints its message and exits 2."""
+    """Run a stage's ``main``; an :class:`SsiuuError` prints its message and exits 2.
+    With ``SSIUU_TIMINGS`` set, the stage's time split is recorded
+    (:mod:`ssiuu.stage_timing`)."""
+    started = time.time()
     try:
         main()
     except SsiuuError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    stage_timing.record(sys.argv, started)

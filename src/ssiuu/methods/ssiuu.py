@@ -60,11 +60,13 @@ def _summed_over_processes(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def gradient_norm(grads: list[torch.Tensor]) -> float:
-    """The Euclidean norm of several tensors taken together (in float64)."""
+    """The Euclidean norm of several tensors taken together (each tensor's norm in its own
+    dtype, their combination in float64: a float64 copy of every gradient would cost more
+    than the step's regulariser on a large model)."""
     if not grads:
         return 0.0
     return float(torch.linalg.vector_norm(torch.stack(
-        [torch.linalg.vector_norm(grad.double()) for grad in grads])))
+        [torch.linalg.vector_norm(grad).double() for grad in grads])))
 
 
 class AttributionRegulariser:
@@ -83,6 +85,10 @@ class AttributionRegulariser:
         self.anchor: list[torch.Tensor] | None = None
         self.held: list[torch.Tensor] | None = None
         self.held_norm = 0.0
+        # Buffers reused step after step (no parameter-sized allocation per step): the
+        # next attribution, and which of its entries are negative.
+        self._spare: list[torch.Tensor] | None = None
+        self._negative: list[torch.Tensor] | None = None
 
     def compute_gradient(self, probability_sum: torch.Tensor) -> dict[str, float]:
         """Attribute, penalise, and hold the penalty's gradient for :meth:`add_held_gradient`.
@@ -100,22 +106,30 @@ class AttributionRegulariser:
                                     create_graph=exact, materialize_grads=True)
         grads = _summed_over_processes([grad.detach().clone() if exact else grad
                                         for grad in local])
-        attributions = [param.detach() * grad
-                        for param, grad in zip(self.parameters, grads, strict=True)]
-        negatives = [attribution < 0 for attribution in attributions]
+        if self._spare is None:
+            self._spare = [torch.empty_like(param) for param in self.parameters]
+            self._negative = [torch.empty_like(param, dtype=torch.bool)
+                              for param in self.parameters]
+        attributions = [torch.mul(param.detach(), grad, out=buffer) for param, grad, buffer
+                        in zip(self.parameters, grads, self._spare, strict=True)]
+        negatives = [torch.lt(attribution, 0, out=buffer)
+                     for attribution, buffer in zip(attributions, self._negative, strict=True)]
         n_negative = sum(int(negative.sum()) for negative in negatives)
         if self.anchor is None:
             penalty = 0.0
             self.held = [torch.zeros_like(param) for param in self.parameters]
+            self._spare = None
         else:
-            deltas = [(attribution - anchor) * negative for attribution, anchor, negative
-                      in zip(attributions, self.anchor, negatives, strict=True)]
-            penalty = self.lam * float(sum(delta.double().square().sum() for delta in deltas))
+            # −Δ = (A_{t−1} − A_t) on I−, written over the anchor (the next spare buffer).
+            deltas = [anchor.sub_(attribution).mul_(negative) for attribution, anchor,
+                      negative in zip(attributions, self.anchor, negatives, strict=True)]
+            penalty = self.lam * sum(float(torch.dot(delta.flatten(), delta.flatten()))
+                                     for delta in deltas)
             # dR/dφ_j = 2λ Δ_j g_j  (+ 2λ Σ_i Δ_i φ_i H_ij: the exact gradient's HVP)
-            weights = ([2.0 * self.lam * delta * param.detach()
+            weights = ([-2.0 * self.lam * delta * param.detach()
                         for delta, param in zip(deltas, self.parameters, strict=True)]
                        if exact else [])
-            self.held = [grad.mul_(delta).mul_(2.0 * self.lam)
+            self.held = [grad.mul_(delta).mul_(-2.0 * self.lam)
                          for delta, grad in zip(deltas, grads, strict=True)]
             if exact:
                 attached = [(grad, weight) for grad, weight in zip(local, weights, strict=True)
@@ -126,6 +140,7 @@ class AttributionRegulariser:
                 for held, term in zip(self.held, _summed_over_processes(list(hvp)),
                                       strict=True):
                     held.add_(term)
+            self._spare = deltas
         self.anchor = attributions
         self.held_norm = gradient_norm(self.held)
         return {"reg": penalty, "n_neg": float(n_negative), "reg_grad_norm": self.held_norm}
