@@ -191,3 +191,15 @@ def test_a_bfloat16_base_trains_in_mixed_precision_and_is_saved_in_bfloat16(work
                                                    "seed_0.csv")]
     assert losses[-1] < 0.05 * losses[0]
     assert losses[-1] == pytest.approx(full[-1], abs=0.05)
+
+
+def test_a_stage_records_its_start_up_load_and_save_apart(workspace, tmp_path):
+    timings = tmp_path / "timings.jsonl"
+    env = {**isolated_env(), "OMP_NUM_THREADS": "1", "SSIUU_TIMINGS": str(timings)}
+    done = subprocess.run([sys.executable, "stages/evaluate.py", "base"], cwd=workspace,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = [json.loads(line) for line in timings.read_text().splitlines()]
+    assert record["command"] == ["stages/evaluate.py", "base"]
+    assert record["startup"] > 0.3 and record["load"] > 0 and record["save"] == 0
+    assert record["total"] > record["startup"] + record["load"]
