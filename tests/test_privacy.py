@@ -26,6 +26,18 @@ def test_auc_counts_ties_half_and_reads_orientation():
         auc([], [1.0])
 
 
+def test_auc_is_sklearns_on_scores_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    generator = torch.Generator().manual_seed(0)
+    for size in (5, 40, 300):
+        members = torch.randint(0, 12, (size,), generator=generator).div(4).tolist()
+        nonmembers = (torch.randint(0, 10, (size + 7,), generator=generator) / 4).tolist()
+        labels = [1] * len(members) + [0] * len(nonmembers)
+        assert auc(members, nonmembers) == pytest.approx(
+            roc_auc_score(labels, members + nonmembers), abs=1e-12)
+
+
 def test_attack_scores_on_hand_built_token_statistics():
     stats = TokenStatistics(logprobs=(-0.1, -2.0, -0.5), expected=(-1.0, -1.0, -0.5),
                             variance=(4.0, 1.0, 0.0))

@@ -29,7 +29,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from sklearn.metrics import roc_auc_score
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -104,8 +103,15 @@ def auc(members: Sequence[float], nonmembers: Sequence[float]) -> float:
     (higher: member); tied scores count half. Raises ``ValueError`` if either is empty."""
     if not members or not nonmembers:
         raise ValueError("membership AUC needs at least one member and one non-member")
-    labels = [1] * len(members) + [0] * len(nonmembers)
-    return float(roc_auc_score(labels, [*members, *nonmembers]))
+    # The Mann–Whitney U of the members' average ranks (ties share their mean rank), as
+    # sklearn's roc_auc_score computes it, without its 2 s import in every stage.
+    scores = torch.tensor([*members, *nonmembers], dtype=torch.float64)
+    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    ranks = (ends - (counts.double() - 1) / 2)[inverse]
+    n_members = len(members)
+    u = float(ranks[:n_members].sum()) - n_members * (n_members + 1) / 2
+    return u / (n_members * len(nonmembers))
 
 
 def membership_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
