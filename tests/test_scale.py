@@ -203,3 +203,21 @@ def test_a_stage_records_its_start_up_load_and_save_apart(workspace, tmp_path):
     assert record["command"] == ["stages/evaluate.py", "base"]
     assert record["startup"] > 0.3 and record["load"] > 0 and record["save"] == 0
     assert record["total"] > record["startup"] + record["load"]
+
+
+def test_a_lora_unlearned_model_is_its_adapter_and_is_scored_merged(workspace, tmp_path):
+    root = shutil.copytree(workspace, tmp_path / "lora")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["unlearn"]["train"].update(lora={"r": 8, "alpha": 16}, lrs=[1.0e-2])
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    _stage(root, 1, "unlearn.py", "gd")
+    saved = root / "models" / "unlearned" / "gd" / "seed_0"
+    assert (saved / "adapter_config.json").is_file()
+    assert not (saved / "model.safetensors").exists()
+    run = json.loads((root / "metrics" / "unlearn" / "gd.json").read_text())["seeds"]["0"]
+    assert run["reached"]
+    _stage(root, 1, "evaluate.py", "gd")
+    scored = json.loads((root / "metrics" / "unlearned" / "gd.json").read_text())
+    assert scored["seeds"]["0"]["forget_acc"] <= 0.3
+    start = _curve(root / "plots" / "unlearn" / "gd" / "seed_0.csv")[0]
+    assert float(start["forget_acc"]) > 0.6  # the base it started from knew the facts

@@ -1,10 +1,12 @@
 """The stop rule and the learning-rate search of an unlearning run, on a trained tiny model."""
 
+import shutil
+
 import pytest
 
-from ssiuu.errors import DataError, ParamsError
+from ssiuu.errors import DataError, ModelSourceError, ParamsError
 from ssiuu.metrics import evaluate_rows
-from ssiuu.models import save_model
+from ssiuu.models import load_saved, save_model
 from ssiuu.params import StopParams, UnlearnParams
 from ssiuu.unlearning import (
     CHANCE_MCQ,
@@ -105,12 +107,19 @@ def test_stopping_on_mcq_without_distractors_is_a_clear_error(trained_tiny, tiny
         unlearn("gd", tmp_path / "base", bare, tiny_facts, _params([1e-3], 2), {"mcq": 0.3}, 32)
 
 
-def test_exact_ssiuu_runs_with_eager_attention_and_saves_the_model_as_it_was(
-        trained_tiny, tiny_facts, tmp_path):
+def _saved_base(trained_tiny, tiny_facts, tmp_path):
+    """The tiny model saved as ``tmp_path/base``; it, its tokenizer, one subject's facts
+    (forget) and the others' (retain)."""
     model, tokenizer, _ = trained_tiny
     save_model(model, tokenizer, tmp_path / "base")
     forget = [r for r in tiny_facts if r["subject"] == tiny_facts[0]["subject"]]
     retain = [r for r in tiny_facts if r["subject"] != tiny_facts[0]["subject"]]
+    return model, tokenizer, forget, retain
+
+
+def test_exact_ssiuu_runs_with_eager_attention_and_saves_the_model_as_it_was(
+        trained_tiny, tiny_facts, tmp_path):
+    model, tokenizer, forget, retain = _saved_base(trained_tiny, tiny_facts, tmp_path)
     params = UnlearnParams.model_validate({
         "methods": ["ssiuu"], "train": {"lrs": [1e-3], "max_steps": 4},
         "losses": {"ssiuu": {"lam": 1.0, "grad": "exact"}},
@@ -160,3 +169,32 @@ def test_retain_is_scored_every_retain_every_checks_and_at_the_end(trained_tiny,
     assert all("forget_acc" in row for row in sparse.history)
     assert [row["forget_logprob"] for row in sparse.history] == [
         row["forget_logprob"] for row in dense.history]  # the run itself is unchanged
+
+
+def test_lora_unlearning_saves_an_adapter_read_back_merged_into_its_base(
+        trained_tiny, tiny_facts, tmp_path):
+    _, tokenizer, forget, retain = _saved_base(trained_tiny, tiny_facts, tmp_path)
+    params = UnlearnParams.model_validate({
+        "methods": ["ssiuu"], "train": {"lrs": [1e-2], "max_steps": 30,
+                                        "lora": {"r": 4, "alpha": 8}},
+        "losses": {"ssiuu": {"lam": 1.0}},
+        "stop": {"thresholds": {"acc": 0.0}, "eval_every": 1}})
+    outcome = unlearn("ssiuu", tmp_path / "base", forget, retain, params, {"acc": 0.0}, 32)
+    assert outcome.reached and outcome.steps > 1
+    assert gradient_summary(outcome.history)["reg_grad_ratio_median"] > 0  # on the adapters
+    trainable = {name for name, p in outcome.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    saved = save_model(outcome.model, tokenizer, tmp_path / "unlearned")
+    assert (saved / "adapter_config.json").is_file()
+    assert not (saved / "model.safetensors").exists()
+    merged, loaded_tokenizer = load_saved(saved)
+    assert not hasattr(merged, "peft_config")
+    ours = evaluate_rows(outcome.model, tokenizer, forget, 32, multiple_choice=True)
+    theirs = evaluate_rows(merged, loaded_tokenizer, forget, 32, multiple_choice=True)
+    assert theirs["acc"] == ours["acc"] == 0.0
+    assert theirs["logprob"] == pytest.approx(ours["logprob"], abs=1e-4)
+    base_again, _ = load_saved(tmp_path / "base")
+    assert evaluate_rows(base_again, tokenizer, forget, 32)["acc"] == 1.0  # base untouched
+    shutil.rmtree(tmp_path / "base")
+    with pytest.raises(ModelSourceError, match="the base model of its LoRA adapter"):
+        load_saved(saved)

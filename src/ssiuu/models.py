@@ -154,12 +154,28 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
 @timed("load")
 def load_saved(model_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a model and tokenizer saved by :func:`save_model`."""
+    """Load a model and tokenizer saved by :func:`save_model`; a LoRA adapter (a model
+    unlearned with ``unlearn.train.lora``) comes back merged into its base model."""
     model_dir = Path(model_dir)
+    if (model_dir / "adapter_config.json").is_file():
+        return _merged_adapter(model_dir), _saved_tokenizer(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelSourceError(f"{model_dir}: no saved model (config.json missing)")
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     return model, _saved_tokenizer(model_dir)
+
+
+def _merged_adapter(model_dir: Path) -> PreTrainedModel:
+    """The base model named by the adapter in ``model_dir`` with the adapter merged in."""
+    from peft import PeftModel
+
+    config = json.loads((model_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    base_dir = Path(config.get("base_model_name_or_path") or "")
+    if not (base_dir / "config.json").is_file():
+        raise ModelSourceError(f"{model_dir}: the base model of its LoRA adapter, "
+                               f"{str(base_dir)!r}, is not a saved model")
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    return PeftModel.from_pretrained(base, model_dir).merge_and_unload()
 
 
 def _saved_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:

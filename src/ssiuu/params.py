@@ -225,11 +225,25 @@ class LossesParams(_Strict):
     ssiuu_npo: SsiuuNPOParams = SsiuuNPOParams()
 
 
+class LoraParams(_Strict):
+    """LoRA adapters (``peft``): the model's own weights stay frozen and only the adapters
+    train, for unlearning a large model in little memory, or for an attack as an attacker
+    with little memory would run it."""
+
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: Literal["all-linear"] | Annotated[list[str], Field(min_length=1)] = (
+        "all-linear")
+
+
 class UnlearnTrainParams(_Strict):
     """The optimisation shared by every method (kept equal so methods compare fairly).
 
     ``lrs`` is tried from the lowest up; the first that reaches the stop threshold within
-    ``max_steps`` is kept (the paper's "lowest learning rate that gets there").
+    ``max_steps`` is kept (the paper's "lowest learning rate that gets there"). ``lora``
+    null unlearns every weight; otherwise only LoRA adapters train (the model is saved as
+    its adapter, and read back merged into its base).
     """
 
     lrs: LearningRates
@@ -238,6 +252,7 @@ class UnlearnTrainParams(_Strict):
     retain_batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
+    lora: LoraParams | None = None
 
 
 Threshold = Literal["chance", "oracle"] | float
@@ -275,17 +290,6 @@ class UnlearnParams(_Strict):
 
 
 ATTACK_NAME = r"^(benign|harmful_[1-9][0-9]?)$"
-
-
-class LoraParams(_Strict):
-    """LoRA adapters (``peft``) for the attack: the model's own weights stay frozen and
-    only the adapters train, as an attacker with little memory would on a large model."""
-
-    r: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: Literal["all-linear"] | Annotated[list[str], Field(min_length=1)] = (
-        "all-linear")
 
 
 class RelearnTrainParams(_Strict):

@@ -17,6 +17,7 @@ from pathlib import Path
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from ssiuu.adapters import with_lora
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.records import Record
 from ssiuu.errors import DataError, ParamsError
@@ -184,7 +185,11 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             seed: int = 0) -> UnlearnOutcome:
     """Unlearn ``forget`` from the model in ``base_dir`` with ``method``; keep ``retain``.
 
-    ``seed`` fixes the batch order (it matters when a batch is smaller than its set)."""
+    ``seed`` fixes the batch order (it matters when a batch is smaller than its set) and
+    the LoRA adapters' initialisation. With ``params.train.lora`` only the adapters train
+    (the outcome's model is the ``peft`` model: saved, it is its adapter), and Ssiuu's
+    regulariser penalises the adapters' attribution (the trainable weights of the linear
+    layers in the blocks)."""
     train_knobs = params.train
     outcome = None
     attempts: list[Attempt] = []
@@ -192,6 +197,8 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
         outcome = None  # free the previous attempt's model before loading the next
         model, tokenizer = load_saved(base_dir)
         model.to(device)
+        if train_knobs.lora is not None:
+            model = with_lora(model, train_knobs.lora, seed, field="unlearn.train.lora")
         pad_id = tokenizer.pad_token_id
         objective = build_objective(method, params.losses, model, tokenizer)
         previous_attention = (use_eager_attention(model) if objective.needs_double_backward
