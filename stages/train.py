@@ -34,7 +34,7 @@ def main() -> None:
     tokenizer = load_tokenizer_dir(layout.TOKENIZER)
     per_seed = {}
     for seed in params.seeds:
-        model = initial_model(params.model, tokenizer, seed)
+        model = initial_model(params.model, tokenizer, seed, layout.PRETRAINED)
         result = train_on_splits(model, tokenizer, splits, recipe, params.model.max_length,
                                  desc=f"{args.role} seed {seed}", seed=seed)
         if not result.main_process:

@@ -69,7 +69,7 @@ def user_repo(tmp_path_factory, tiny_facts, trained_tiny) -> Path:
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "u"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True, env=isolated_env())
     assert _ran(_dvc(repo, "repro", "base", "oracle")) == {"check", "prepare", "tokenizer",
-                                                          "base", "oracle"}
+                                                          "pretrained", "base", "oracle"}
     return repo
 
 
@@ -100,9 +100,10 @@ def test_overwritten_model_weights_rerun_the_stages_that_load_the_model(user_rep
     save_file({name: tensor + 1e-3 for name, tensor in tensors.items()}, weights,
               metadata={"format": "pt"})
     _dvc(user_repo, "repro", "check")
-    assert _stale(user_repo, "data/inputs/model.json") == {"tokenizer", "base", "oracle"}
+    assert _stale(user_repo, "data/inputs/model.json") == {"tokenizer", "pretrained"}
     assert _stale(user_repo, "data/inputs/data.json") == set()
-    assert _ran(_dvc(user_repo, "repro", "base", "oracle")) == {"check", "tokenizer", "base",
+    assert _ran(_dvc(user_repo, "repro", "base", "oracle")) == {"check", "tokenizer",
+                                                               "pretrained", "base",
                                                                "oracle"}
 
 

@@ -31,12 +31,15 @@ def corpus(splits: dict[str, list[Record]]) -> list[str]:
 
 
 def initial_model(model_params: ModelParams, tokenizer: PreTrainedTokenizerBase,
-                  seed: int) -> PreTrainedModel:
-    """A fresh scratch model, or the pretrained model named by ``model.name``, in
-    ``model.dtype``."""
+                  seed: int, pretrained_dir: str | Path | None = None) -> PreTrainedModel:
+    """A fresh scratch model in ``model.dtype``, or the pretrained model: from
+    ``pretrained_dir`` (the `pretrained` stage's conversion) when given, else from
+    ``model.name`` itself."""
     if model_params.name == SCRATCH:
         return build_scratch_model(model_params, tokenizer, seed).to(
             getattr(torch, model_params.dtype))
+    if pretrained_dir is not None:
+        return load_model(str(pretrained_dir), None, model_params.dtype)
     return load_model(model_params.name, model_params.gguf_file, model_params.dtype)
 
 

@@ -20,6 +20,7 @@ PREPARED = Path("data/prepared")
 MANIFEST = PREPARED / "manifest.json"
 REQUESTS = Path("data/requests")
 TOKENIZER = Path("models/tokenizer")
+PRETRAINED = Path("models/pretrained")  # model.name converted once, in model.dtype
 DATA_VALIDATION = Path("reports/data_validation.json")
 SUMMARY = Path("metrics/summary.json")
 REGISTRY = Path("metrics/registry.json")
