@@ -12,11 +12,15 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install demo test chromium lint bench ui serve real-model-deps
 
-# torch is pinned and installed first: an unpinned torch pulls the CUDA build.
+# torch is pinned and installed first, by pip (whose configuration may name a local CPU
+# build): an unpinned torch pulls the CUDA build. uv then installs the rest against that torch
+# (about 50 s where pip takes 2.5 minutes; the same versions), compiled to bytecode as pip
+# does: where PYTHONDONTWRITEBYTECODE is set, uncompiled packages are compiled again at
+# every import (8 s -> 14 s for a stage's imports).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/pip install -qq torch==2.13.0
-	$(BIN)/pip install -qq -e '.[dev]'
+	$(BIN)/pip install -qq torch==2.13.0 uv
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

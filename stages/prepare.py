@@ -8,7 +8,7 @@ from ssiuu import layout
 from ssiuu.data.prepare import prepare
 from ssiuu.data.records import sha256_file
 from ssiuu.params import load_params
-from ssiuu.runtime import configure, run_stage
+from ssiuu.runtime import offline_defaults, run_stage
 
 
 def main() -> None:
@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     params = load_params(args.params)
-    configure(params.runtime.num_threads)
+    offline_defaults()  # no torch here: the data checks run in pandas
     prepared = prepare(params.data, layout.PREPARED, layout.DATA_VALIDATION.parent,
                        max_length=params.model.max_length)
     manifest = {

@@ -3,13 +3,13 @@ folder (safetensors in ``model.dtype``) that `base` and `oracle` start from.
 
 A GGUF checkpoint is dequantised here and nowhere else, and a hub or package model is read
 from its source once: the training stages load the folder. For ``model.name: scratch``
-there is nothing to convert; the folder holds only ``source.json`` saying so.
+there is nothing to convert; the folder holds only ``source.json`` saying so, and the stage
+imports neither torch nor transformers.
 """
 
 import argparse
 
 from ssiuu import layout
-from ssiuu.models import load_model, load_tokenizer, save_model
 from ssiuu.params import load_params
 from ssiuu.runtime import configure, run_stage
 from ssiuu.sources import SCRATCH
@@ -21,10 +21,12 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     params = load_params(args.params)
-    configure(params.runtime.num_threads)
     source = {"name": params.model.name, "gguf_file": params.model.gguf_file,
               "dtype": params.model.dtype}
     if params.model.name != SCRATCH:
+        from ssiuu.models import load_model, load_tokenizer, save_model  # torch: ~5 s to import
+
+        configure(params.runtime.num_threads)
         model = load_model(params.model.name, params.model.gguf_file, params.model.dtype)
         tokenizer = load_tokenizer(params.model.name, params.model.gguf_file)
         save_model(model, tokenizer, layout.PRETRAINED)

@@ -10,7 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from projects import flow_module, project_fixture
+from projects import flow_module, git, project_fixture
+
+from ssiuu.workspace import isolated_env
 
 pytestmark = pytest.mark.e2e
 ALPHA = "unlearn.losses.gd.alpha"
@@ -22,10 +24,27 @@ flows = flow_module("sweep")
 repo = project_fixture("sweep")
 
 
+def _dvc(root, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=isolated_env(),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
-def dask_sweep(flows, repo):
+def baseline(repo):
+    """The stages every point shares (data, base, oracle and its scores), reproduced once and
+    committed, as a sweep starts from a reproduced project: each point reruns only what its
+    params change (`unlearn@gd` onwards) and restores the rest from DVC's cache."""
+    _dvc(repo, "repro", "base", "evaluate@oracle")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def dask_sweep(flows, baseline):
     """The 2-point sweep through Dask with 2 workers: its rows and flow run id."""
-    state = flows.sweep(grid={ALPHA: [1.0, 3.0]}, root=str(repo), engine="dask", workers=2,
+    state = flows.sweep(grid={ALPHA: [1.0, 3.0]}, root=str(baseline), engine="dask", workers=2,
                         target=TARGET, metrics_files=[UNLEARNED], name_prefix="alpha",
                         return_state=True)
     assert state.is_completed(), state.message
