@@ -12,7 +12,7 @@ import argparse
 from ssiuu import layout
 from ssiuu.params import load_params
 from ssiuu.runtime import configure, run_stage
-from ssiuu.sources import SCRATCH
+from ssiuu.sources import SCRATCH, resolve_model_source
 
 
 def main() -> None:
@@ -24,6 +24,7 @@ def main() -> None:
     source = {"name": params.model.name, "gguf_file": params.model.gguf_file,
               "dtype": params.model.dtype}
     if params.model.name != SCRATCH:
+        resolve_model_source(params.model.name)  # a clear error before torch is imported
         from ssiuu.models import load_model, load_tokenizer, save_model  # torch: ~5 s to import
 
         configure(params.runtime.num_threads)

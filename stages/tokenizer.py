@@ -1,5 +1,6 @@
 """Stage `tokenizer`: train the scratch tokenizer on the non-forget corpus, or save the
-model's own.
+pretrained model's own (read from the `pretrained` stage's folder, not from the source again:
+a GGUF's tokenizer is parsed once).
 
 The scratch tokenizer never sees the forget set's text: a word only the forget set holds
 (a forgotten person's name, say) is composed of subword pieces of the other text, which
@@ -13,7 +14,7 @@ from ssiuu.finetune import corpus, read_splits
 from ssiuu.models import load_tokenizer, train_scratch_tokenizer, unseen_tokens
 from ssiuu.params import load_params
 from ssiuu.runtime import configure, run_stage
-from ssiuu.sources import SCRATCH, resolve_model_source
+from ssiuu.sources import SCRATCH
 
 
 def main() -> None:
@@ -23,7 +24,6 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     configure(params.runtime.num_threads)
-    resolve_model_source(params.model.name)
     if params.model.name == SCRATCH:
         splits = read_splits(layout.PREPARED)
         kept = corpus({name: rows for name, rows in splits.items() if name != "forget"})
@@ -33,7 +33,7 @@ def main() -> None:
         unseen, total = unseen_tokens(tokenizer, forget, kept)
         print(f"forget text: {total} tokens, {unseen} of them never in the non-forget text")
     else:
-        tokenizer = load_tokenizer(params.model.name, params.model.gguf_file)
+        tokenizer = load_tokenizer(str(layout.PRETRAINED))
     tokenizer.save_pretrained(layout.TOKENIZER)
     print(f"tokenizer for {params.model.name!r}: {len(tokenizer)} tokens -> {layout.TOKENIZER}")
 

@@ -99,7 +99,8 @@ def _ran(output: str) -> set[str]:
 
 
 MODEL = "ssiuu-scratch-req-0001"  # the tiny profile's registered model: model and request set
-VERSIONS = 5 * len(SEEDS)  # one per method and seed
+METHODS = ["ga", "gd", "ssiuu"]  # the tiny profile's
+VERSIONS = len(METHODS) * len(SEEDS)  # one per method and seed
 
 
 def _client(repo: Path):
@@ -160,31 +161,32 @@ def _audit(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return _run(repo, sys.executable, "-m", "ssiuu.cli", "audit", *args, check=False)
 
 
-@pytest.mark.parametrize("changed", [
-    "data/prepared/forget.jsonl", "models/unlearned/gd/seed_0/model.safetensors", "dvc.lock",
-], ids=["forget-split", "weights", "dvc-lock"])
-def test_audit_passes_untouched_and_names_a_changed_byte(tiny_repo, changed):
+CHANGED = ("data/prepared/forget.jsonl", "models/unlearned/gd/seed_0/model.safetensors",
+           "dvc.lock")
+
+
+def test_audit_passes_untouched_and_names_each_changed_byte(tiny_repo):
     gd = next(v for v in _versions(tiny_repo)
               if (v.tags["ssiuu.method"], v.tags["ssiuu.seed"]) == ("gd", "0"))
     passed = _audit(tiny_repo, MODEL, str(gd.version))
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "req-0001" in passed.stdout and gd.tags["ssiuu.data.forget.sha256"] in passed.stdout
-    path = tiny_repo / changed
-    original = path.read_bytes()
-    if changed == "dvc.lock":
-        edited = original.replace(b"cmd: python stages/unlearn.py gd",
-                                  b"cmd: python stages/unlearn.py  gd")
-    else:
-        edited = original[:100] + bytes([original[100] ^ 1]) + original[101:]
-    assert edited != original
-    path.write_bytes(edited)
-    try:
-        failed = _audit(tiny_repo, MODEL, str(gd.version))
-    finally:
-        path.write_bytes(original)
-    assert failed.returncode == 1
-    first = [line for line in failed.stdout.splitlines() if changed in line]
-    assert first, failed.stdout
+    for changed in CHANGED:
+        path = tiny_repo / changed
+        original = path.read_bytes()
+        if changed == "dvc.lock":
+            edited = original.replace(b"cmd: python stages/unlearn.py gd",
+                                      b"cmd: python stages/unlearn.py  gd")
+        else:
+            edited = original[:100] + bytes([original[100] ^ 1]) + original[101:]
+        assert edited != original
+        path.write_bytes(edited)
+        try:
+            failed = _audit(tiny_repo, MODEL, str(gd.version))
+        finally:
+            path.write_bytes(original)
+        assert failed.returncode == 1, changed
+        assert [line for line in failed.stdout.splitlines() if changed in line], failed.stdout
     assert _audit(tiny_repo, MODEL, str(gd.version)).returncode == 0
 
 
@@ -267,7 +269,6 @@ def test_a_bad_param_fails_before_any_output_is_removed(tiny_repo, dotted, value
     assert _snapshot(tiny_repo) == before
 
 
-METHODS = ["ga", "gd", "ssiuu"]  # the tiny profile's
 # The retain accuracy a method may lose: GA has no retain term.
 RETAIN_LOSS = {"gd": 0.15, "ssiuu": 0.15}
 

@@ -87,8 +87,11 @@ def _unlearn(root: Path, method: str, processes: int) -> tuple[dict, list[dict[s
     return metrics["seeds"]["0"], curve
 
 
-@pytest.mark.parametrize("method", ["ssiuu", "ssiuu_exact"])
-def test_two_processes_unlearn_as_one(workspace, method):
+def test_two_processes_unlearn_as_one(workspace):
+    """Ssiuu in exact mode, whose held gradient sums both ``g`` and the Hessian-vector product
+    over the processes (first order sums ``g`` alone: both are checked shard by shard in
+    :func:`test_the_regulariser_sums_attribution_over_the_shards`)."""
+    method = "ssiuu_exact"
     one, one_curve = _unlearn(workspace, method, 1)
     two, two_curve = _unlearn(workspace, method, 2)
     assert (two["lr"], two["steps"], two["reached"]) == (one["lr"], one["steps"], True)

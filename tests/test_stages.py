@@ -42,7 +42,7 @@ def test_wrong_param_fails_prepare_naming_the_field(tmp_path):
 def test_unknown_model_name_fails_before_any_model(tmp_path):
     work = _workspace(tmp_path, model__name="acme/does-not-exist")
     assert _stage(work, "prepare.py").returncode == 0
-    done = _stage(work, "tokenizer.py")
+    done = _stage(work, "pretrained.py")
     assert done.returncode == 2
     assert "model.name: 'acme/does-not-exist' is not 'scratch'" in done.stderr
     assert not (work / "models").exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -36,8 +35,7 @@ def initial_model(model_params: ModelParams, tokenizer: PreTrainedTokenizerBase,
     ``pretrained_dir`` (the `pretrained` stage's conversion) when given, else from
     ``model.name`` itself."""
     if model_params.name == SCRATCH:
-        return build_scratch_model(model_params, tokenizer, seed).to(
-            getattr(torch, model_params.dtype))
+        return build_scratch_model(model_params, tokenizer, seed)
     if pretrained_dir is not None:
         return load_model(str(pretrained_dir), None, model_params.dtype)
     return load_model(model_params.name, model_params.gguf_file, model_params.dtype)

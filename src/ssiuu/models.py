@@ -78,7 +78,8 @@ def unseen_tokens(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str],
 
 def build_scratch_model(params: ModelParams, tokenizer: PreTrainedTokenizerBase,
                         seed: int) -> PreTrainedModel:
-    """A randomly initialised Llama sized by ``params.scratch``, seeded."""
+    """A randomly initialised Llama sized by ``params.scratch``, seeded, in ``params.dtype``
+    (drawn in float32 and cast, so a seed draws the same weights in every dtype)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     arch = params.scratch
@@ -96,7 +97,7 @@ def build_scratch_model(params: ModelParams, tokenizer: PreTrainedTokenizerBase,
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return LlamaForCausalLM(config).to(_DTYPES[params.dtype])
 
 
 def load_tokenizer(name_or_path: str, gguf_file: str | None = None) -> PreTrainedTokenizerBase:

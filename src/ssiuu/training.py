@@ -88,23 +88,19 @@ def _averaged(accelerator: Accelerator, logs: dict[str, float]) -> dict[str, flo
     return dict(zip(logs, values.tolist(), strict=True))
 
 
-def _compute_dtype(model: PreTrainedModel) -> torch.dtype:
-    """The half dtype of ``model``'s trainable parameters if they have one (the dtype it
-    computes in), else float32."""
-    halves = {param.dtype for param in model.parameters()
-              if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16)}
-    if len(halves) > 1:
-        raise ValueError(f"trainable parameters in both {sorted(map(str, halves))}")
-    return halves.pop() if halves else torch.float32
-
-
-def _master_weights(model: PreTrainedModel) -> dict[torch.nn.Parameter, torch.dtype]:
-    """Make every trainable half-precision parameter float32; their dtypes before."""
+def _master_weights(model: PreTrainedModel) -> tuple[torch.dtype,
+                                                    dict[torch.nn.Parameter, torch.dtype]]:
+    """Make every trainable half-precision parameter float32. Returns the dtype ``model``
+    computes in (its trainable parameters' half dtype, else float32) and each upcast
+    parameter's dtype before."""
     before = {param: param.dtype for param in model.parameters()
               if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16)}
+    halves = set(before.values())
+    if len(halves) > 1:
+        raise ValueError(f"trainable parameters in both {sorted(map(str, halves))}")
     for param in before:
         param.data = param.data.float()
-    return before
+    return (halves.pop() if halves else torch.float32), before
 
 
 def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossFn,
@@ -128,10 +124,9 @@ def train(model: PreTrainedModel, loaders: dict[str, DataLoader], loss_fn: LossF
             raise ParamsError(
                 f"{desc}: {name} batches of {loader.batch_size} cannot be shared by "
                 f"{accelerator.num_processes} processes: raise the batch size")
-    compute_dtype = _compute_dtype(model)
     # float32 master weights and optimiser state: small AdamW updates vanish in bf16
     # rounding; frozen weights (LoRA's base model) stay as they are.
-    master = _master_weights(model)
+    compute_dtype, master = _master_weights(model)
     autocast = torch.autocast(accelerator.device.type, dtype=compute_dtype,
                               enabled=compute_dtype != torch.float32)
     scaler = torch.amp.GradScaler(accelerator.device.type,
