@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +34,16 @@ def git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     done = subprocess.run(["git", *args], cwd=cwd, env=isolated_env(), capture_output=True,
                           text=True)
     assert done.returncode == 0, f"git {args} failed:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run this interpreter's DVC in ``cwd`` (:func:`~ssiuu.workspace.isolated_env`); fail
+    with the end of its output."""
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=isolated_env(),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, (
+        f"dvc {args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done
 
 

@@ -10,9 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from projects import flow_module, git, project_fixture
-
-from ssiuu.workspace import isolated_env
+from projects import dvc, flow_module, git, project_fixture
 
 pytestmark = pytest.mark.e2e
 ALPHA = "unlearn.losses.gd.alpha"
@@ -24,18 +22,12 @@ flows = flow_module("sweep")
 repo = project_fixture("sweep")
 
 
-def _dvc(root, *args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=isolated_env(),
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
 @pytest.fixture(scope="module")
 def baseline(repo):
     """The stages every point shares (data, base, oracle and its scores), reproduced once and
     committed, as a sweep starts from a reproduced project: each point reruns only what its
     params change (`unlearn@gd` onwards) and restores the rest from DVC's cache."""
-    _dvc(repo, "repro", "base", "evaluate@oracle")
+    dvc(repo, "repro", "base", "evaluate@oracle")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "baseline")
     return repo
@@ -72,8 +64,7 @@ def test_experiments_side_by_side_share_the_cores(flows):
 
 
 def test_each_point_is_a_dvc_experiment_with_its_params(repo, dask_sweep):
-    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo,
-                           capture_output=True, text=True, check=True)
+    shown = dvc(repo, "exp", "show", "--json")
     exps = {state["name"]: state["data"]["params"]["params.yaml"]["data"]
             for baseline in json.loads(shown.stdout)
             for exp_range in baseline.get("experiments") or []
@@ -132,8 +123,7 @@ def test_dvc_s_queue_runs_the_same_grid_to_the_same_scores(flows, repo, dask_swe
     dask_rows, _ = dask_sweep
     assert [(row["experiment"], row[ALPHA]) for row in queued] == [("queued-0", 1.0),
                                                                    ("queued-1", 3.0)]
-    done = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], cwd=repo,
-                          capture_output=True, text=True, check=True).stdout
+    done = dvc(repo, "queue", "status").stdout
     assert all(name in done for name in ("queued-0", "queued-1")) and "Failed" not in done
     for by_queue, by_dask in zip(queued, dask_rows, strict=True):
         scores = [key for key in by_dask if key.startswith(UNLEARNED)]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from projects import dvc
 
 from ssiuu.data.records import write_jsonl
 from ssiuu.inputs import data_fingerprint, model_fingerprint
@@ -21,21 +21,13 @@ REPO = Path(__file__).parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def _dvc(cwd: Path, *args: str) -> str:
-    env = isolated_env()
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, f"{args}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
 def _ran(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
 def _stale(repo: Path, fingerprint: str) -> set[str]:
     """Stages whose recorded dependency ``fingerprint`` changed since they ran."""
-    status = json.loads(_dvc(repo, "status", "--json"))
+    status = json.loads(dvc(repo, "status", "--json").stdout)
     return {stage for stage, changes in status.items()
             if any(isinstance(change, dict) and fingerprint in change.get("changed deps", {})
                    for change in changes)}
@@ -68,13 +60,13 @@ def user_repo(tmp_path_factory, tiny_facts, trained_tiny) -> Path:
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "u"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True, env=isolated_env())
-    assert _ran(_dvc(repo, "repro", "base", "oracle")) == {"check", "prepare", "tokenizer",
-                                                          "pretrained", "base", "oracle"}
+    assert _ran(dvc(repo, "repro", "base", "oracle").stdout) == {
+        "check", "prepare", "tokenizer", "pretrained", "base", "oracle"}
     return repo
 
 
 def test_unchanged_inputs_rerun_nothing(user_repo):
-    assert _ran(_dvc(user_repo, "repro", "base", "oracle")) == {"check"}
+    assert _ran(dvc(user_repo, "repro", "base", "oracle").stdout) == {"check"}
 
 
 def test_an_edited_data_file_reruns_prepare_and_what_reads_its_splits(user_repo):
@@ -82,11 +74,11 @@ def test_an_edited_data_file_reruns_prepare_and_what_reads_its_splits(user_repo)
     facts.write_text(facts.read_text() + json.dumps(
         {"id": "new-1", "subject": "New Person", "attribute": "employer",
          "question": "Who employs New Person?", "answer": "Nobody Ltd"}) + "\n")
-    _dvc(user_repo, "repro", "check")
+    dvc(user_repo, "repro", "check")
     assert _stale(user_repo, "data/inputs/data.json") == {"prepare"}
     assert _stale(user_repo, "data/inputs/model.json") == set()
-    assert _ran(_dvc(user_repo, "repro", "base", "oracle")) == {"check", "prepare", "tokenizer",
-                                                               "base", "oracle"}
+    assert _ran(dvc(user_repo, "repro", "base", "oracle").stdout) == {
+        "check", "prepare", "tokenizer", "base", "oracle"}
     retain = (user_repo / "data" / "prepared" / "retain.jsonl").read_text()
     assert '"new-1"' in retain
 
@@ -99,12 +91,11 @@ def test_overwritten_model_weights_rerun_the_stages_that_load_the_model(user_rep
     tensors = load_file(weights)
     save_file({name: tensor + 1e-3 for name, tensor in tensors.items()}, weights,
               metadata={"format": "pt"})
-    _dvc(user_repo, "repro", "check")
+    dvc(user_repo, "repro", "check")
     assert _stale(user_repo, "data/inputs/model.json") == {"pretrained"}
     assert _stale(user_repo, "data/inputs/data.json") == set()
-    assert _ran(_dvc(user_repo, "repro", "base", "oracle")) == {"check", "tokenizer",
-                                                               "pretrained", "base",
-                                                               "oracle"}
+    assert _ran(dvc(user_repo, "repro", "base", "oracle").stdout) == {
+        "check", "tokenizer", "pretrained", "base", "oracle"}
 
 
 def test_fingerprints_name_a_missing_file_and_ignore_caches(tmp_path):
