@@ -15,9 +15,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # two test workers share two core
 # The end-to-end modules, longest first. With `--no-loadscope-reorder` (pyproject) the two
 # xdist workers take whole modules in collection order, so the long runs start at once and
 # the unit tests fill the gaps (xdist's own order, most tests first, left them to the end).
-LONGEST_FIRST = ("test_pipeline_e2e.py", "test_flow_requests.py", "test_flow_sweep.py",
-                 "test_flow_pipeline.py", "test_scale.py", "test_deployments.py",
-                 "test_input_tracking.py")
+LONGEST_FIRST = ("test_pipeline_e2e.py", "test_flows.py", "test_flow_sweep.py",
+                 "test_scale.py", "test_deployments.py", "test_input_tracking.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
