@@ -83,10 +83,12 @@ def _answer(path: Path, status_dir: Path, inbox: Path, requests_dir: Path,
 def _unlearn_and_register(status: RequestStatus, status_dir: Path) -> RequestStatus:
     """Run the pipeline up to ``report`` (``unlearned``), then ``register``
     (``registered``). If it fails, the status keeps its state with the reason, the failure
-    propagates (the flow run fails) and the next run resumes the request."""
+    propagates (the flow run fails) and the next run resumes the request: from ``unlearned``,
+    straight to ``register`` (whose run still reruns whatever upstream stage DVC finds
+    stale)."""
     try:
-        pipeline(target="report", root=".")
         if status.state != "unlearned":
+            pipeline(target="report", root=".")
             write_status(status.enter("unlearned"), status_dir)
         pipeline(target="register", root=".")
         status.versions, status.gate = _registered(status.request_id)

@@ -1,9 +1,10 @@
 """The DVC pipeline as a Prefect flow: one task run per DVC stage, DVC decides what is stale.
 
-Prefect only orchestrates. Each task runs ``python -m dvc repro --single-item STAGE`` in the
-project, so DVC's own lock file decides whether the stage reruns (an up-to-date stage's task
-finishes at once), and the stage order is DVC's graph of ``dvc.yaml``: nothing about the
-pipeline is restated here.
+Prefect only orchestrates. Each task asks DVC whether its stage is stale (``dvc status``
+through DVC's API, a tenth of a second) and, if it is, runs ``python -m dvc repro
+--single-item STAGE`` in the project: DVC's own lock file decides whether the stage reruns,
+and the stage order is DVC's graph of ``dvc.yaml``: nothing about the pipeline is restated
+here.
 
 Params overrides (``-S key=value``, as in ``dvc exp run -S``) are validated (every key must
 exist in ``params.yaml`` or in its typed schema) and then written into ``params.yaml`` once,
@@ -25,6 +26,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Any, get_args
@@ -47,6 +49,7 @@ from ssiuu.params import FlowsParams, Params, read_yaml
 PARAMS_FILE = "params.yaml"
 _STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)$")  # DVC's message
 _TAIL_LINES = 20  # lines of a failed stage's output kept in its error
+_STATUS_LOCK = threading.Lock()  # DVC's API is not known to be thread-safe
 
 
 class StageFailed(RuntimeError):
@@ -209,10 +212,27 @@ def _stage_exit(lines: deque[str], returncode: int) -> int:
     return returncode
 
 
+def _stale(project: Path, name: str) -> list[Any]:
+    """What ``dvc status`` reports for the stage ``name`` of ``project`` alone (its changed
+    dependencies, outputs or command, or ``always changed``); empty when its lock matches.
+
+    Read through DVC's API in this process, one thread at a time (a DVC process per stage
+    costs a second). It waits for DVC's repository lock as ``dvc --wait-for-lock`` does: a
+    stage running beside it holds that lock while it reads or writes DVC's files."""
+    from dvc.dvcfile import PROJECT_FILE
+    from dvc.repo import Repo
+
+    target = name if name.endswith(".dvc") or ":" in name else f"{PROJECT_FILE}:{name}"
+    with _STATUS_LOCK, Repo(str(project), _wait_for_lock=True) as repo:
+        status = repo.status(targets=[str(project / target)])
+    return [change for changes in status.values() for change in changes]
+
+
 @task(task_run_name="{name}", cache_policy=NO_CACHE, retry_condition_fn=_killed)
 def run_stage(name: str, root: str, overrides: list[str]) -> str:
-    """Run ``dvc repro --single-item name`` in ``root``, its output line by line into the
-    run's log; ``"ran"`` if DVC ran the stage, ``"up to date"`` if its lock matched.
+    """Run ``dvc repro --single-item name`` in ``root`` if DVC reports the stage stale, its
+    output line by line into the run's log; ``"ran"`` if DVC ran the stage, ``"up to date"``
+    if its lock matched.
 
     ``overrides`` were applied to ``params.yaml`` before the flow's first stage; they are
     checked to be still there. Raises :class:`StageFailed` on a non-zero exit.
@@ -220,6 +240,11 @@ def run_stage(name: str, root: str, overrides: list[str]) -> str:
     logger = get_run_logger()
     project = Path(root)
     _check_applied(project / PARAMS_FILE, overrides)
+    changes = _stale(project, name)
+    if not changes:
+        logger.info("Stage '%s' didn't change (dvc status), skipping", name)
+        return "up to date"
+    logger.info("Stage '%s' is stale: %s", name, changes)
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", name]

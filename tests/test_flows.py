@@ -345,9 +345,11 @@ def test_an_interrupted_answer_is_resumed_and_registers_nothing_twice(requests_f
     assert status["history"][-1]["state"] == "registered"
     status.update(history=status["history"][:3], versions=[], gate=None, certificate=None)
     path.write_text(json.dumps(status))  # as if the process died before `register` ended
-    results = requests_flow.answer_requests(root=str(project))
-    assert results == [{"request_id": "req-0003", "state": "registered", "reason": None,
-                        "versions": 1}]
+    state = requests_flow.answer_requests(root=str(project), return_state=True)
+    assert state.result() == [{"request_id": "req-0003", "state": "registered",
+                               "reason": None, "versions": 1}]
+    resumed_runs = _pipeline_runs(state.state_details.flow_run_id)
+    assert [run.parameters["target"] for run in resumed_runs] == ["register"]  # unlearned
     resumed = _status(project, "req-0003")
     assert [h["state"] for h in resumed["history"]] == [
         "received", "validated", "unlearned", "registered"]
