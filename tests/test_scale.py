@@ -32,6 +32,7 @@ OVERLAY = {"seeds": [0], "base": {"train": {"steps": 200}},
            "unlearn": {"train": {"max_steps": 30}, "stop": {"thresholds": {"acc": 0.3}}},
            "relearn": {"attacks": ["harmful_30"], "train": {"lrs": [1.0e-3], "steps": 10}}}
 ABS, REL = 1e-4, 1e-3
+BF16_STEPS = 60  # bfloat16 matrix products are slow on a CPU without native support
 
 
 def _free_port() -> int:
@@ -178,22 +179,26 @@ def test_the_regulariser_sums_attribution_over_the_shards(tmp_path, grad_mode):
 
 def test_a_bfloat16_base_trains_in_mixed_precision_and_is_saved_in_bfloat16(workspace,
                                                                           tmp_path):
+    """The same short base training in float32 and in bfloat16 (float32 master weights):
+    the same loss curve, within bfloat16's rounding, and bfloat16 weights saved."""
     from safetensors import safe_open
 
-    root = shutil.copytree(workspace, tmp_path / "bf16")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["model"]["dtype"] = "bfloat16"
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    _stage(root, 1, "train.py", "base")
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        root = shutil.copytree(workspace, tmp_path / dtype)
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["model"]["dtype"] = dtype
+        params["base"]["train"]["steps"] = BF16_STEPS
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+        _stage(root, 1, "train.py", "base")
+        curve = _curve(root / "plots" / "train" / "base" / "seed_0.csv")
+        losses[dtype] = [float(row["loss"]) for row in curve]
     with safe_open(root / "models" / "base" / "seed_0" / "model.safetensors", "pt") as weights:
         dtypes = {weights.get_tensor(name).dtype for name in weights.keys()}  # noqa: SIM118
     assert dtypes == {torch.bfloat16}
-    losses = [float(row["loss"]) for row in _curve(root / "plots" / "train" / "base" /
-                                                     "seed_0.csv")]
-    full = [float(row["loss"]) for row in _curve(workspace / "plots" / "train" / "base" /
-                                                   "seed_0.csv")]
-    assert losses[-1] < 0.05 * losses[0]
-    assert losses[-1] == pytest.approx(full[-1], abs=0.05)
+    half, full = losses["bfloat16"], losses["float32"]
+    assert len(half) == len(full) and half[-1] < 0.5 * half[0]
+    assert half == pytest.approx(full, rel=0.05)
 
 
 def test_a_stage_records_its_start_up_load_and_save_apart(workspace, tmp_path):
