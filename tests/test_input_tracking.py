@@ -36,7 +36,7 @@ def _stale(repo: Path, fingerprint: str) -> set[str]:
 @pytest.fixture(scope="module")
 def user_repo(tmp_path_factory, tiny_facts, trained_tiny) -> Path:
     """The pipeline on a user's JSONL facts, a request and a local model folder, run up to
-    base and oracle; the tests below edit it in turn."""
+    the base model (the oracle reads the same inputs); the tests below edit it in turn."""
     tmp_path = tmp_path_factory.mktemp("user")
     from ssiuu.models import save_model
 
@@ -55,18 +55,17 @@ def user_repo(tmp_path_factory, tiny_facts, trained_tiny) -> Path:
     params["data"].update({"source": "jsonl", "jsonl": {"facts": "userdata/facts.jsonl"}})
     params["model"].update({"name": str(model_dir), "max_length": 32})
     params["seeds"] = [0]
-    for role in ("base", "oracle"):
-        params[role]["train"].update({"steps": 2, "batch_size": 8})
+    params["base"]["train"].update({"steps": 2, "batch_size": 8})
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "u"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True, env=isolated_env())
-    assert _ran(dvc(repo, "repro", "base", "oracle").stdout) == {
-        "check", "prepare", "tokenizer", "pretrained", "base", "oracle"}
+    assert _ran(dvc(repo, "repro", "base").stdout) == {
+        "check", "prepare", "tokenizer", "pretrained", "base"}
     return repo
 
 
 def test_unchanged_inputs_rerun_nothing(user_repo):
-    assert _ran(dvc(user_repo, "repro", "base", "oracle").stdout) == {"check"}
+    assert _ran(dvc(user_repo, "repro", "base").stdout) == {"check"}
 
 
 def test_an_edited_data_file_reruns_prepare_and_what_reads_its_splits(user_repo):
@@ -77,8 +76,8 @@ def test_an_edited_data_file_reruns_prepare_and_what_reads_its_splits(user_repo)
     dvc(user_repo, "repro", "check")
     assert _stale(user_repo, "data/inputs/data.json") == {"prepare"}
     assert _stale(user_repo, "data/inputs/model.json") == set()
-    assert _ran(dvc(user_repo, "repro", "base", "oracle").stdout) == {
-        "check", "prepare", "tokenizer", "base", "oracle"}
+    assert _ran(dvc(user_repo, "repro", "base").stdout) == {
+        "check", "prepare", "tokenizer", "base"}
     retain = (user_repo / "data" / "prepared" / "retain.jsonl").read_text()
     assert '"new-1"' in retain
 
@@ -94,8 +93,8 @@ def test_overwritten_model_weights_rerun_the_stages_that_load_the_model(user_rep
     dvc(user_repo, "repro", "check")
     assert _stale(user_repo, "data/inputs/model.json") == {"pretrained"}
     assert _stale(user_repo, "data/inputs/data.json") == set()
-    assert _ran(dvc(user_repo, "repro", "base", "oracle").stdout) == {
-        "check", "tokenizer", "pretrained", "base", "oracle"}
+    assert _ran(dvc(user_repo, "repro", "base").stdout) == {
+        "check", "tokenizer", "pretrained", "base"}
 
 
 def test_fingerprints_name_a_missing_file_and_ignore_caches(tmp_path):
