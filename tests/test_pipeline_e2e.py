@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from chromium import loaded_images
 
@@ -66,6 +67,7 @@ def test_repro_gives_a_memorising_base_and_an_ignorant_oracle_in_every_seed(tiny
                                  / "provenance.json").read_text())
         assert (provenance["role"], provenance["seed"]) == ("base", int(seed))
         assert provenance["requests"] == ["req-0001"] and "seconds" in provenance["run"]
+        assert provenance["environment"]["packages"]["torch"] == torch.__version__
     logprobs = [oracle_file["seeds"][seed]["forget_logprob"] for seed in SEEDS]
     assert logprobs[0] != logprobs[1]  # the seeds are different models
     assert oracle_file["mean"]["forget_logprob"] == pytest.approx(sum(logprobs) / 2, abs=1e-4)
@@ -132,6 +134,10 @@ def test_register_files_one_gated_version_per_method_and_seed(tiny_repo):
         assert tags["ssiuu.gate"] in ("passed", "failed")
         assert (tags["ssiuu.gate.reasons"] == "none") == (tags["ssiuu.gate"] == "passed")
         assert tags["ssiuu.gate"] == "passed" or not version.aliases
+        unlearned = (tiny_repo / "models" / "unlearned" / tags["ssiuu.method"]
+                     / f"seed_{tags['ssiuu.seed']}" / "provenance.json")
+        made_in = json.loads(unlearned.read_text())["environment"]
+        assert json.loads(tags["ssiuu.environment"]) == made_in and made_in["cpu"]
         run = _client(tiny_repo).get_run(version.run_id)
         assert run.data.params["method"] == tags["ssiuu.method"]
         assert {"unlearned.forget_mcq", "harmful_30.oracle_gap_mcq", "benign.heldout_mcq",

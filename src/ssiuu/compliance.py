@@ -25,6 +25,7 @@ from ssiuu.registry import VersionRecord
 from ssiuu.seeds import seed_dir
 
 MAX_NAMED_REQUESTS = 3  # more request ids than this are named by count and hash
+ENVIRONMENT_TAG = "ssiuu.environment"  # where the version's model was made (provenance.py)
 PACKAGES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "dvc", "mlflow",
             "ssiuu")
 
@@ -148,7 +149,8 @@ def build_records(root: Path, params: Params, summary: Mapping[str, Any],
                 params=version_params(params, method, provenance.run),
                 metrics=metrics,
                 tags={**lineage_tags(lineage), "ssiuu.packages": packages,
-                      "ssiuu.model_source": params.model.name},
+                      "ssiuu.model_source": params.model.name,
+                      ENVIRONMENT_TAG: json.dumps(provenance.environment, sort_keys=True)},
                 lineage=lineage,
                 artifacts={**_artifacts(),
                            f"provenance/{layout.PROVENANCE_NAME}":

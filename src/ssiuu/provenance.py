@@ -2,22 +2,30 @@
 
 ``<model folder>/seed_<s>/provenance.json`` says what the model is (role, method, attack,
 seed), what it answers (the deletion request ids), what made it (the params sections, the
-sha256 of every data split it saw, the folder it started from) and how the run went
-(steps, learning rate, stop, wall-clock seconds). Wall-clock time lives here and not in
-the DVC metrics files, so a reproduced run leaves ``dvc metrics diff`` empty.
+sha256 of every data split it saw, the folder it started from, the floating-point
+environment) and how the run went (steps, learning rate, stop, wall-clock seconds).
+Wall-clock time lives here and not in the DVC metrics files, so a reproduced run leaves
+``dvc metrics diff`` empty.
+
+The environment (Python, the numeric packages' versions, the CPU model, the GPU) is recorded
+because scores reproduce bit for bit on one environment, not across CPUs or library
+versions (docs/method.md): ``dvc.lock`` pins data, code and params, this pins the rest.
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
 from ssiuu import layout
 
-SCHEMA = 1
+SCHEMA = 2  # 2: the environment recorded
 Role = Literal["base", "oracle", "unlearned", "attacked"]
+PACKAGES = ("torch", "transformers", "accelerate", "peft", "tokenizers")  # the numerics
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,39 @@ class Provenance:
     method: str | None = None
     attack: str | None = None
     run: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def _gpu() -> str | None:
+    """The first CUDA device's name when torch sees one, else ``None``."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def environment() -> dict[str, Any]:
+    """This process's floating-point environment: Python, the versions of
+    :data:`PACKAGES` (``None`` if one is not installed), the OS, the CPU model and the GPU."""
+    packages = {}
+    for package in PACKAGES:
+        try:
+            packages[package] = version(package)
+        except PackageNotFoundError:
+            packages[package] = None
+    return {"python": platform.python_version(), "packages": packages,
+            "platform": platform.platform(), "cpu": _cpu_model(), "gpu": _gpu()}
 
 
 def prepared_manifest() -> dict[str, Any]:
@@ -47,14 +87,15 @@ def provenance_of(role: Role, seed: int, *, model_source: str, splits: Sequence[
                   parent: str | Path | None = None, method: str | None = None,
                   attack: str | None = None, run: Mapping[str, Any] | None = None
                   ) -> Provenance:
-    """A record for a model of ``role`` that saw ``splits`` of the prepared data."""
+    """A record for a model of ``role`` that saw ``splits`` of the prepared data, made in
+    this process's :func:`environment`."""
     return Provenance(
         role=role, seed=seed, model_source=model_source,
         requests=[request["id"] for request in manifest["requests"]],
         params=dict(params),
         data={split: manifest["splits"][split]["sha256"] for split in splits},
         parent=None if parent is None else Path(parent).as_posix(),
-        method=method, attack=attack, run=dict(run or {}))
+        method=method, attack=attack, run=dict(run or {}), environment=environment())
 
 
 def write_provenance(record: Provenance, folder: str | Path) -> Path:
