@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from ssiuu import layout
 from ssiuu.gate import gate_versions
 from ssiuu.lineage import build_lineage, canonical_sha256, lineage_id, lineage_tags
 from ssiuu.params import Params
-from ssiuu.provenance import read_provenance
+from ssiuu.provenance import installed_versions, read_provenance
 from ssiuu.registry import VersionRecord
 from ssiuu.seeds import seed_dir
 
@@ -88,14 +87,9 @@ def version_params(params: Params, method: str, run: Mapping[str, Any]) -> dict[
 
 
 def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape a result."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    """Installed versions of the packages that shape a result (``"not installed"``)."""
+    return {name: found or "not installed"
+            for name, found in installed_versions(PACKAGES).items()}
 
 
 def _artifacts() -> dict[str, Path]:

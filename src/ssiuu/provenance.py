@@ -64,16 +64,21 @@ def _gpu() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
+def installed_versions(names: Sequence[str]) -> dict[str, str | None]:
+    """The installed version of each package of ``names``, ``None`` if it is not installed."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def environment() -> dict[str, Any]:
     """This process's floating-point environment: Python, the versions of
     :data:`PACKAGES` (``None`` if one is not installed), the OS, the CPU model and the GPU."""
-    packages = {}
-    for package in PACKAGES:
-        try:
-            packages[package] = version(package)
-        except PackageNotFoundError:
-            packages[package] = None
-    return {"python": platform.python_version(), "packages": packages,
+    return {"python": platform.python_version(), "packages": installed_versions(PACKAGES),
             "platform": platform.platform(), "cpu": _cpu_model(), "gpu": _gpu()}
 
 
