@@ -1,9 +1,12 @@
 """Stage `unlearn@<method>`: unlearn the forget set from the base model with one method.
 
-For every seed, starts from that seed's base model and stops as soon as the forget score
-reaches the threshold of ``unlearn.stop`` (``oracle`` is that seed's oracle), with
-``unlearn.train.max_steps`` as a cap, at the lowest learning rate of ``unlearn.train.lrs``
-that gets there. Every step's forget / retain scores and loss terms go to a DVC plot.
+For every seed, starts from that seed's base model and stops by ``unlearn.stop.rule``:
+``reference`` at the first check where the forget facts cannot be told from the stop
+slice's never-seen facts (or at the closest check, its distance recorded), ``threshold``
+(the paper's) once the forget scores reach their thresholds (``oracle`` is that seed's
+oracle), with ``unlearn.train.max_steps`` as a cap, along the learning-rate ladder of
+``unlearn.train.lrs``. Every step's forget / retain / stop-slice scores, the stop's
+statistics and the loss terms go to a DVC plot.
 Runs as it is under ``accelerate launch`` (every process computes, the first writes).
 """
 
@@ -14,12 +17,40 @@ from dataclasses import asdict
 from ssiuu import layout
 from ssiuu.finetune import read_splits
 from ssiuu.models import save_model
-from ssiuu.params import METHODS, load_params
+from ssiuu.params import METHODS, STOP_SLICE, load_params
 from ssiuu.provenance import prepared_manifest, provenance_of, write_provenance
 from ssiuu.runtime import configure, device, is_main_process, run_stage
 from ssiuu.seeds import across_seeds, existing_seed_dir, seed_dir, seed_record
+from ssiuu.stop import stop_thresholds
 from ssiuu.tables import write_rows
-from ssiuu.unlearning import gradient_summary, stop_thresholds, unlearn
+from ssiuu.unlearning import UnlearnOutcome, gradient_summary, unlearn
+
+
+def _stop_record(outcome: UnlearnOutcome, rule: str, thresholds: dict[str, float]) -> dict:
+    """What a seed's record says of its stop: the rule, whether it was reached, the steps
+    run, and the thresholds (``threshold``) or the kept check's statistics and distance to
+    the band (``reference``)."""
+    record = {"stop_rule": rule, "lr": outcome.lr, "steps": outcome.steps,
+              "steps_run": sum(attempt.steps for attempt in outcome.attempts),
+              "reached": outcome.reached}
+    if outcome.check is not None:
+        return {**record, "stop_z": outcome.check.z, **outcome.check.record()}
+    return {**record, **{f"stop_forget_{metric}": round(value, 4)
+                         for metric, value in thresholds.items()}}
+
+
+def _stop_text(outcome: UnlearnOutcome, thresholds: dict[str, float]) -> str:
+    """One line on where the kept model stopped."""
+    if outcome.check is not None:
+        check = outcome.check
+        where = ("inside the band" if outcome.reached else
+                 f"closest to the band ({check.position}, {check.distance:.2f} SE outside)")
+        stats = ", ".join(f"t_{score} {t:+.2f}" for score, t in check.statistics.items())
+        return (f"{where} of the stop slice (|t| <= {check.z:g}; {stats}) at step "
+                f"{outcome.steps}, lr {outcome.lr:g}")
+    verdict = "reached" if outcome.reached else "did NOT reach"
+    goal = " and ".join(f"forget {metric} <= {value:.3f}" for metric, value in thresholds.items())
+    return f"{verdict} {goal} in {outcome.steps} steps at lr {outcome.lr:g}"
 
 
 def main() -> None:
@@ -31,14 +62,20 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     configure(params.runtime.num_threads, params.runtime.gradient_checkpointing)
+    stop = params.unlearn.stop
     oracle_path = layout.evaluation_metrics("oracle")
-    oracle = layout.read_json(oracle_path) if oracle_path.is_file() else None
-    rules = {seed: stop_thresholds(params.unlearn.stop, None if oracle is None else
+    oracle = (layout.read_json(oracle_path)
+              if oracle_path.is_file() and stop.rule == "threshold" else None)
+    rules = {seed: stop_thresholds(stop, None if oracle is None else
                                    seed_record(oracle, seed, str(oracle_path)))
-             for seed in params.seeds}
+             for seed in params.seeds} if stop.rule == "threshold" else {}
     thresholds = {seed: rule.thresholds for seed, rule in rules.items()}
     bases = {seed: existing_seed_dir(layout.model_root("base"), seed) for seed in params.seeds}
-    splits = read_splits(layout.PREPARED, ("forget", "retain"))
+    retain_splits = tuple(params.unlearn.train.retain_splits)
+    splits = read_splits(layout.PREPARED, tuple(dict.fromkeys(
+        ("forget", "retain", *retain_splits)
+        + ((STOP_SLICE,) if stop.rule == "reference" else ()))))
+    retain_train = [row for name in retain_splits for row in splits[name]]
     manifest = prepared_manifest()
     knobs = getattr(params.unlearn.losses, args.method).model_dump()
     settings = {"train": params.unlearn.train.model_dump(),
@@ -46,38 +83,37 @@ def main() -> None:
     per_seed = {}
     for seed in params.seeds:
         outcome = unlearn(args.method, bases[seed], splits["forget"], splits["retain"],
-                          params.unlearn, thresholds[seed], params.model.max_length,
-                          params.evaluate.batch_size, device(), seed)
+                          params.unlearn, thresholds.get(seed, {}), params.model.max_length,
+                          params.evaluate.batch_size, device(), seed, splits.get(STOP_SLICE),
+                          retain_train)
         if not is_main_process():
             continue
         out_dir = save_model(outcome.model, outcome.tokenizer,
                              seed_dir(layout.model_root(args.method), seed))
-        summary = {"lr": outcome.lr, "steps": outcome.steps, "reached": outcome.reached,
-                   **{f"stop_forget_{metric}": round(value, 4)
-                      for metric, value in thresholds[seed].items()},
+        summary = {**_stop_record(outcome, stop.rule, thresholds.get(seed, {})),
                    **{key: float(f"{value:.4g}")
                       for key, value in gradient_summary(outcome.history).items()}}
-        if rules[seed].note:
+        if seed in rules and rules[seed].note:
             summary["stop_note"] = rules[seed].note
             print(f"{args.method} seed {seed}: {rules[seed].note}")
         if outcome.note:
             print(f"{args.method} seed {seed}: {outcome.note}")
         per_seed[seed] = summary
         write_provenance(provenance_of(
-            "unlearned", seed, model_source=params.model.name, splits=("forget", "retain"),
+            "unlearned", seed, model_source=params.model.name,
+            splits=tuple(dict.fromkeys(("forget", "retain", *retain_splits))),
             params={"unlearn": settings}, manifest=manifest, parent=bases[seed],
             method=args.method,
             run={**summary, "seconds": round(sum(a.seconds for a in outcome.attempts), 2),
                  "attempts": [asdict(attempt) for attempt in outcome.attempts]}), out_dir)
         write_rows(layout.unlearning_curve(args.method, seed), outcome.history)
-        verdict = "reached" if outcome.reached else "did NOT reach"
-        goal = " and ".join(f"forget {metric} <= {value:.3f}"
-                            for metric, value in thresholds[seed].items())
-        print(f"{args.method} seed {seed}: {verdict} {goal} in {outcome.steps} steps at lr "
-              f"{outcome.lr:g} -> {out_dir}")
+        print(f"{args.method} seed {seed}: {_stop_text(outcome, thresholds.get(seed, {}))} "
+              f"-> {out_dir}")
         if not outcome.reached:
-            print(f"warning: {args.method} seed {seed} did not reach the stop threshold; "
-                  "raise unlearn.train.lrs or unlearn.train.max_steps in params.yaml",
+            advice = ("the kept model is the closest check; its distance is recorded"
+                      if stop.rule == "reference" else
+                      "raise unlearn.train.lrs or unlearn.train.max_steps in params.yaml")
+            print(f"warning: {args.method} seed {seed} did not reach its stop; {advice}",
                   file=sys.stderr)
     if not per_seed:  # not the main process
         return

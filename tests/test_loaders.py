@@ -112,7 +112,8 @@ def test_user_facts_without_attribute_get_distractors_of_their_shape_and_split(t
         assert {answer_shape(d) for d in row["distractors"]} == {answer_shape(row["answer"])}
     for row in splits["retain"]:  # one person left: never a forget answer
         assert not set(row["distractors"]) & forget_answers
-    assert prepared.distractors.drawn == {"forget": 9, "retain": 3, "utility": 0}
+    assert prepared.distractors.drawn == {"forget": 9, "retain": 3, "utility": 0,
+                                          "general": 0}
 
 
 def test_non_scalar_field_is_named(tmp_path):

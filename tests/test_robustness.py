@@ -10,6 +10,7 @@ from ssiuu.robustness import (
     calibrate,
     counted_steps,
     peak_within,
+    stop_across_seeds,
     stop_outcome,
     summarise,
 )
@@ -201,7 +202,8 @@ FOOTNOTE = ("† gd did not reach the unlearning stop in seed 1 (forget MCQ abov
 
 def test_stop_outcome_names_the_scores_left_above_their_thresholds():
     assert stop_outcome(MISSED, SCORES["gd"]) == {
-        "reached": False, "thresholds": {"acc": 0.0, "mcq": 0.05}, "above_threshold": ["mcq"]}
+        "reached": False, "rule": "threshold", "thresholds": {"acc": 0.0, "mcq": 0.05},
+        "above_threshold": ["mcq"]}
     assert stop_outcome(REACHED, SCORES["gd"])["above_threshold"] == []
     # 1/3 is at the chance threshold, written rounded as 0.3333: not above it
     chance = {**MISSED, "stop_forget_mcq": 0.3333, "stop_note": "MCQ at chance."}
@@ -209,13 +211,28 @@ def test_stop_outcome_names_the_scores_left_above_their_thresholds():
     assert outcome["above_threshold"] == ["acc"] and outcome["note"] == "MCQ at chance."
 
 
+def test_a_reference_stop_outcome_carries_its_distance_and_statistics():
+    inside = {"stop_rule": "reference", "reached": True, "lr": 1e-4, "steps": 30,
+              "stop_t_logprob": 0.4, "stop_t_share": -0.2, "stop_distance": 0.0,
+              "stop_position": "inside"}
+    outside = {**inside, "reached": False, "steps": 12, "stop_t_share": 1.8,
+               "stop_distance": 0.8, "stop_position": "above"}
+    assert stop_outcome(outside, SCORES["gd"]) == {
+        "reached": False, "rule": "reference", "above_threshold": [], "distance": 0.8,
+        "position": "above", "step": 12, "lr": 1e-4, "t": {"logprob": 0.4, "share": 1.8}}
+    both = stop_across_seeds({0: stop_outcome(inside, {}), 1: stop_outcome(outside, {})})
+    assert (both["rule"], both["reached"], both["reached_in"]) == ("reference", False, "1 of 2")
+    assert both["largest_distance"] == 0.8 and both["not_reached_seeds"] == [1]
+
+
 def test_summary_says_in_which_seeds_a_method_missed_its_stop():
     summary, _ = _summary((HIDER, ERASER), (REACHED, MISSED))
     assert summary["models"]["gd"]["stop"] == {
         "reached": False, "reached_in": "1 of 2", "not_reached_seeds": [1],
-        "above_threshold": ["mcq"], "notes": []}
+        "above_threshold": ["mcq"], "notes": [], "rule": "threshold"}
     assert summary["per_seed"]["0"]["gd"]["stop"] == {
-        "reached": True, "thresholds": {"acc": 0.0, "mcq": 0.3333}, "above_threshold": []}
+        "reached": True, "rule": "threshold", "thresholds": {"acc": 0.0, "mcq": 0.3333},
+        "above_threshold": []}
     assert summary["per_seed"]["1"]["gd"]["stop"]["thresholds"] == {"acc": 0.0, "mcq": 0.05}
     assert "stop" not in summary["models"]["oracle"] and "stop" not in summary["std"]["gd"]
     reached, _ = _summary((HIDER, ERASER))

@@ -8,14 +8,8 @@ from ssiuu.errors import DataError, ModelSourceError, ParamsError
 from ssiuu.metrics import evaluate_rows
 from ssiuu.models import load_saved, save_model
 from ssiuu.params import StopParams, UnlearnParams
-from ssiuu.unlearning import (
-    CHANCE_MCQ,
-    chance_band,
-    gradient_summary,
-    merge_history,
-    stop_thresholds,
-    unlearn,
-)
+from ssiuu.stop import CHANCE_MCQ, chance_band, stop_thresholds
+from ssiuu.unlearning import gradient_summary, merge_history, unlearn
 
 
 def test_thresholds_resolve_chance_oracle_and_numbers():
@@ -44,7 +38,7 @@ def test_chance_follows_the_oracle_when_the_oracle_is_far_from_chance():
 def _params(lrs, max_steps, eval_every=1):
     return UnlearnParams.model_validate({
         "methods": ["gd"], "train": {"lrs": lrs, "max_steps": max_steps},
-        "stop": {"thresholds": {"acc": 0.0}, "eval_every": eval_every}})
+        "stop": {"rule": "threshold", "thresholds": {"acc": 0.0}, "eval_every": eval_every}})
 
 
 def test_lowest_learning_rate_that_reaches_the_threshold_is_kept(trained_tiny, tiny_facts,
@@ -123,7 +117,7 @@ def test_exact_ssiuu_runs_with_eager_attention_and_saves_the_model_as_it_was(
     params = UnlearnParams.model_validate({
         "methods": ["ssiuu"], "train": {"lrs": [1e-3], "max_steps": 4},
         "losses": {"ssiuu": {"lam": 1.0, "grad": "exact"}},
-        "stop": {"thresholds": {"acc": 0.0}, "eval_every": 1}})
+        "stop": {"rule": "threshold", "thresholds": {"acc": 0.0}, "eval_every": 1}})
     before = model.config._attn_implementation
     assert before != "eager"
     never = {"acc": -1.0}  # four steps, all with the regulariser active but the first
@@ -160,7 +154,8 @@ def test_retain_is_scored_every_retain_every_checks_and_at_the_end(trained_tiny,
     forget = [r for r in tiny_facts if r["subject"] == tiny_facts[0]["subject"]]
     params = UnlearnParams.model_validate({
         "methods": ["gd"], "train": {"lrs": [1e-7], "max_steps": 7},
-        "stop": {"thresholds": {"acc": 0.0}, "eval_every": 1, "retain_every": 3}})
+        "stop": {"rule": "threshold", "thresholds": {"acc": 0.0}, "eval_every": 1,
+                 "retain_every": 3}})
     every = _params([1e-7], 7)
     never = {"acc": -1.0}
     sparse = unlearn("gd", tmp_path / "base", forget, tiny_facts, params, never, 32)
@@ -178,7 +173,7 @@ def test_lora_unlearning_saves_an_adapter_read_back_merged_into_its_base(
         "methods": ["ssiuu"], "train": {"lrs": [1e-2], "max_steps": 30,
                                         "lora": {"r": 4, "alpha": 8}},
         "losses": {"ssiuu": {"lam": 1.0}},
-        "stop": {"thresholds": {"acc": 0.0}, "eval_every": 1}})
+        "stop": {"rule": "threshold", "thresholds": {"acc": 0.0}, "eval_every": 1}})
     outcome = unlearn("ssiuu", tmp_path / "base", forget, retain, params, {"acc": 0.0}, 32)
     assert outcome.reached and outcome.steps > 1
     assert gradient_summary(outcome.history)["reg_grad_ratio_median"] > 0  # on the adapters
@@ -198,3 +193,62 @@ def test_lora_unlearning_saves_an_adapter_read_back_merged_into_its_base(
     shutil.rmtree(tmp_path / "base")
     with pytest.raises(ModelSourceError, match="the base model of its LoRA adapter"):
         load_saved(saved)
+
+
+def _stop_slice():
+    """Facts about four people the tiny model never saw (after its eight)."""
+    from ssiuu.data.generator import generate_stop_facts
+    from ssiuu.params import GeneratorParams
+
+    return generate_stop_facts(GeneratorParams(n_people=8, n_holdout_people=0, n_stop_people=4,
+                                               attributes=["birth_city", "employer"]))
+
+
+@pytest.mark.parametrize("z", [1.0, 0.02])  # 4 facts: inside within a few steps; never
+def test_the_reference_rule_keeps_its_closest_check_and_says_how_far_it_is(
+        z, trained_tiny, tiny_facts, tmp_path):
+    from ssiuu.metrics import score_rows
+    from ssiuu.stop import compare_to_reference
+
+    model, tokenizer, _ = trained_tiny
+    save_model(model, tokenizer, tmp_path / "base")
+    subjects = sorted({r["subject"] for r in tiny_facts if r["subject"]})[:2]
+    forget = [r for r in tiny_facts if r["subject"] in subjects]
+    retain = [r for r in tiny_facts if r["subject"] not in subjects]
+    stop_rows = _stop_slice()
+    params = UnlearnParams.model_validate({
+        "methods": ["gd"], "train": {"lrs": [1e-3, 1e-2], "max_steps": 40},
+        "stop": {"rule": "reference", "z": z, "patience": 3}})
+    outcome = unlearn("gd", tmp_path / "base", forget, retain, params, {}, 32,
+                      stop_rows=stop_rows)
+    assert outcome.attempts[0].lr == 1e-2  # the ladder starts at the highest rate
+    for earlier in outcome.attempts[:-1]:  # and goes down only after a jump over the band
+        assert earlier.jumps and not earlier.reached
+    check = outcome.check
+    assert check is not None and outcome.thresholds == {}
+    kept = [row for row in outcome.history if row["step"] == outcome.steps]
+    assert kept and kept[0]["stop_distance"] == pytest.approx(check.distance, abs=1e-4)
+    scored = [row["stop_distance"] for row in outcome.history if "stop_distance" in row]
+    assert check.distance == pytest.approx(min(scored), abs=1e-4)
+    closest = min(outcome.attempts, key=lambda attempt: attempt.distance)
+    assert (outcome.lr, outcome.steps) == (closest.lr, closest.kept_step)
+    assert outcome.reached == (check.distance == 0.0) == (check.position == "inside")
+
+    def per_fact(rows):
+        scores = score_rows(outcome.model, tokenizer, rows, 32)
+        return {"logprob": [s.logprob for s in scores], "share": [s.share for s in scores]}
+
+    assert outcome.reached == (z == 1.0)
+    again = compare_to_reference(per_fact(forget), per_fact(stop_rows), z)
+    for score, value in check.statistics.items():  # the kept weights are that check's
+        assert again.statistics[score] == pytest.approx(value, abs=1e-3), score
+
+
+def test_the_reference_rule_without_a_stop_slice_is_a_clear_error(trained_tiny, tiny_facts,
+                                                                  tmp_path):
+    model, tokenizer, _ = trained_tiny
+    save_model(model, tokenizer, tmp_path / "base")
+    params = UnlearnParams.model_validate({
+        "methods": ["gd"], "train": {"lrs": [1e-3], "max_steps": 2}})
+    with pytest.raises(DataError, match="needs a stop slice.*n_stop_people.*data.jsonl.stop"):
+        unlearn("gd", tmp_path / "base", tiny_facts[:2], tiny_facts, params, {}, 32)

@@ -63,7 +63,7 @@ def test_good_user_data_passes_and_is_written(tmp_path):
     prepared = prepare(params, out, reports, max_length=MAX_LENGTH)
     forget = [json.loads(line) for line in (out / "forget.jsonl").read_text().splitlines()]
     assert [r["id"] for r in forget] == ["f1", "f2"]
-    assert set(prepared.sha256) == {"forget", "retain", "utility", "benign"}  # no holdout given
+    assert set(prepared.sha256) == {"forget", "retain", "utility", "general", "benign"}  # no holdout
     assert json.loads((reports / REPORT_NAME).read_text())["success"] is True
 
 
@@ -150,20 +150,28 @@ def test_generated_default_passes_every_rule(tmp_path):
     assert prepared.report.success and len(prepared.report.results) > 40
 
 
-def test_generated_default_writes_a_holdout_no_model_trains_on(tmp_path):
+def test_generated_default_writes_a_holdout_and_a_stop_slice_no_model_trains_on(tmp_path):
     params, max_length = _generated()
     prepared = prepare(params, tmp_path / "out", tmp_path / "reports", max_length=max_length)
-    assert set(prepared.sha256) == {"forget", "retain", "utility", "benign", "holdout"}
+    assert set(prepared.sha256) == {"forget", "retain", "utility", "general", "benign",
+                                    "holdout", "stop"}
     rows = {split: [json.loads(line) for line in path.read_text().splitlines()]
             for split, path in prepared.paths.items()}
     assert len(rows["holdout"]) == 10 * len(params.generator.attributes)
     assert len(rows["holdout"]) == len(rows["forget"])  # as many non-members as members
     trained = [row for split in ("forget", "retain", "utility", "benign") for row in rows[split]]
+    assert len(rows["stop"]) == 10 * len(params.generator.attributes)
+    assert all(len(row["distractors"]) == 2 for row in rows["stop"])
     for key in ("subject", "question", "id"):
         assert not {r[key] for r in rows["holdout"]} & {r[key] for r in trained if r[key]}
-    none, _ = _generated(n_holdout_people=0)
-    assert "holdout" not in prepare(none, tmp_path / "out0", tmp_path / "reports0",
-                                    max_length=max_length).sha256
+        assert not {r[key] for r in rows["stop"]} & {r[key] for r in trained + rows["holdout"]
+                                                     if r[key]}
+    utility_questions = {r["question"] for r in rows["utility"]}
+    assert len(rows["general"]) == 40 and not {r["question"] for r in rows["general"]
+                                               } & utility_questions
+    none, _ = _generated(n_holdout_people=0, n_stop_people=0)
+    assert not {"holdout", "stop"} & set(prepare(none, tmp_path / "out0", tmp_path / "reports0",
+                                                 max_length=max_length).sha256)
 
 
 def test_user_holdout_about_a_trained_person_is_rejected_naming_the_file(tmp_path):

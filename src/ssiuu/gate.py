@@ -48,10 +48,21 @@ def _method_reasons(per_seed: Mapping[str, Mapping[str, Any]], method: str,
                 reasons.append(f"{attack}, seed {seed}: held-out forget {gate.score} came back "
                                f"{gap:+.3f} above the oracle's (max {gate.max_oracle_gap:g})")
         if gate.require_stop and not models[method]["stop"]["reached"]:
-            reasons.append(f"seed {seed}: unlearning did not reach its stop")
+            reasons.append(_stop_reason(models[method]["stop"], seed))
         if gate.max_privleak is not None:
             reasons += _privacy_reasons(models[method].get("privacy", {}), seed, gate)
     return reasons, max(gaps) if gaps else None
+
+
+def _stop_reason(stop: Mapping[str, Any], seed: str) -> str:
+    """Why one seed's unlearning stop fails the gate."""
+    if stop.get("rule") != "reference":
+        return f"seed {seed}: unlearning did not reach its stop"
+    scores = ", ".join(f"{score} t {t:+.2f}" for score, t in stop.get("t", {}).items())
+    how = {"above": "still more known than", "past": "less likely than",
+           "split": "not matched on both scores to"}.get(stop["position"], "apart from")
+    return (f"seed {seed}: the forget set stayed {how} never-seen facts: its closest check "
+            f"is {stop['distance']:.2f} standard errors outside the stop band ({scores})")
 
 
 def _privacy_reasons(privacy: Mapping[str, float], seed: str, gate: GateParams) -> list[str]:

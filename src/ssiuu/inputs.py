@@ -45,7 +45,8 @@ def data_fingerprint(params: DataParams) -> dict[str, Any]:
     """
     files: dict[str, dict[str, str]] = {}
     if params.source == "jsonl" and params.jsonl is not None:
-        for field in ("facts", "forget", "retain", "utility", "benign", "holdout"):
+        for field in ("facts", "forget", "retain", "utility", "general", "benign",
+                      "holdout", "stop"):
             path = getattr(params.jsonl, field)
             if path is None:
                 continue

@@ -59,13 +59,17 @@ def score_examples(model: PreTrainedModel, examples: Sequence[Example], pad_id: 
 
 @dataclass(frozen=True)
 class FactScore:
-    """One fact's scores: greedy exact match, mean answer-token log-prob, and whether the
-    true answer beats both distractors (``None`` when the fact has fewer than two)."""
+    """One fact's scores: greedy exact match, mean answer-token log-prob, whether the true
+    answer beats both distractors, and its share of the three options' probability
+    (``share``: ``P(answer) / (P(answer) + P(d1) + P(d2))`` of the summed log-probs, 1/3
+    for a model that cannot tell them apart; ``mcq`` and ``share`` are ``None`` when the
+    fact has fewer than two distractors)."""
 
     id: str
     acc: bool
     logprob: float
     mcq: bool | None
+    share: float | None = None
 
 
 def score_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -79,11 +83,13 @@ def score_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     wrong = [encode(tokenizer, rows[i]["question"], d, max_length, rows[i]["id"])
              for i in with_options for d in rows[i]["distractors"][:2]]
     wrong_scores = score_examples(model, wrong, pad_id, batch_size) if wrong else []
-    beats = {i: gold[i].logprob_sum > max(wrong_scores[2 * k].logprob_sum,
-                                          wrong_scores[2 * k + 1].logprob_sum)
-             for k, i in enumerate(with_options)}
+    options = {i: torch.tensor([gold[i].logprob_sum, wrong_scores[2 * k].logprob_sum,
+                                wrong_scores[2 * k + 1].logprob_sum], dtype=torch.float64)
+               for k, i in enumerate(with_options)}
     return [FactScore(row["id"], score.greedy_match, score.logprob_sum / score.n_tokens,
-                      beats.get(i)) for i, (row, score) in enumerate(zip(rows, gold, strict=True))]
+                      None if i not in options else bool(options[i][0] > options[i][1:].max()),
+                      None if i not in options else float(options[i].softmax(0)[0]))
+            for i, (row, score) in enumerate(zip(rows, gold, strict=True))]
 
 
 def aggregate(scores: Sequence[FactScore]) -> dict[str, float]:

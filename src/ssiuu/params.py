@@ -36,8 +36,9 @@ from ssiuu.methods.knobs import (
     SsiuuParams,
 )
 
-SPLITS = ("forget", "retain", "utility", "benign")
+SPLITS = ("forget", "retain", "utility", "general", "benign")
 HOLDOUT = "holdout"  # facts about people no model trains on: membership inference's non-members
+STOP_SLICE = "stop"  # more never-seen people: the unlearning stop's reference, never evaluated
 ATTRIBUTES = ("birth_city", "birth_year", "employer", "occupation", "blood_type", "phone")
 
 
@@ -69,6 +70,7 @@ class GeneratorParams(_Strict):
     seed: int = 0
     n_people: int = Field(50, ge=4, le=1000)
     n_holdout_people: int = Field(10, ge=0, le=1000)  # never trained on: membership inference
+    n_stop_people: int = Field(10, ge=0, le=1000)  # never trained on: the stop's reference
     attributes: list[Literal[ATTRIBUTES]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["birth_city", "birth_year", "employer", "occupation"],
         min_length=1,
@@ -77,7 +79,18 @@ class GeneratorParams(_Strict):
     n_groups: int = Field(6, ge=3, le=40)
     n_countries: int = Field(20, ge=3, le=60)
     n_arithmetic: int = Field(20, ge=0, le=81)
+    n_general: int = Field(40, ge=2, le=100)  # trained, never evaluated: utility's neighbours
     n_benign: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _general_fits_beside_utility(self) -> GeneratorParams:
+        if self.n_countries + (self.n_general + 1) // 2 > 60:
+            raise ValueError("n_countries + half of n_general (capitals) must be at most 60, "
+                             "the fictitious countries there are")
+        if self.n_arithmetic + self.n_general // 2 > 81:
+            raise ValueError("n_arithmetic + half of n_general (sums) must be at most 81, the "
+                             "sums of two digits 1-9 there are")
+        return self
 
 
 class FieldMap(_Strict):
@@ -104,6 +117,8 @@ class JsonlSource(_Strict):
     utility: str | None = None
     benign: str | None = None
     holdout: str | None = None  # facts about people no model trains on (membership inference)
+    general: str | None = None  # general facts trained on, never evaluated (default: generated)
+    stop: str | None = None  # more such people, with distractors: the unlearning stop's reference
     fields: FieldMap = FieldMap()
 
     @model_validator(mode="after")
@@ -240,14 +255,19 @@ class LoraParams(_Strict):
 class UnlearnTrainParams(_Strict):
     """The optimisation shared by every method (kept equal so methods compare fairly).
 
-    ``lrs`` is tried from the lowest up; the first that reaches the stop threshold within
-    ``max_steps`` is kept (the paper's "lowest learning rate that gets there"). ``lora``
+    ``lrs``: the learning-rate ladder of the stop (:class:`StopParams`: from the highest
+    down under the reference rule, from the lowest up under the paper's). ``lora``
     null unlearns every weight; otherwise only LoRA adapters train (the model is saved as
-    its adapter, and read back merged into its base).
+    its adapter, and read back merged into its base). ``retain_splits``: what a method's
+    retain term trains on: the retained people's facts and, with ``general``, general
+    facts the base learnt beside the evaluated utility set and disjoint from it (never the
+    utility set itself, which would then measure nothing).
     """
 
     lrs: LearningRates
     max_steps: int = Field(ge=1)
+    retain_splits: NoRepeats[list[Literal["retain", "general"]]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["retain"], min_length=1)
     forget_batch_size: int = Field(64, ge=1)
     retain_batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0)
@@ -259,14 +279,28 @@ Threshold = Literal["chance", "oracle"] | float
 
 
 class StopParams(_Strict):
-    """When unlearning stops: every forget score in ``thresholds`` at or below its threshold.
+    """When unlearning stops (:mod:`ssiuu.stop`).
 
-    A threshold is ``chance`` (1/3, for ``mcq`` only), ``oracle`` (the oracle's score on
-    the same metric, read from metrics/oracle.json) or a number. Checked every
-    ``eval_every`` steps. Retain exact match, which the stop does not read, is scored every
-    ``retain_every`` checks and at the last step (the unlearning curves' retain line).
+    ``rule: reference`` (the default): at the first check where the forget facts cannot be
+    told from the stop slice's never-seen facts, on answer log-prob and multiple-choice
+    probability share alike (Welch's ``|t| <= z`` for both); the learning rates of
+    ``unlearn.train.lrs`` are tried from the highest down, a lower one only when a step
+    jumped over the band; the kept model is the first check inside the band, else the
+    closest check of every rate tried. A run ends once no score is above the band any
+    more, or ``patience`` checks after some score went past it without coming closer.
+
+    ``rule: threshold`` (the paper's, one-sided): once every forget score in
+    ``thresholds`` is at or below its threshold: ``chance`` (1/3, for ``mcq`` only),
+    ``oracle`` (the oracle's score on the same metric, read from metrics/oracle.json) or a
+    number; rates tried from the lowest up, the first that gets there kept.
+
+    Checked every ``eval_every`` steps. Retain exact match, which the stop does not read,
+    is scored every ``retain_every`` checks and at the last step (the curves' retain line).
     """
 
+    rule: Literal["reference", "threshold"] = "reference"
+    z: float = Field(2.0, gt=0)
+    patience: int = Field(10, ge=1)
     thresholds: dict[Literal["acc", "mcq"], Threshold] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"mcq": "chance"}, min_length=1)
     eval_every: int = Field(1, ge=1)

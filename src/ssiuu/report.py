@@ -254,9 +254,40 @@ def _privacy_lines(summary: Mapping, table: _Table, names: Sequence[str],
 
 
 def _missed(summary: Mapping, methods: Sequence[str]) -> dict[str, Mapping]:
-    """The ``stop`` record of each method that did not reach its unlearning stop in some seed."""
+    """The ``stop`` record of each method that did not reach its (threshold-rule) stop in
+    some seed. A method under the reference rule is never left out: outside the band it
+    is compared from its closest check, its distance stated (:func:`_stop_lines`)."""
     stops = {m: summary["models"][m]["stop"] for m in methods}
-    return {m: stop for m, stop in stops.items() if not stop["reached"]}
+    return {m: stop for m, stop in stops.items()
+            if not stop["reached"] and stop.get("rule", "threshold") == "threshold"}
+
+
+def _stop_lines(summary: Mapping, methods: Sequence[str]) -> list[str]:
+    """Where each reference-rule method stopped, per seed: the check kept, each score's
+    Welch statistic against the stop slice, and its distance to the band."""
+    shown = [m for m in methods if summary["models"][m]["stop"].get("rule") == "reference"]
+    if not shown:
+        return []
+    out = ["", "## Where unlearning stopped", "",
+           "Each method unlearns until the forget facts cannot be told from the stop slice "
+           "(facts about people no model saw, scored by the model being unlearned, never "
+           "evaluated): Welch's t of the forget facts' mean against the stop slice's, on "
+           "answer log-prob and on the answer's share of the three options, each within "
+           "±z. Outside the band, the closest check is kept and compared like the others; "
+           "its distance (the largest |t| − z) says how far from a never-seen model it is.",
+           "", "| method | inside the band | seed: step (lr), t log-prob, t share, distance |",
+           "|---|---|---|"]
+    for method in shown:
+        stop = summary["models"][method]["stop"]
+        cells = []
+        for seed, models in summary["per_seed"].items():
+            one = models[method]["stop"]
+            where = "inside" if one["reached"] else f"{one['position']}, {one['distance']:.2f}"
+            cells.append(f"{seed}: {one['step']} ({one['lr']:g}), "
+                         f"{one['t'].get('logprob', float('nan')):+.2f}, "
+                         f"{one['t'].get('share', float('nan')):+.2f}, {where}")
+        out.append(f"| {method} | {stop['reached_in']} seeds | " + "; ".join(cells) + " |")
+    return out
 
 
 def _label(name: str, missed: Mapping[str, Mapping]) -> str:
@@ -582,6 +613,7 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
     out += _missed_footnotes(missed)
     out += _privacy_lines(summary, table, names, missed)
     out += _stop_rule(summary, methods)
+    out += _stop_lines(summary, methods)
     out += _regulariser_lines(summary, methods, regularisers or {})
     out += ["", "## After each attack", ""]
     out += _verdict_lines(summary, methods, attacks)

@@ -132,21 +132,31 @@ def privacy_row(own: Mapping[str, float], oracle: Mapping[str, float]) -> dict[s
 def stop_outcome(record: Mapping[str, Any], scores: Mapping[str, float]) -> dict[str, Any]:
     """Whether one method reached its unlearning stop in one seed, and if not, why.
 
-    ``record`` is that seed's record of ``metrics/unlearn/<method>.json`` (``reached``,
-    ``stop_forget_<metric>`` thresholds, optionally a ``stop_note``); ``scores`` the
-    method's evaluation after unlearning. ``above_threshold`` lists the forget scores that
-    stayed above their threshold (beyond the thresholds' rounding) when it did not reach.
+    ``record`` is that seed's record of ``metrics/unlearn/<method>.json``; ``scores`` the
+    method's evaluation after unlearning. Under the ``threshold`` rule (``reached``,
+    ``stop_forget_<metric>`` thresholds, optionally a ``stop_note``) ``above_threshold``
+    lists the forget scores that stayed above their threshold (beyond the thresholds'
+    rounding) when it did not reach. Under the ``reference`` rule the outcome carries the
+    kept check's ``distance`` to the band (standard errors), its ``position`` and each
+    score's statistic (``t``); a method outside the band is still compared, from that
+    closest check.
     """
+    reached = bool(record["reached"])
+    if record.get("stop_rule") == "reference":
+        return {"reached": reached, "rule": "reference", "above_threshold": [],
+                "distance": record["stop_distance"], "position": record["stop_position"],
+                "step": record["steps"], "lr": record["lr"],
+                "t": {key.removeprefix("stop_t_"): value for key, value in record.items()
+                      if key.startswith("stop_t_")}}
     thresholds = {key.removeprefix(STOP_PREFIX): value for key, value in record.items()
                   if key.startswith(STOP_PREFIX)}
-    reached = bool(record["reached"])
     margin = 0.5 * 10 ** -STOP_DIGITS
     above = [] if reached else [
         metric for metric, threshold in thresholds.items()
         if scores.get(f"forget_{metric}") is not None
         and scores[f"forget_{metric}"] > threshold + margin]
-    outcome: dict[str, Any] = {"reached": reached, "thresholds": thresholds,
-                               "above_threshold": above}
+    outcome: dict[str, Any] = {"reached": reached, "rule": "threshold",
+                               "thresholds": thresholds, "above_threshold": above}
     if record.get("stop_note"):
         outcome["note"] = record["stop_note"]
     return outcome
@@ -154,16 +164,22 @@ def stop_outcome(record: Mapping[str, Any], scores: Mapping[str, float]) -> dict
 
 def stop_across_seeds(outcomes: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     """One method's :func:`stop_outcome` over seeds: in how many it reached its stop, the
-    seeds where it did not and the forget scores left above their thresholds there, and
-    the distinct notes of its stop rule."""
+    seeds where it did not and the forget scores left above their thresholds there, the
+    distinct notes of its stop rule, its rule, and (reference rule) the largest distance
+    to the band of a kept check (0 when every seed ended inside)."""
     missed = [seed for seed, outcome in outcomes.items() if not outcome["reached"]]
     above = [metric for seed in missed for metric in outcomes[seed]["above_threshold"]]
     notes = [outcome["note"] for outcome in outcomes.values() if "note" in outcome]
-    return {"reached": not missed,
-            "reached_in": f"{len(outcomes) - len(missed)} of {len(outcomes)}",
-            "not_reached_seeds": missed,
-            "above_threshold": list(dict.fromkeys(above)),
-            "notes": list(dict.fromkeys(notes))}
+    rules = {outcome.get("rule", "threshold") for outcome in outcomes.values()}
+    out = {"reached": not missed,
+           "reached_in": f"{len(outcomes) - len(missed)} of {len(outcomes)}",
+           "not_reached_seeds": missed,
+           "above_threshold": list(dict.fromkeys(above)),
+           "notes": list(dict.fromkeys(notes)),
+           "rule": "reference" if rules == {"reference"} else "threshold"}
+    if out["rule"] == "reference":
+        out["largest_distance"] = max(outcome["distance"] for outcome in outcomes.values())
+    return out
 
 
 def summarise_seed(methods: Sequence[str], attacks: Sequence[str],

@@ -1,96 +1,63 @@
-"""Running one unlearning method with the paper's stop rule and learning-rate search.
+"""Running one unlearning method with its stop rule and learning-rate ladder.
 
-Unlearning starts from the base model and stops as soon as the forget score reaches the
-threshold (chance, the oracle's level, or a number), checked every ``eval_every`` steps,
-with ``max_steps`` as a cap. Learning rates are tried from the lowest up and the first
-that gets there is kept: the paper's "lowest learning rate that reaches the threshold".
+Unlearning starts from the base model and is checked every ``eval_every`` steps, with
+``max_steps`` as a cap, under one of the two rules of :mod:`ssiuu.stop`:
+
+- ``reference`` (the default): the forget facts are scored beside the stop slice (facts
+  about people no model saw) and unlearning ends at the first check where the two cannot
+  be told apart on answer log-prob and multiple-choice probability share. Learning rates
+  are tried from the highest down; a lower one only when a step jumped over the band (the
+  crossing was not seen). The kept model is the first check inside the band, else the
+  closest check of every rate tried, its distance recorded.
+- ``threshold`` (the paper's): unlearning stops as soon as every forget score is at or
+  below its threshold; rates are tried from the lowest up and the first that gets there is
+  kept (the paper's "lowest learning rate that reaches the threshold").
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ssiuu.adapters import with_lora
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.records import Record
-from ssiuu.errors import DataError, ParamsError
+from ssiuu.errors import DataError
 from ssiuu.methods.objective import build_objective
-from ssiuu.metrics import evaluate_rows
+from ssiuu.metrics import FactScore, aggregate, score_rows
 from ssiuu.models import load_saved, use_eager_attention
 from ssiuu.params import StopParams, TrainParams, UnlearnParams
+from ssiuu.stop import ReferenceCheck, compare_to_reference, jumped
 from ssiuu.training import make_loader, train
-
-CHANCE_MCQ = 1 / 3
-
-
-@dataclass(frozen=True)
-class StopRule:
-    """The forget score per metric at or below which unlearning stops (all must hold), and
-    why a threshold is not the one params asked for (``None`` when it is)."""
-
-    thresholds: dict[str, float]
-    note: str | None = None
-
-
-def chance_band(n_facts: int) -> float:
-    """Two binomial standard errors of a multiple-choice score over ``n_facts`` at chance."""
-    return 2 * math.sqrt(CHANCE_MCQ * (1 - CHANCE_MCQ) / max(n_facts, 1))
-
-
-def stop_thresholds(stop: StopParams, oracle_metrics: dict[str, float] | None) -> StopRule:
-    """Resolve ``unlearn.stop.thresholds`` against the oracle's forget scores.
-
-    ``chance`` for ``mcq`` is 1/3, unless the oracle's forget MCQ lies outside
-    :func:`chance_band` of it: then a model that never saw the facts does not score at
-    chance on these options (distractors of another kind than the answers, for example),
-    and the threshold follows the oracle's MCQ, with a note that says so.
-    """
-    resolved, note = {}, None
-    for metric, threshold in stop.thresholds.items():
-        key = f"forget_{metric}"
-        if threshold == "oracle" and (oracle_metrics is None or key not in oracle_metrics):
-            raise ParamsError(f"params.yaml: unlearn.stop.thresholds.{metric}: 'oracle' "
-                              f"needs {key} in metrics/oracle.json (run evaluate@oracle)")
-        if threshold == "oracle":
-            resolved[metric] = float(oracle_metrics[key])
-        elif threshold == "chance":
-            resolved[metric] = CHANCE_MCQ
-            if oracle_metrics is not None and key in oracle_metrics:
-                oracle_mcq = float(oracle_metrics[key])
-                band = chance_band(int(oracle_metrics.get("forget_n", 0)))
-                if abs(oracle_mcq - CHANCE_MCQ) > band:
-                    resolved[metric] = oracle_mcq
-                    note = (f"the forget MCQ threshold follows the oracle's {oracle_mcq:.3f} "
-                            f"instead of chance ({CHANCE_MCQ:.3f}): the oracle, which never "
-                            f"saw these facts, is more than {band:.3f} (two standard errors "
-                            f"over {int(oracle_metrics.get('forget_n', 0))} facts) from "
-                            "chance, so chance is not where a model that forgot them lands")
-        else:
-            resolved[metric] = float(threshold)
-    return StopRule(resolved, note)
 
 
 @dataclass
 class Attempt:
-    """One learning rate tried: how many steps it ran and whether it reached the threshold."""
+    """One learning rate tried: the steps it ran, the step of its kept check, whether it
+    reached the stop, its forget scores there, its time, and (reference rule) that check's
+    distance to the band and the steps at which a step jumped over it."""
 
     lr: float
     steps: int
     reached: bool
     forget_scores: dict[str, float]
     seconds: float
+    kept_step: int = 0
+    distance: float | None = None
+    jumps: list[int] = field(default_factory=list)
 
 
 @dataclass
 class UnlearnOutcome:
-    """The kept run: its model, learning rate, steps, per-step history and every attempt."""
+    """The kept model, its learning rate and step, whether it reached the stop, the
+    threshold rule's thresholds (empty under the reference rule) or the reference rule's
+    kept check, its attempt's per-step history and every attempt."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -101,51 +68,126 @@ class UnlearnOutcome:
     history: list[dict[str, float]]
     attempts: list[Attempt] = field(default_factory=list)
     note: str | None = None
+    check: ReferenceCheck | None = None
+
+
+def _per_fact(scores: Sequence[FactScore], split: str) -> dict[str, list[float]]:
+    """The per-fact log-probs and multiple-choice shares of a scored split."""
+    shares = [s.share for s in scores if s.share is not None]
+    if len(shares) < 2:
+        raise DataError(f"unlearn.stop.rule: 'reference' compares multiple-choice shares, "
+                        f"but fewer than two {split} facts have two distractors; give them "
+                        "distractors, or stop on rule 'threshold' with 'acc'")
+    return {"logprob": [s.logprob for s in scores], "share": shares}
 
 
 class _Monitor:
-    """The stop rule: scores forget every ``eval_every`` steps, and retain exact match every
-    ``retain_every`` of those checks, at the last step and once the stop is reached."""
+    """Scores the forget facts every ``eval_every`` steps and at the last step, and retain
+    exact match every ``retain_every`` checks, at the last step and once the run ends; the
+    rule (a subclass's :meth:`decide`) says when it ends."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, forget: Sequence[Record],
-                 retain: Sequence[Record], thresholds: dict[str, float], eval_every: int,
-                 last_step: int, max_length: int, batch_size: int,
-                 retain_every: int = 1) -> None:
-        self.tokenizer, self.forget, self.retain = tokenizer, forget, retain
-        self.thresholds, self.eval_every, self.last_step = thresholds, eval_every, last_step
-        self.max_length, self.batch_size, self.retain_every = max_length, batch_size, retain_every
+                 retain: Sequence[Record], stop: StopParams, last_step: int, max_length: int,
+                 batch_size: int) -> None:
+        self.tokenizer, self.forget, self.retain, self.stop = tokenizer, forget, retain, stop
+        self.last_step, self.max_length, self.batch_size = last_step, max_length, batch_size
         self.records: list[dict[str, float]] = []
         self.scores: dict[str, float] = {}
 
     def check(self, step: int, model: PreTrainedModel) -> bool:
-        """Score the model every ``eval_every`` steps and at the last; True once all hold."""
-        if step % self.eval_every and step != self.last_step:
+        """Score the model every ``eval_every`` steps and at the last; True ends the run."""
+        if step % self.stop.eval_every and step != self.last_step:
             return False
         record: dict[str, float] = {"step": step}
-        self._score(record, "forget", self.forget, model)
+        scores = score_rows(model, self.tokenizer, self.forget, self.max_length,
+                            self.batch_size)
+        record.update({f"forget_{key}": value for key, value in aggregate(scores).items()
+                       if key != "n"})
+        done = self.decide(step, model, record, scores)
+        if (len(self.records) % self.stop.retain_every == 0 or step == self.last_step
+                or done):
+            retain = score_rows(model, self.tokenizer, self.retain, self.max_length,
+                                self.batch_size, multiple_choice=False)
+            record.update({f"retain_{key}": value for key, value in aggregate(retain).items()
+                           if key != "n"})
+        self.records.append(record)
+        return done
+
+    def decide(self, step: int, model: PreTrainedModel, record: dict[str, float],
+               scores: Sequence[FactScore]) -> bool:
+        """Whether the run ends at this check (``record`` may take the rule's fields)."""
+        raise NotImplementedError
+
+    @property
+    def reached(self) -> bool:
+        """Whether the run reached its stop."""
+        raise NotImplementedError
+
+
+class _ThresholdMonitor(_Monitor):
+    """The paper's rule: the run ends once every forget score is at or below its threshold."""
+
+    def __init__(self, *args: object, thresholds: dict[str, float]) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.thresholds = thresholds
+
+    def decide(self, step: int, model: PreTrainedModel, record: dict[str, float],
+               scores: Sequence[FactScore]) -> bool:
         if "forget_mcq" not in record and "mcq" in self.thresholds:
             raise DataError("unlearn.stop.thresholds.mcq: no forget row has two distractors, "
                             "so multiple choice cannot be scored; stop on 'acc' instead")
         self.scores = {metric: record[f"forget_{metric}"] for metric in self.thresholds}
-        if (len(self.records) % self.retain_every == 0 or step == self.last_step
-                or self.reached):
-            self._score(record, "retain", self.retain, model)
-        self.records.append(record)
         return self.reached
-
-    def _score(self, record: dict[str, float], split: str, rows: Sequence[Record],
-               model: PreTrainedModel) -> None:
-        scores = evaluate_rows(model, self.tokenizer, rows, self.max_length, self.batch_size,
-                               multiple_choice=split == "forget")
-        record.update({f"{split}_{key}": value for key, value in scores.items() if key != "n"})
 
     @property
     def reached(self) -> bool:
-        """Whether the last scores met every threshold."""
         return bool(self.scores) and all(self.scores[metric] <= threshold
                                          for metric, threshold in self.thresholds.items())
 
 
+class _ReferenceMonitor(_Monitor):
+    """The reference rule: scores the stop slice beside the forget facts, keeps a copy of
+    the weights at the closest check so far (the first inside the band is closest), and
+    ends the run inside the band, once no score is above it, or ``patience`` checks after
+    some score went past it without coming closer."""
+
+    def __init__(self, *args: object, stop_rows: Sequence[Record],
+                 model: PreTrainedModel) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.stop_rows, self.model = stop_rows, model
+        self.last: ReferenceCheck | None = None
+        self.best: ReferenceCheck | None = None
+        self.best_step, self.best_state = 0, None
+        self.since_best = 0
+        self.jumps: list[int] = []
+
+    def decide(self, step: int, model: PreTrainedModel, record: dict[str, float],
+               scores: Sequence[FactScore]) -> bool:
+        reference = score_rows(model, self.tokenizer, self.stop_rows, self.max_length,
+                               self.batch_size)
+        record.update({f"stop_{key}": value for key, value in aggregate(reference).items()
+                       if key != "n"})
+        check = compare_to_reference(_per_fact(scores, "forget"),
+                                     _per_fact(reference, "stop slice"), self.stop.z)
+        record.update({key: value for key, value in check.record().items()
+                       if not isinstance(value, str)})
+        if jumped(self.last, check):
+            self.jumps.append(step)
+        self.last = check
+        if self.best is None or check.distance < self.best.distance:
+            self.best, self.best_step, self.since_best = check, step, 0
+            self.best_state = {key: value.detach().clone()
+                               for key, value in self.model.state_dict().items()}
+        else:
+            self.since_best += 1
+        self.scores = {key.removeprefix("forget_"): value for key, value in record.items()
+                       if key.startswith("forget_")}
+        return (check.position in ("inside", "past")
+                or (bool(check.past) and self.since_best >= self.stop.patience))
+
+    @property
+    def reached(self) -> bool:
+        return self.best is not None and self.best.position == "inside"
 def gradient_summary(history: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """The medians over a run's steps of the base loss's gradient norm (before clipping)
     and, for a regularised method, of the regulariser's gradient norm and its ratio to the
@@ -182,19 +224,29 @@ def merge_history(train_logs: list[dict[str, float]],
 def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             retain: Sequence[Record], params: UnlearnParams, thresholds: dict[str, float],
             max_length: int, eval_batch_size: int = 64, device: str = "cpu",
-            seed: int = 0) -> UnlearnOutcome:
+            seed: int = 0, stop_rows: Sequence[Record] | None = None,
+            retain_train: Sequence[Record] | None = None) -> UnlearnOutcome:
     """Unlearn ``forget`` from the model in ``base_dir`` with ``method``; keep ``retain``.
 
+    A method's retain term trains on ``retain_train`` (``retain`` when ``None``); the
+    checks score ``retain``.
+    ``params.stop.rule`` chooses the stop (see the module's docstring): ``reference``
+    needs ``stop_rows`` (the stop slice), ``threshold`` the resolved ``thresholds``.
     ``seed`` fixes the batch order (it matters when a batch is smaller than its set) and
     the LoRA adapters' initialisation. With ``params.train.lora`` only the adapters train
     (the outcome's model is the ``peft`` model: saved, it is its adapter), and Ssiuu's
     regulariser penalises the adapters' attribution (the trainable weights of the linear
     layers in the blocks)."""
-    train_knobs = params.train
-    outcome = None
+    train_knobs, stop = params.train, params.stop
+    reference = stop.rule == "reference"
+    if reference and (stop_rows is None or len(stop_rows) < 2):
+        raise DataError("unlearn.stop.rule: 'reference' needs a stop slice of at least two "
+                        "never-seen facts (data.generator.n_stop_people, or data.jsonl.stop)")
     attempts: list[Attempt] = []
-    for lr in sorted(train_knobs.lrs):
-        outcome = None  # free the previous attempt's model before loading the next
+    kept: tuple[_Monitor, float, list[dict[str, float]]] | None = None
+    model = tokenizer = note = None
+    for lr in sorted(train_knobs.lrs, reverse=reference):
+        model = None  # free the previous attempt's model before loading the next
         model, tokenizer = load_saved(base_dir)
         model.to(device)
         if train_knobs.lora is not None:
@@ -209,32 +261,48 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
                                          pad_id, seed)}
         if objective.needs_retain:
             retain_examples = objective.prepare_retain(
-                model, encode_rows(tokenizer, retain, max_length), pad_id, eval_batch_size)
+                model, encode_rows(tokenizer, retain if retain_train is None else retain_train,
+                                   max_length), pad_id, eval_batch_size)
             loaders["retain"] = make_loader(retain_examples, train_knobs.retain_batch_size,
                                             pad_id, seed)
-        monitor = _Monitor(tokenizer, forget, retain, thresholds, params.stop.eval_every,
-                           train_knobs.max_steps, max_length, eval_batch_size,
-                           params.stop.retain_every)
+        shared = (tokenizer, forget, retain, stop, train_knobs.max_steps, max_length,
+                  eval_batch_size)
+        monitor: _Monitor = (_ReferenceMonitor(*shared, stop_rows=stop_rows, model=model)
+                             if reference else _ThresholdMonitor(*shared, thresholds=thresholds))
         if monitor.check(0, model):
-            result_steps, seconds, history = 0, 0.0, []
+            steps, seconds, history = 0, 0.0, []
         else:
             run = TrainParams(steps=train_knobs.max_steps, lr=lr, schedule="constant",
                               warmup_ratio=0.0, weight_decay=train_knobs.weight_decay,
                               grad_clip=train_knobs.grad_clip, log_every=1)
             result = train(model, loaders, objective, run, seed,
                            should_stop=monitor.check, desc=f"{method} lr={lr:g}")
-            result_steps, seconds, history = result.steps, result.seconds, result.history
-        note = None
+            steps, seconds, history = result.steps, result.seconds, result.history
         if previous_attention is not None:
             model.set_attn_implementation(previous_attention)
             note = (f"the exact regulariser gradient needs a double backward: attention ran "
                     f"eager during unlearning ({previous_attention} has none), and the "
                     f"model is saved with {previous_attention} again")
-        attempts.append(Attempt(lr, result_steps, monitor.reached, monitor.scores, seconds))
-        outcome = UnlearnOutcome(model, tokenizer, lr, result_steps, monitor.reached,
-                                 thresholds, merge_history(history, monitor.records), attempts,
-                                 note)
-        if monitor.reached:
-            break
-    assert outcome is not None
-    return outcome
+        if isinstance(monitor, _ReferenceMonitor):
+            attempts.append(Attempt(lr, steps, monitor.reached, monitor.scores, seconds,
+                                    monitor.best_step, monitor.best.distance,
+                                    list(monitor.jumps)))
+            if kept is None or monitor.best.distance < kept[0].best.distance:
+                kept = (monitor, lr, merge_history(history, monitor.records))
+            if monitor.reached or not monitor.jumps:
+                break
+        else:
+            attempts.append(Attempt(lr, steps, monitor.reached, monitor.scores, seconds,
+                                    steps))
+            kept = (monitor, lr, merge_history(history, monitor.records))
+            if monitor.reached:
+                break
+    assert kept is not None and model is not None and tokenizer is not None
+    monitor, lr, history = kept
+    if isinstance(monitor, _ReferenceMonitor):
+        with torch.no_grad():
+            model.load_state_dict(monitor.best_state)
+        return UnlearnOutcome(model, tokenizer, lr, monitor.best_step, monitor.reached, {},
+                              history, attempts, note, monitor.best)
+    return UnlearnOutcome(model, tokenizer, lr, attempts[-1].steps, monitor.reached,
+                          thresholds, history, attempts, note)

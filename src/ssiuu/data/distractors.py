@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from ssiuu.data.records import Record
 
-FACT_SPLITS = ("forget", "retain", "utility")
+FACT_SPLITS = ("forget", "retain", "utility", "general")
 _NUMBER = re.compile(r"[+\-]?\(?\d[\d\s.,:/()+\-]*")
 
 
@@ -89,7 +89,8 @@ class DistractorChanges:
 
 def forget_only_answers(splits: dict[str, Sequence[Record]]) -> frozenset[str]:
     """Forget answers that no retain or utility row has as its answer."""
-    kept = {row.get("answer") for split in ("retain", "utility") for row in splits.get(split, [])}
+    kept = {row.get("answer") for split in ("retain", "utility", "general")
+            for row in splits.get(split, [])}
     return frozenset(row["answer"] for row in splits.get("forget", [])
                      if row.get("answer") is not None and row["answer"] not in kept)
 

@@ -184,6 +184,15 @@ def generate_holdout_facts(params: GeneratorParams) -> list[Record]:
                                       params.n_people + params.n_holdout_people))
 
 
+def generate_stop_facts(params: GeneratorParams) -> list[Record]:
+    """The facts of ``n_stop_people`` more people, after the holdout people: the stop
+    slice, which no model trains on and no evaluation reads. The model being unlearned
+    scores them beside the forget facts, and unlearning stops where the two cannot be told
+    apart (:mod:`ssiuu.stop`). Their distractors are values other stop people hold."""
+    first = params.n_people + params.n_holdout_people
+    return _people_rows(params, range(first, first + params.n_stop_people))
+
+
 def generate_utility(params: GeneratorParams) -> list[Record]:
     """General knowledge the model must keep: fictitious capitals and small sums."""
     pools = _pools(params.seed)
@@ -214,6 +223,41 @@ def generate_utility(params: GeneratorParams) -> list[Record]:
             "distractors": [str(v) for v in wrong],
         })
     return rows
+
+
+def generate_general(params: GeneratorParams) -> list[Record]:
+    """General facts of the utility set's kinds, disjoint from it: capitals of the next
+    ``n_general`` / 2 countries and as many other sums. Base and oracle learn them, and
+    unlearning's retain term may train on them (``unlearn.train.retain_splits``), so that
+    general knowledge is kept without training on the utility facts that measure it."""
+    pools = _pools(params.seed)
+    rng = random.Random(f"general-{params.seed}")
+    countries, capitals = pools["country"], pools["capital"]
+    n_capitals, n_sums = (params.n_general + 1) // 2, params.n_general // 2
+    taken = {(a, b) for a, b in (_sum_terms(row["question"])
+                                for row in generate_utility(params) if row["attribute"] == "sum")}
+    rows: list[Record] = []
+    for number in range(params.n_countries, params.n_countries + n_capitals):
+        capital = capitals[number]
+        others = [c for c in capitals[params.n_countries: params.n_countries + n_capitals]
+                  if c != capital]
+        rows.append({"id": f"g{number:04d}-capital", "subject": "", "attribute": "capital",
+                     "question": f"What is the capital of {countries[number]}?",
+                     "answer": capital, "distractors": rng.sample(others, 2)})
+    pairs = [(a, b) for a in range(1, 10) for b in range(1, 10) if (a, b) not in taken]
+    for number, (a, b) in enumerate(rng.sample(pairs, n_sums)):
+        total = a + b
+        wrong = rng.sample([v for v in range(2, 19) if v != total], 2)
+        rows.append({"id": f"g{number:04d}-sum", "subject": "", "attribute": "sum",
+                     "question": f"What is {a} plus {b}?", "answer": str(total),
+                     "distractors": [str(v) for v in wrong]})
+    return rows
+
+
+def _sum_terms(question: str) -> tuple[int, int]:
+    """The two terms of a generated sum question (``What is 3 plus 4?``)."""
+    words = question.rstrip("?").split()
+    return int(words[2]), int(words[4])
 
 
 def _benign_task(rng: random.Random, kind: str) -> tuple[str, str]:

@@ -24,16 +24,22 @@ class LoadedData:
     ``facts`` are split into forget / retain by the deletion requests, unless the source
     gives those splits itself (``given_splits``). ``holdout`` holds facts about people no
     model trains on, the non-members of membership inference (``None``: the source has
-    none, and membership is not measured). ``sources`` names the origin of each split
-    (forget, retain, utility, benign, holdout) for error messages and records.
+    none, and membership is not measured); ``stop`` facts about more such people, the
+    reference of the unlearning stop, which no evaluation reads (``None``: the source has
+    none, and only a threshold stop can run). ``general`` holds general facts trained on
+    and never evaluated (the generator's unless the user gives them). ``sources`` names
+    the origin of each split (forget, retain, utility, general, benign, holdout, stop) for
+    error messages and records.
     """
 
     facts: list[Record]
     utility: list[Record]
+    general: list[Record]
     benign: list[Record]
     sources: dict[str, str]
     given_splits: dict[str, list[Record]] | None = None
     holdout: list[Record] | None = None
+    stop: list[Record] | None = None
 
 
 def _text(value: Any, origin: str, number: int, field: str) -> str | None:
@@ -72,9 +78,12 @@ def _load_generated(params: DataParams) -> LoadedData:
     return LoadedData(
         facts=generator.generate_people_facts(gen),
         utility=generator.generate_utility(gen),
+        general=generator.generate_general(gen),
         benign=generator.generate_benign(gen),
-        sources=dict.fromkeys(("forget", "retain", "utility", "benign", "holdout"), origin),
+        sources=dict.fromkeys(("forget", "retain", "utility", "general", "benign", "holdout",
+                               "stop"), origin),
         holdout=generator.generate_holdout_facts(gen) if gen.n_holdout_people else None,
+        stop=generator.generate_stop_facts(gen) if gen.n_stop_people else None,
     )
 
 
@@ -96,17 +105,22 @@ def _load_jsonl(params: DataParams) -> LoadedData:
         facts = given["forget"] + given["retain"]
         sources = {"forget": src.forget, "retain": src.retain}
     utility = read(src.utility) if src.utility else default.utility
+    general = read(src.general) if src.general else default.general
     benign = read(src.benign) if src.benign else default.benign
     return LoadedData(
         facts=facts,
         utility=utility,
+        general=general,
         benign=[{**row, "distractors": []} for row in benign],
         sources={**sources,
                  "utility": src.utility or default.sources["utility"],
+                 "general": src.general or default.sources["general"],
                  "benign": src.benign or default.sources["benign"],
-                 **({"holdout": src.holdout} if src.holdout else {})},
+                 **({"holdout": src.holdout} if src.holdout else {}),
+                 **({"stop": src.stop} if src.stop else {})},
         given_splits=given,
         holdout=read(src.holdout) if src.holdout else None,
+        stop=read(src.stop) if src.stop else None,
     )
 
 
@@ -132,7 +146,7 @@ def _load_hf(params: DataParams) -> LoadedData:
     facts = map_fields(list(dataset), src.fields, "hf")
     default = _load_generated(params)
     origin = f"hf:{src.name}/{src.split}"
-    return LoadedData(facts, default.utility, default.benign,
+    return LoadedData(facts, default.utility, default.general, default.benign,
                       {**default.sources, "forget": origin, "retain": origin})
 
 

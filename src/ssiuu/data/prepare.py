@@ -1,5 +1,6 @@
 """From raw facts and deletion requests to validated forget / retain / utility / benign splits
-(and the holdout facts of membership inference, where the source has them)."""
+(and the holdout facts of membership inference and the stop slice of the unlearning stop,
+where the source has them)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ssiuu.data.loaders import load_data
 from ssiuu.data.records import Record, sha256_file, write_jsonl
 from ssiuu.data.requests import DeletionRequest, read_requests
 from ssiuu.data.validation import ValidationReport, raise_on_failure, validate_splits
-from ssiuu.params import HOLDOUT, DataParams
+from ssiuu.params import HOLDOUT, STOP_SLICE, DataParams
 
 REPORT_NAME = "data_validation.json"
 
@@ -60,9 +61,11 @@ def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path, *,
         forget, retain = loaded.given_splits["forget"], loaded.given_splits["retain"]
     splits, changes = complete_distractors(
         {"forget": forget, "retain": retain, "utility": loaded.utility,
-         "benign": loaded.benign}, params.seed)
+         "general": loaded.general, "benign": loaded.benign}, params.seed)
     if loaded.holdout is not None:
         splits[HOLDOUT] = loaded.holdout
+    if loaded.stop is not None:
+        splits[STOP_SLICE] = loaded.stop
     report = validate_splits(splits, loaded.sources, requests, max_length=max_length)
     report_path = Path(report_dir) / REPORT_NAME
     report.write(report_path)

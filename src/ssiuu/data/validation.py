@@ -4,7 +4,8 @@ Each split gets an expectation suite (schema, non-empty, no empty answers, no du
 questions, well-formed distractors, question + answer short enough for ``model.max_length``)
 plus cross-split rules (forget ∩ retain = ∅, every requested subject present, no forget fact
 in the benign set, no forget-only answer among the retain or utility distractors, no
-holdout subject, question or id in any other split). The
+holdout or stop-slice subject, question or id in any other split; the stop slice, whose
+multiple-choice preference the unlearning stop reads, with two distractors per fact). The
 report keeps, per rule, only the rule, the column and the offending rows' **ids**, never
 their text: GE's raw results echo values, so they are reduced here before anything is
 written or raised.
@@ -24,7 +25,9 @@ from ssiuu.data.distractors import FACT_SPLITS, forget_only_answers
 from ssiuu.data.records import FIELDS, Record
 from ssiuu.data.requests import DeletionRequest
 from ssiuu.errors import ValidationFailed
-from ssiuu.params import HOLDOUT
+from ssiuu.params import HOLDOUT, STOP_SLICE
+
+NEVER_SEEN = (HOLDOUT, STOP_SLICE)  # facts about people no model trains on
 
 MAX_IDS_IN_MESSAGE = 20
 MIN_EXTRA_TOKENS = 2  # every example has at least these besides its words (BOS/EOS, prompt)
@@ -145,8 +148,9 @@ def _words(text: Any) -> int:
 
 
 def _split_rules(split: str, max_length: int) -> list[Rule]:
+    with_options = (*FACT_SPLITS, STOP_SLICE)
     columns = ["id", "question", "answer"] + (["subject", "distractors"]
-                                             if split in FACT_SPLITS else [])
+                                             if split in with_options else [])
     rules = [Rule(f"schema: column '{c}' present", "ExpectColumnToExist", {"column": c})
              for c in columns]
     rules += [
@@ -163,14 +167,14 @@ def _split_rules(split: str, max_length: int) -> list[Rule]:
         Rule(FITS_RULE, "ExpectColumnValuesToBeBetween",
              {"column": "n_words", "max_value": max_length - MIN_EXTRA_TOKENS}),
     ]
-    if split in ("forget", "retain", HOLDOUT):
+    if split in ("forget", "retain", *NEVER_SEEN):
         rules += [
             Rule("every fact names its subject", "ExpectColumnValuesToNotBeNull",
                  {"column": "subject"}),
             Rule("no empty subjects", "ExpectColumnValuesToNotMatchRegex",
                  {"column": "subject", "regex": r"^\s*$"}),
         ]
-    if split in FACT_SPLITS:
+    if split in with_options:
         rules += [
             Rule("two distinct distractors per fact", "ExpectColumnValuesToBeBetween",
                  {"column": "n_distractors", "min_value": 2, "max_value": 2}),
@@ -202,6 +206,10 @@ def _cross_rules(split: str, splits: dict[str, list[Record]],
                      {"column": "subject", "value_set": requested}), no_forget_text]
     if split == "utility":
         return [no_forget_text]
+    if split == "general":
+        return [no_forget_text,
+                Rule("general shares no question with utility", "ExpectColumnValuesToNotBeInSet",
+                     {"column": "question", "value_set": values("utility", "question")})]
     if split == "benign":
         return [
             Rule("no forget question in benign", "ExpectColumnValuesToNotBeInSet",
@@ -209,20 +217,20 @@ def _cross_rules(split: str, splits: dict[str, list[Record]],
             Rule("no forget subject in benign", "ExpectColumnValuesToBeInSet",
                  {"column": "mentions_forget_subject", "value_set": [False]}),
         ]
-    if split == HOLDOUT:
-        others = [name for name in splits if name != HOLDOUT]
+    if split in NEVER_SEEN:
+        others = [name for name in splits if name != split]
 
         def elsewhere(key: str) -> list[str]:
             return sorted({value for name in others for value in values(name, key)})
 
         return [
-            Rule("holdout shares no subject with any other split",
+            Rule(f"{split} shares no subject with any other split",
                  "ExpectColumnValuesToNotBeInSet",
                  {"column": "subject", "value_set": elsewhere("subject")}),
-            Rule("holdout shares no question with any other split",
+            Rule(f"{split} shares no question with any other split",
                  "ExpectColumnValuesToNotBeInSet",
                  {"column": "question", "value_set": elsewhere("question")}),
-            Rule("holdout shares no id with any other split", "ExpectColumnValuesToNotBeInSet",
+            Rule(f"{split} shares no id with any other split", "ExpectColumnValuesToNotBeInSet",
                  {"column": "id", "value_set": elsewhere("id")}),
         ]
     return []
