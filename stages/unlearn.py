@@ -15,6 +15,7 @@ import sys
 from dataclasses import asdict
 
 from ssiuu import layout
+from ssiuu.errors import DataError
 from ssiuu.finetune import read_splits
 from ssiuu.models import save_model
 from ssiuu.params import METHODS, STOP_SLICE, load_params
@@ -63,6 +64,11 @@ def main() -> None:
     params = load_params(args.params)
     configure(params.runtime.num_threads, params.runtime.gradient_checkpointing)
     stop = params.unlearn.stop
+    if stop.rule == "reference" and not layout.split_file(STOP_SLICE).is_file():
+        raise DataError(f"unlearn.stop.rule: 'reference' needs the stop slice "
+                        f"{layout.split_file(STOP_SLICE)} (facts about people no model saw: "
+                        "data.generator.n_stop_people > 0, or data.jsonl.stop); run prepare, "
+                        "or stop on rule 'threshold'")
     oracle_path = layout.evaluation_metrics("oracle")
     oracle = (layout.read_json(oracle_path)
               if oracle_path.is_file() and stop.rule == "threshold" else None)

@@ -103,7 +103,7 @@ def test_every_family_attributes_unlearns_is_attacked_and_round_trips(
     start = {name: value.clone() for name, value in loaded.state_dict().items()}
     losses = LossesParams.model_validate({"rmu": {"layer": 1}})
     for method in METHODS:
-        params = UnlearnParams(methods=[method], losses=losses,
+        params = UnlearnParams(methods=[method], losses=losses, stop={"rule": "threshold"},
                                train={"lrs": [1e-3], "max_steps": 1, "forget_batch_size": 8,
                                       "retain_batch_size": 8})
         outcome = unlearn(method, base_dir, forget, retain, params, {"acc": -1.0},

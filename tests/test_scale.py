@@ -27,9 +27,10 @@ from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).parents[1]
 LAUNCH = Path(sys.executable).parent / "accelerate"
-# One seed; thresholds that need no oracle; attacks short.
+# One seed; the threshold rule with thresholds that need no oracle; attacks short.
 OVERLAY = {"seeds": [0], "base": {"train": {"steps": 200}},
-           "unlearn": {"train": {"max_steps": 30}, "stop": {"thresholds": {"acc": 0.3}}},
+           "unlearn": {"train": {"max_steps": 30},
+                       "stop": {"rule": "threshold", "thresholds": {"acc": 0.3}}},
            "relearn": {"attacks": ["harmful_30"], "train": {"lrs": [1.0e-3], "steps": 10}}}
 ABS, REL = 1e-4, 1e-3
 GRAD_MODES = ("first_order", "exact")

@@ -49,11 +49,21 @@ def test_unknown_model_name_fails_before_any_model(tmp_path):
 
 
 def test_unlearn_without_oracle_metrics_fails_before_any_model(tmp_path):
-    work = _workspace(tmp_path)
+    work = _workspace(tmp_path, unlearn__stop__rule="threshold")
     done = _stage(work, "unlearn.py", "gd")
     assert done.returncode == 2
     assert "unlearn.stop.thresholds.acc: 'oracle' needs forget_acc in metrics/oracle.json" \
         in done.stderr
+    assert not (work / "models").exists()
+
+
+def test_the_reference_stop_without_a_stop_slice_fails_naming_it_before_any_model(tmp_path):
+    work = _workspace(tmp_path, data__generator__n_stop_people=0)
+    assert _stage(work, "prepare.py").returncode == 0
+    done = _stage(work, "unlearn.py", "gd")
+    assert done.returncode == 2
+    assert ("unlearn.stop.rule: 'reference' needs the stop slice data/prepared/stop.jsonl"
+            in done.stderr), done.stderr
     assert not (work / "models").exists()
 
 
@@ -76,7 +86,7 @@ def test_wrong_relearn_param_names_the_field(tmp_path):
 
 
 def test_unlearn_fails_naming_the_seed_the_oracle_metrics_lack(tmp_path):
-    work = _workspace(tmp_path, seeds=[0, 7])
+    work = _workspace(tmp_path, seeds=[0, 7], unlearn__stop__rule="threshold")
     (work / "metrics").mkdir()
     (work / "metrics" / "oracle.json").write_text(
         '{"mean": {}, "std": {}, "seeds": {"0": {"forget_acc": 0.0}}}')

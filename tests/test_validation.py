@@ -63,7 +63,7 @@ def test_good_user_data_passes_and_is_written(tmp_path):
     prepared = prepare(params, out, reports, max_length=MAX_LENGTH)
     forget = [json.loads(line) for line in (out / "forget.jsonl").read_text().splitlines()]
     assert [r["id"] for r in forget] == ["f1", "f2"]
-    assert set(prepared.sha256) == {"forget", "retain", "utility", "general", "benign"}  # no holdout
+    assert set(prepared.sha256) == {"forget", "retain", "utility", "general", "benign"}
     assert json.loads((reports / REPORT_NAME).read_text())["success"] is True
 
 
