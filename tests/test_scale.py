@@ -29,7 +29,7 @@ REPO = Path(__file__).parents[1]
 LAUNCH = Path(sys.executable).parent / "accelerate"
 # One seed; the threshold rule with thresholds that need no oracle; attacks short.
 OVERLAY = {"seeds": [0], "base": {"train": {"steps": 200}},
-           "unlearn": {"train": {"max_steps": 30},
+           "unlearn": {"train": {"max_steps": 30, "lrs": [1.0e-3]},
                        "stop": {"rule": "threshold", "thresholds": {"acc": 0.3}}},
            "relearn": {"attacks": ["harmful_30"], "train": {"lrs": [1.0e-3], "steps": 10}}}
 ABS, REL = 1e-4, 1e-3
