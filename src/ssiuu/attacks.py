@@ -196,6 +196,7 @@ class _Curve:
             if subset:
                 point.update({f"{name}_{key}": value
                               for key, value in aggregate(subset).items() if key in SCORES})
+        point["heldout_n"] = len(subsets["heldout"])
         if scored.membership is not None and scored.holdout is not None:
             members = [scored.membership[row["id"]] for row in self.data.heldout]
             point.update({f"heldout_mia_{attack}_auc": value

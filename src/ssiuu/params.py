@@ -383,10 +383,16 @@ class GateParams(_Strict):
     ``max_privleak``: how far from 0 the method's privleak (membership inference with
     ``privacy_attack``, against the oracle) may lie in every seed (``None``: no privacy
     condition; with one, data without a holdout split fails it, as unmeasured).
+    ``gap_z``: for an accuracy score (``acc``, ``mcq``), the oracle gap fails only when its
+    lower confidence bound over the held-out facts, ``gap - gap_z * SE`` (SE of a
+    difference of two proportions over as many facts), lies above ``max_oracle_gap``
+    (1.645: one-sided 95 %); 0 decides on the point estimate. On 28 held-out facts the SE
+    is about 0.12, so a single seed's +0.07 is noise, not knowledge come back.
     """
 
     score: Literal["acc", "mcq", "logprob"] = "mcq"
     max_oracle_gap: float = Field(0.05, ge=0)
+    gap_z: float = Field(1.645, ge=0)
     max_retain_drop: float = Field(0.05, ge=0, le=1)
     max_utility_drop: float = Field(0.05, ge=0, le=1)
     require_stop: bool = True

@@ -113,6 +113,8 @@ def attack_row(curves: Curves, window: Mapping[float, int], oracle_curves: Curve
         row[f"privleak_{attack}"] = (round(privleak(after, oracle_after), 4)
                                      if None not in (after, oracle_after) else None)
     row["retain_acc"] = _retain_after(curves, window)
+    if "heldout_n" in start:
+        row["heldout_n"] = int(start["heldout_n"])
     return row
 
 
