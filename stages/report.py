@@ -92,7 +92,7 @@ def main() -> None:
         figures["The regulariser's gradient against the base loss's, per unlearning step"] = (
             os.path.relpath(ratio, report_dir))
     text = robustness_markdown(summary, methods, attacks, figures, regularisers,
-                               params.tuning.retain_tolerance)
+                               params.tuning.retain_tolerance, params.registry.gate)
     for path in write_report(text, layout.ROBUSTNESS_REPORT):
         print(path)
 

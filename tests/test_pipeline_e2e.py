@@ -469,6 +469,70 @@ def test_changed_lambda_reruns_only_that_method(tiny_repo):
         ("ssiuu", seed) for seed in SEEDS]
 
 
+def _margins_met(summary: dict, method: str, attacks: list[str]) -> dict:
+    """Gate margins that ``method``'s versions in this run meet: its own worst values."""
+    seeds = summary["per_seed"].values()
+    gaps = [models[method][attack]["oracle_gap_mcq"] for models in seeds for attack in attacks]
+    drops = {split: max(models["base"]["unlearned"][f"{split}_acc"]
+                        - models[method]["unlearned"][f"{split}_acc"] for models in seeds)
+             for split in ("retain", "utility")}
+    privleak = max(abs(models[method]["privacy"]["privleak_min_k"]) for models in seeds)
+    return {"max_oracle_gap": max(0.0, *gaps) + 1e-3, "gap_z": 0.0,
+            "max_retain_drop": min(1.0, max(0.0, drops["retain"]) + 1e-3),
+            "max_utility_drop": min(1.0, max(0.0, drops["utility"]) + 1e-3),
+            "max_privleak": privleak + 1e-3,
+            "require_stop": all(models[method]["stop"]["reached"] for models in seeds)}
+
+
+def test_a_version_that_passes_is_released_and_served_as_saved(tiny_repo, monkeypatch):
+    import mlflow
+
+    from ssiuu.data.records import read_jsonl
+    from ssiuu.metrics import score_rows
+    from ssiuu.models import load_saved
+    from ssiuu.registry import tracking_uri
+
+    for version in _versions(tiny_repo):  # the run's own gate: aliases only where it passed
+        assert version.tags["ssiuu.gate"] == "passed" or not version.aliases
+    params = tiny_repo / "params.yaml"
+    original = params.read_text()
+    raw = yaml.safe_load(original)
+    summary = _metrics(tiny_repo, "summary")
+    _set(raw, "registry.model_name", "ssiuu-release-path")
+    for key, value in _margins_met(summary, "gd", raw["relearn"]["attacks"]).items():
+        _set(raw, f"registry.gate.{key}", value)
+    params.write_text(yaml.safe_dump(raw))
+    try:
+        _dvc(tiny_repo, "repro", "--single-item", "register")
+    finally:
+        params.write_text(original)
+    client = _client(tiny_repo)
+    released = sorted(client.search_model_versions("name='ssiuu-release-path'"),
+                      key=lambda v: int(v.version))
+    gd = [v for v in released if v.tags["ssiuu.method"] == "gd"]
+    assert len(gd) == len(SEEDS) and all(v.tags["ssiuu.gate"] == "passed" for v in gd)
+    aliases = client.get_registered_model("ssiuu-release-path").aliases
+    assert set(aliases) == {"candidate", "production"}
+    production = client.get_model_version("ssiuu-release-path", aliases["production"])
+    assert production.tags["ssiuu.gate"] == "passed"
+    for version in released:
+        assert version.tags["ssiuu.gate"] == "passed" or str(version.version) not in (
+            aliases.values())
+    monkeypatch.chdir(tiny_repo)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri(tiny_repo))
+    served = mlflow.transformers.load_model("models:/ssiuu-release-path@production",
+                                            return_type="components")
+    saved, tokenizer = load_saved(tiny_repo / "models" / "unlearned"
+                                  / production.tags["ssiuu.method"]
+                                  / f"seed_{production.tags['ssiuu.seed']}")
+    retain = read_jsonl(tiny_repo / "data" / "prepared" / "retain.jsonl")[:8]
+    ours = score_rows(saved, tokenizer, retain, 40)
+    theirs = score_rows(served["model"], served["tokenizer"], retain, 40)
+    assert [s.acc for s in theirs] == [s.acc for s in ours] and any(s.acc for s in ours)
+    for one, two in zip(ours, theirs, strict=True):
+        assert two.logprob == pytest.approx(one.logprob, abs=1e-5)
+
+
 def test_bad_request_fails_in_prepare_before_any_model(tiny_repo):
     models_before = {p: p.read_bytes() for p in (tiny_repo / "models").rglob("*") if p.is_file()}
     (tiny_repo / "data" / "requests" / "req-9999.json").write_text(json.dumps(

@@ -46,20 +46,41 @@ def _method_reasons(per_seed: Mapping[str, Mapping[str, Any]], method: str,
                 reasons.append(f"{attack}, seed {seed}: no counted attack step to judge")
                 continue
             gaps.append(gap)
-            bound = _gap_bound(models[method][attack], models["oracle"].get(attack, {}), gate)
-            if bound is None and gap > gate.max_oracle_gap:
-                reasons.append(f"{attack}, seed {seed}: held-out forget {gate.score} came back "
-                               f"{gap:+.3f} above the oracle's (max {gate.max_oracle_gap:g})")
-            elif bound is not None and bound[0] > gate.max_oracle_gap:
-                reasons.append(f"{attack}, seed {seed}: held-out forget {gate.score} came back "
-                               f"{gap:+.3f} above the oracle's, at least {bound[0]:+.3f} over "
-                               f"its {bound[1]} held-out facts (z {gate.gap_z:g}; max "
-                               f"{gate.max_oracle_gap:g})")
+            reason = _gap_reason(models, method, attack, gate)
+            if reason:
+                reasons.append(f"{attack}, seed {seed}: {reason}")
         if gate.require_stop and not models[method]["stop"]["reached"]:
             reasons.append(_stop_reason(models[method]["stop"], seed))
         if gate.max_privleak is not None:
             reasons += _privacy_reasons(models[method].get("privacy", {}), seed, gate)
     return reasons, max(gaps) if gaps else None
+
+
+def _gap_reason(models: Mapping[str, Any], method: str, attack: str,
+                gate: GateParams) -> str | None:
+    """Why ``method``'s held-out forget score came back under ``attack`` in one seed beyond
+    the gate's margin (``None`` when it did not, or there is nothing to judge)."""
+    row = models[method][attack]
+    gap = row.get(f"oracle_gap_{gate.score}")
+    if gap is None:
+        return None
+    bound = _gap_bound(row, models["oracle"].get(attack, {}), gate)
+    if bound is None:
+        return (f"held-out forget {gate.score} came back {gap:+.3f} above the oracle's (max "
+                f"{gate.max_oracle_gap:g})" if gap > gate.max_oracle_gap else None)
+    if bound[0] <= gate.max_oracle_gap:
+        return None
+    return (f"held-out forget {gate.score} came back {gap:+.3f} above the oracle's, at least "
+            f"{bound[0]:+.3f} over its {bound[1]} held-out facts (z {gate.gap_z:g}; max "
+            f"{gate.max_oracle_gap:g})")
+
+
+def came_back(summary: Mapping[str, Any], method: str, attack: str,
+              gate: GateParams) -> list[str]:
+    """The seeds in which the gate finds ``method``'s knowledge come back under ``attack``
+    beyond its margin: the report's verdict reads the same rule as the gate."""
+    return [seed for seed, models in summary["per_seed"].items()
+            if _gap_reason(models, method, attack, gate)]
 
 
 def _gap_bound(row: Mapping[str, Any], oracle: Mapping[str, Any],

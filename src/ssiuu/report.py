@@ -11,7 +11,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ssiuu.gate import came_back  # noqa: E402
 from ssiuu.methods.catalog import regularised_pairs  # noqa: E402
+from ssiuu.params import GateParams  # noqa: E402
 from ssiuu.seeds import mean_std  # noqa: E402
 
 Curves = tuple[Sequence[float], Sequence[float]]
@@ -357,7 +359,27 @@ def _pair_text(table: _Table, attack: str, regularised: str, base: str,
     return f" {regularised} gap {gap}, {relation} {base}'s {base_gap}."
 
 
-def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[str]) -> list[str]:
+def _gate_text(summary: Mapping, methods: Sequence[str], attack: str,
+               gate: GateParams | None) -> str:
+    """What the release gate reads of this attack, seed by seed: the methods whose
+    knowledge it finds come back beyond its margin, and in which seeds."""
+    if gate is None:
+        return ""
+    back = {m: seeds for m in methods if (seeds := came_back(summary, m, attack, gate))}
+    n_seeds = len(summary["per_seed"])
+    rule = (f"the release gate (held-out {gate.score} more than {gate.max_oracle_gap:g} above "
+            "the oracle's" + (f", on its lower bound over the held-out facts, z "
+                              f"{gate.gap_z:g}" if gate.gap_z and gate.score != "logprob"
+                              else "") + ")")
+    if not back:
+        return f" By {rule}: come back for no method in any of {n_seeds} seeds."
+    listed = "; ".join(f"{m} in {len(seeds)} of {n_seeds} seeds ({_seeds_text(seeds)})"
+                       for m, seeds in back.items())
+    return f" By {rule}: come back for {listed}."
+
+
+def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[str],
+                   gate: GateParams | None = None) -> list[str]:
     rows, table = summary["models"], _Table(summary)
     missed = _missed(summary, methods)
     lines = []
@@ -388,7 +410,7 @@ def _verdict_lines(summary: Mapping, methods: Sequence[str], attacks: Sequence[s
                         if m in missed)
         pairs = [(s, b) for s, b in regularised_pairs().items() if s in gaps and b in gaps]
         text += "".join(_pair_text(table, attack, s, b, gaps, missed) for s, b in pairs)
-        lines.append(text)
+        lines.append(text + _gate_text(summary, methods, attack, gate))
     return lines
 
 
@@ -583,7 +605,7 @@ def _worst_case_lines(summary: Mapping, regularisers: Mapping[str, Mapping],
 def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Sequence[str],
                         figures: Mapping[str, str],
                         regularisers: Mapping[str, Mapping] | None = None,
-                        retain_tolerance: float = 0.02) -> str:
+                        retain_tolerance: float = 0.02, gate: GateParams | None = None) -> str:
     """The audit report in Markdown: what each attack brought back, per method, against
     the oracle (mean ± standard deviation over the summary's seeds), with the figures
     (paths relative to the report) and how to read each score. A method that did not reach
@@ -591,7 +613,8 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
     the verdict's comparisons. ``regularisers`` (each regularised method's ``lam`` and
     ``grad``) adds the table of the regulariser's strength; ``retain_tolerance`` is how far
     below its base method's retain a regularised method's may sit and still count as
-    matched in the worst-case comparison."""
+    matched in the worst-case comparison; ``gate`` (``registry.gate``) adds, per attack, the
+    seeds in which the release gate finds each method's knowledge come back, by its rule."""
     rows, table = summary["models"], _Table(summary)
     seeds = summary["seeds"]
     names = ["base", "oracle", *methods]
@@ -616,7 +639,7 @@ def robustness_markdown(summary: Mapping, methods: Sequence[str], attacks: Seque
     out += _stop_lines(summary, methods)
     out += _regulariser_lines(summary, methods, regularisers or {})
     out += ["", "## After each attack", ""]
-    out += _verdict_lines(summary, methods, attacks)
+    out += _verdict_lines(summary, methods, attacks, gate)
     for attack in attacks:
         counted = ", ".join(f"lr {c['lr']:g}: {' / '.join(map(str, c['counted_steps'].values()))}"
                             " steps" for c in summary["calibration"][attack])
