@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ssiuu.report import MISSED as MISSED_MARK
 from ssiuu.report import plot_relearning, robustness_markdown, write_report
 from ssiuu.robustness import (
     attack_row,
@@ -291,6 +292,19 @@ def test_verdict_leaves_a_method_that_missed_its_stop_out_of_the_comparison():
     assert "no method that reached its unlearning stop got back more" in text
     assert "closest: ssiuu," in text and "below gd" not in text
     assert "ssiuu gap -0.15 and gd †'s +0.25 are not compared: gd did not reach" in text
+
+
+def test_a_method_outside_the_reference_band_is_compared_and_its_distance_shown():
+    inside = {"stop_rule": "reference", "reached": True, "lr": 1e-4, "steps": 30,
+              "stop_t_logprob": 0.4, "stop_t_share": -0.2, "stop_distance": 0.0,
+              "stop_position": "inside"}
+    outside = {**inside, "reached": False, "steps": 41, "stop_t_share": 1.8,
+               "stop_distance": 0.8, "stop_position": "above"}
+    text = _with_ssiuu(HIDER, gd_curves=ERASER, ssiuu_stop=outside, gd_stop=inside)
+    assert MISSED_MARK not in text.split("## How to read")[0]
+    assert "ssiuu gap +0.25, above gd's -0.15." in text
+    assert "| ssiuu | 0 of 1 seeds | 0: 41 (0.0001), +0.40, +1.80, above, 0.80 |" in text
+    assert "| gd | 1 of 1 seeds | 0: 30 (0.0001), +0.40, -0.20, inside |" in text
 
 
 def test_stop_note_is_said_once_under_the_unlearning_table():

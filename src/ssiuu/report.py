@@ -479,7 +479,9 @@ def _paired_lines(summary: Mapping, attacks: Sequence[str]) -> list[str]:
     """The paired comparison of each regularised method with its base method per attack
     (``summary["paired"]``, :func:`ssiuu.paired.compare_pairs`), and whether a 0.05 MCQ
     difference is detectable with these seeds and facts. A pair with a method that missed
-    its unlearning stop in some seed is shown, marked † and not judged, as in the verdict."""
+    its threshold-rule stop in some seed is shown, marked † and not judged, as in the
+    verdict; one outside the reference rule's band is judged from its closest check, and
+    said so."""
     paired = summary.get("paired") or {}
     rows = [(attack, pair, score, record) for attack in attacks
             for pair, scores in paired.get(attack, {}).items()
@@ -493,11 +495,13 @@ def _paired_lines(summary: Mapping, attacks: Sequence[str]) -> list[str]:
            "smallest difference this design detects (a two-sided 5% test, 80% power).", "",
            "| attack | comparison | score | difference | 95% interval | smallest detectable | "
            "verdict |", "|---|---|---|---|---|---|---|"]
-    stops = {name: sections.get("stop", {})
-             for name, sections in summary.get("models", {}).items()}
-    missed = {pair: [name for name in pair.split("-")
-                     if not stops.get(name, {}).get("reached", True)]
-              for pair in {pair for _, pair, _, _ in rows}}
+    models = summary.get("models", {})
+    left_out = _missed(summary, [name for name in models if "stop" in models[name]])
+    pairs = {pair for _, pair, _, _ in rows}
+    missed = {pair: [name for name in pair.split("-") if name in left_out] for pair in pairs}
+    outside = {pair: [name for name in pair.split("-") if name in models
+                      and not models[name].get("stop", {}).get("reached", True)
+                      and name not in left_out] for pair in pairs}
     for attack, pair, score, record in rows:
         verdict = record["verdict"]
         if missed[pair]:
@@ -513,6 +517,12 @@ def _paired_lines(summary: Mapping, attacks: Sequence[str]) -> list[str]:
             out += ["", f"{MISSED} {pair.replace('-', ' − ')}: {' and '.join(names)} did not "
                         "reach the unlearning stop in every seed, so the difference is shown "
                         "but not judged."]
+    for pair in sorted(pair for pair, names in outside.items() if names):
+        names = outside[pair]
+        out += ["", f"{pair.replace('-', ' − ')}: {' and '.join(names)} ended outside the stop "
+                    "band in some seed and " + ("is" if len(names) == 1 else "are")
+                    + " compared from the closest check (distances under \"Where unlearning "
+                    "stopped\")."]
     coarse = [f"{attack} ({pair.replace('-', ' − ')}: "
               + ("not estimable" if record["detectable"] is None
                  else f"{record['detectable']:.2f}")
