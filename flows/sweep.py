@@ -23,9 +23,11 @@ Run it from the project root::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -162,17 +164,45 @@ def queue_experiments(names: list[str], root: Path, grid_points: list[dict[str, 
     for name, point in zip(names, grid_points, strict=True):
         _check(_dvc("exp", "run", "--queue", *set_params(point), "-n", name,
                     *([target] if target else [])), root)
-    _check(_dvc("queue", "start", "--jobs", str(workers)), root)
-    while True:
-        with Repo(str(root)) as repo:
-            states = {entry["name"]: entry["status"]
-                      for entry in repo.experiments.celery_queue.status()
-                      if entry["name"] in names}
-        pending = sorted(name for name in names if states.get(name) not in _DONE)
-        if not pending:
-            return states
-        logger.info("waiting for %s", ", ".join(f"{n} ({states.get(n)})" for n in pending))
-        time.sleep(POLL_SECONDS)
+    log = root / ".dvc" / "tmp" / "queue-start.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as output:
+        # Not waited on: `dvc queue start` stays until its last worker exits, and a Celery
+        # worker whose idle monitor shut down while it still ran a task never exits.
+        starter = subprocess.Popen(_dvc("queue", "start", "--jobs", str(workers)), cwd=root,
+                                   env=_env(), stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        while True:
+            if starter.poll():
+                raise RuntimeError(f"queue start failed (exit {starter.returncode}):\n"
+                                   f"{log.read_text()}")
+            with Repo(str(root)) as repo:
+                states = {entry["name"]: entry["status"]
+                          for entry in repo.experiments.celery_queue.status()
+                          if entry["name"] in names}
+            pending = sorted(name for name in names if states.get(name) not in _DONE)
+            if not pending:
+                return states
+            logger.info("waiting for %s", ", ".join(f"{n} ({states.get(n)})" for n in pending))
+            time.sleep(POLL_SECONDS)
+    finally:
+        _end(starter)
+
+
+def _end(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop ``process`` and its session (the queue's workers) once their work is done:
+    SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _flatten(data: Any, prefix: str) -> dict[str, Any]:

@@ -168,7 +168,7 @@ def test_overrides_are_written_once_with_comments_kept(pipeline_flow, tmp_path):
                                            "relearn.train.lora={r: 8, alpha: 16}"])
     text = params.read_text()
     assert "# Every knob of the pipeline." in text
-    assert "# tried lowest first" in text
+    assert "# the stop's ladder: highest first" in text
     written = yaml.safe_load(text)
     assert written["unlearn"]["losses"]["ssiuu"]["lam"] == 0.01 and written["seeds"] == [0, 1]
     assert written["relearn"]["train"]["lora"] == {"r": 8, "alpha": 16}
