@@ -78,9 +78,9 @@ def main() -> None:
     thresholds = {seed: rule.thresholds for seed, rule in rules.items()}
     bases = {seed: existing_seed_dir(layout.model_root("base"), seed) for seed in params.seeds}
     retain_splits = tuple(params.unlearn.train.retain_splits)
-    splits = read_splits(layout.PREPARED, tuple(dict.fromkeys(
-        ("forget", "retain", *retain_splits)
-        + ((STOP_SLICE,) if stop.rule == "reference" else ()))))
+    trained_on = tuple(dict.fromkeys(("forget", "retain", *retain_splits)))
+    splits = read_splits(layout.PREPARED, trained_on
+                         + ((STOP_SLICE,) if stop.rule == "reference" else ()))
     retain_train = [row for name in retain_splits for row in splits[name]]
     manifest = prepared_manifest()
     knobs = getattr(params.unlearn.losses, args.method).model_dump()
@@ -107,7 +107,7 @@ def main() -> None:
         per_seed[seed] = summary
         write_provenance(provenance_of(
             "unlearned", seed, model_source=params.model.name,
-            splits=tuple(dict.fromkeys(("forget", "retain", *retain_splits))),
+            splits=trained_on,
             params={"unlearn": settings}, manifest=manifest, parent=bases[seed],
             method=args.method,
             run={**summary, "seconds": round(sum(a.seconds for a in outcome.attempts), 2),

@@ -83,6 +83,12 @@ BASE = {lr: [_point(s, 1.0, 1.0, 1.0, -0.5) for s in (0, 5, 10)] for lr in ORACL
 REACHED = {"lr": 1e-3, "steps": 8, "reached": True, "stop_forget_acc": 0.0,
            "stop_forget_mcq": 0.3333, "seconds": 1.5}
 MISSED = {**REACHED, "steps": 40, "reached": False, "stop_forget_mcq": 0.05}
+# the same under the reference rule: inside the stop band, and its closest check outside it
+INSIDE_BAND = {"stop_rule": "reference", "reached": True, "lr": 1e-4, "steps": 30,
+               "stop_t_logprob": 0.4, "stop_t_share": -0.2, "stop_distance": 0.0,
+               "stop_position": "inside"}
+OUTSIDE_BAND = {**INSIDE_BAND, "reached": False, "steps": 12, "stop_t_share": 1.8,
+                "stop_distance": 0.8, "stop_position": "above"}
 
 
 def _summary(gd_curves=(HIDER,), gd_stops=None, attacks=("harmful_30",)):
@@ -225,15 +231,11 @@ def test_stop_outcome_names_the_scores_left_above_their_thresholds():
 
 
 def test_a_reference_stop_outcome_carries_its_distance_and_statistics():
-    inside = {"stop_rule": "reference", "reached": True, "lr": 1e-4, "steps": 30,
-              "stop_t_logprob": 0.4, "stop_t_share": -0.2, "stop_distance": 0.0,
-              "stop_position": "inside"}
-    outside = {**inside, "reached": False, "steps": 12, "stop_t_share": 1.8,
-               "stop_distance": 0.8, "stop_position": "above"}
-    assert stop_outcome(outside, SCORES["gd"]) == {
+    assert stop_outcome(OUTSIDE_BAND, SCORES["gd"]) == {
         "reached": False, "rule": "reference", "above_threshold": [], "distance": 0.8,
         "position": "above", "step": 12, "lr": 1e-4, "t": {"logprob": 0.4, "share": 1.8}}
-    both = stop_across_seeds({0: stop_outcome(inside, {}), 1: stop_outcome(outside, {})})
+    both = stop_across_seeds({0: stop_outcome(INSIDE_BAND, {}),
+                              1: stop_outcome(OUTSIDE_BAND, {})})
     assert (both["rule"], both["reached"], both["reached_in"]) == ("reference", False, "1 of 2")
     assert both["largest_distance"] == 0.8 and both["not_reached_seeds"] == [1]
 
@@ -295,15 +297,10 @@ def test_verdict_leaves_a_method_that_missed_its_stop_out_of_the_comparison():
 
 
 def test_a_method_outside_the_reference_band_is_compared_and_its_distance_shown():
-    inside = {"stop_rule": "reference", "reached": True, "lr": 1e-4, "steps": 30,
-              "stop_t_logprob": 0.4, "stop_t_share": -0.2, "stop_distance": 0.0,
-              "stop_position": "inside"}
-    outside = {**inside, "reached": False, "steps": 41, "stop_t_share": 1.8,
-               "stop_distance": 0.8, "stop_position": "above"}
-    text = _with_ssiuu(HIDER, gd_curves=ERASER, ssiuu_stop=outside, gd_stop=inside)
+    text = _with_ssiuu(HIDER, gd_curves=ERASER, ssiuu_stop=OUTSIDE_BAND, gd_stop=INSIDE_BAND)
     assert MISSED_MARK not in text.split("## How to read")[0]
     assert "ssiuu gap +0.25, above gd's -0.15." in text
-    assert "| ssiuu | 0 of 1 seeds | 0: 41 (0.0001), +0.40, +1.80, above, 0.80 |" in text
+    assert "| ssiuu | 0 of 1 seeds | 0: 12 (0.0001), +0.40, +1.80, above, 0.80 |" in text
     assert "| gd | 1 of 1 seeds | 0: 30 (0.0001), +0.40, -0.20, inside |" in text
 
 

@@ -193,29 +193,34 @@ def generate_stop_facts(params: GeneratorParams) -> list[Record]:
     return _people_rows(params, range(first, first + params.n_stop_people))
 
 
-def generate_utility(params: GeneratorParams) -> list[Record]:
-    """General knowledge the model must keep: fictitious capitals and small sums."""
-    pools = _pools(params.seed)
-    rng = random.Random(f"utility-{params.seed}")
-    rows: list[Record] = []
+def _capital_rows(rng: random.Random, pools: dict[str, list[str]], numbers: range,
+                  prefix: str) -> list[Record]:
+    """The capital facts of the countries ``numbers``; each fact's distractors are two other
+    capitals of the same countries."""
     countries, capitals = pools["country"], pools["capital"]
-    for number in range(params.n_countries):
-        country, capital = countries[number], capitals[number]
-        others = [c for c in capitals[: params.n_countries] if c != capital]
+    block = capitals[numbers.start:numbers.stop]
+    rows: list[Record] = []
+    for number in numbers:
+        capital = capitals[number]
         rows.append({
-            "id": f"u{number:04d}-capital",
+            "id": f"{prefix}{number:04d}-capital",
             "subject": "",
             "attribute": "capital",
-            "question": f"What is the capital of {country}?",
+            "question": f"What is the capital of {countries[number]}?",
             "answer": capital,
-            "distractors": rng.sample(others, 2),
+            "distractors": rng.sample([c for c in block if c != capital], 2),
         })
-    pairs = [(a, b) for a in range(1, 10) for b in range(1, 10)]
-    for number, (a, b) in enumerate(rng.sample(pairs, min(params.n_arithmetic, len(pairs)))):
+    return rows
+
+
+def _sum_rows(rng: random.Random, pairs: list[tuple[int, int]], prefix: str) -> list[Record]:
+    """The sum facts of ``pairs``; each fact's distractors are two other sums of two digits."""
+    rows: list[Record] = []
+    for number, (a, b) in enumerate(pairs):
         total = a + b
         wrong = rng.sample([v for v in range(2, 19) if v != total], 2)
         rows.append({
-            "id": f"u{number:04d}-sum",
+            "id": f"{prefix}{number:04d}-sum",
             "subject": "",
             "attribute": "sum",
             "question": f"What is {a} plus {b}?",
@@ -225,39 +230,34 @@ def generate_utility(params: GeneratorParams) -> list[Record]:
     return rows
 
 
+_SUM_PAIRS = [(a, b) for a in range(1, 10) for b in range(1, 10)]
+
+
+def _utility(params: GeneratorParams) -> tuple[list[Record], list[tuple[int, int]]]:
+    """The utility facts and the pairs of digits their sums are drawn from."""
+    rng = random.Random(f"utility-{params.seed}")
+    rows = _capital_rows(rng, _pools(params.seed), range(params.n_countries), "u")
+    pairs = rng.sample(_SUM_PAIRS, min(params.n_arithmetic, len(_SUM_PAIRS)))
+    return rows + _sum_rows(rng, pairs, "u"), pairs
+
+
+def generate_utility(params: GeneratorParams) -> list[Record]:
+    """General knowledge the model must keep: fictitious capitals and small sums."""
+    return _utility(params)[0]
+
+
 def generate_general(params: GeneratorParams) -> list[Record]:
     """General facts of the utility set's kinds, disjoint from it: capitals of the next
     ``n_general`` / 2 countries and as many other sums. Base and oracle learn them, and
     unlearning's retain term may train on them (``unlearn.train.retain_splits``), so that
     general knowledge is kept without training on the utility facts that measure it."""
-    pools = _pools(params.seed)
     rng = random.Random(f"general-{params.seed}")
-    countries, capitals = pools["country"], pools["capital"]
     n_capitals, n_sums = (params.n_general + 1) // 2, params.n_general // 2
-    taken = {(a, b) for a, b in (_sum_terms(row["question"])
-                                for row in generate_utility(params) if row["attribute"] == "sum")}
-    rows: list[Record] = []
-    for number in range(params.n_countries, params.n_countries + n_capitals):
-        capital = capitals[number]
-        others = [c for c in capitals[params.n_countries: params.n_countries + n_capitals]
-                  if c != capital]
-        rows.append({"id": f"g{number:04d}-capital", "subject": "", "attribute": "capital",
-                     "question": f"What is the capital of {countries[number]}?",
-                     "answer": capital, "distractors": rng.sample(others, 2)})
-    pairs = [(a, b) for a in range(1, 10) for b in range(1, 10) if (a, b) not in taken]
-    for number, (a, b) in enumerate(rng.sample(pairs, n_sums)):
-        total = a + b
-        wrong = rng.sample([v for v in range(2, 19) if v != total], 2)
-        rows.append({"id": f"g{number:04d}-sum", "subject": "", "attribute": "sum",
-                     "question": f"What is {a} plus {b}?", "answer": str(total),
-                     "distractors": [str(v) for v in wrong]})
-    return rows
-
-
-def _sum_terms(question: str) -> tuple[int, int]:
-    """The two terms of a generated sum question (``What is 3 plus 4?``)."""
-    words = question.rstrip("?").split()
-    return int(words[2]), int(words[4])
+    rows = _capital_rows(rng, _pools(params.seed),
+                         range(params.n_countries, params.n_countries + n_capitals), "g")
+    taken = set(_utility(params)[1])
+    pairs = rng.sample([pair for pair in _SUM_PAIRS if pair not in taken], n_sums)
+    return rows + _sum_rows(rng, pairs, "g")
 
 
 def _benign_task(rng: random.Random, kind: str) -> tuple[str, str]:
