@@ -81,6 +81,12 @@ def _per_fact(scores: Sequence[FactScore], split: str) -> dict[str, list[float]]
     return {"logprob": [s.logprob for s in scores], "share": shares}
 
 
+def _prefixed(split: str, scores: Sequence[FactScore]) -> dict[str, float]:
+    """A scored split's :func:`~ssiuu.metrics.aggregate` as ``<split>_<score>`` columns
+    (the count left out)."""
+    return {f"{split}_{key}": value for key, value in aggregate(scores).items() if key != "n"}
+
+
 class _Monitor:
     """Scores the forget facts every ``eval_every`` steps and at the last step, and retain
     exact match every ``retain_every`` checks, at the last step and once the run ends; the
@@ -101,15 +107,13 @@ class _Monitor:
         record: dict[str, float] = {"step": step}
         scores = score_rows(model, self.tokenizer, self.forget, self.max_length,
                             self.batch_size)
-        record.update({f"forget_{key}": value for key, value in aggregate(scores).items()
-                       if key != "n"})
+        record.update(_prefixed("forget", scores))
         done = self.decide(step, model, record, scores)
         if (len(self.records) % self.stop.retain_every == 0 or step == self.last_step
                 or done):
             retain = score_rows(model, self.tokenizer, self.retain, self.max_length,
                                 self.batch_size, multiple_choice=False)
-            record.update({f"retain_{key}": value for key, value in aggregate(retain).items()
-                           if key != "n"})
+            record.update(_prefixed("retain", retain))
         self.records.append(record)
         return done
 
@@ -147,7 +151,9 @@ class _ThresholdMonitor(_Monitor):
 
 class _ReferenceMonitor(_Monitor):
     """The reference rule: scores the stop slice beside the forget facts, keeps a copy of
-    the weights at the closest check so far (the first inside the band is closest), and
+    the weights of ``model`` (the unwrapped model the loop trains in place; the loop may
+    hand :meth:`check` its distributed wrapper) at the closest check so far (the first
+    inside the band is closest), and
     ends the run inside the band, once no score is above it, or ``patience`` checks after
     some score went past it without coming closer."""
 
@@ -165,8 +171,7 @@ class _ReferenceMonitor(_Monitor):
                scores: Sequence[FactScore]) -> bool:
         reference = score_rows(model, self.tokenizer, self.stop_rows, self.max_length,
                                self.batch_size)
-        record.update({f"stop_{key}": value for key, value in aggregate(reference).items()
-                       if key != "n"})
+        record.update(_prefixed("stop", reference))
         check = compare_to_reference(_per_fact(scores, "forget"),
                                      _per_fact(reference, "stop slice"), self.stop.z)
         record.update({key: value for key, value in check.record().items()
@@ -188,6 +193,8 @@ class _ReferenceMonitor(_Monitor):
     @property
     def reached(self) -> bool:
         return self.best is not None and self.best.position == "inside"
+
+
 def gradient_summary(history: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """The medians over a run's steps of the base loss's gradient norm (before clipping)
     and, for a regularised method, of the regulariser's gradient norm and its ratio to the
