@@ -30,10 +30,12 @@ from ssiuu.unlearning import UnlearnOutcome, gradient_summary, unlearn
 def _stop_record(outcome: UnlearnOutcome, rule: str, thresholds: dict[str, float]) -> dict:
     """What a seed's record says of its stop: the rule, whether it was reached, the steps
     run, and the thresholds (``threshold``) or the kept check's statistics and distance to
-    the band (``reference``)."""
+    the band (``reference``), and the forget term's floor where it has one."""
     record = {"stop_rule": rule, "lr": outcome.lr, "steps": outcome.steps,
               "steps_run": sum(attempt.steps for attempt in outcome.attempts),
               "reached": outcome.reached}
+    if outcome.floor is not None:
+        record["forget_floor"] = round(outcome.floor, 4)
     if outcome.check is not None:
         return {**record, "stop_z": outcome.check.z, **outcome.check.record()}
     return {**record, **{f"stop_forget_{metric}": round(value, 4)
@@ -64,11 +66,16 @@ def main() -> None:
     params = load_params(args.params)
     configure(params.runtime.num_threads, params.runtime.gradient_checkpointing)
     stop = params.unlearn.stop
-    if stop.rule == "reference" and not layout.split_file(STOP_SLICE).is_file():
-        raise DataError(f"unlearn.stop.rule: 'reference' needs the stop slice "
+    needs_stop_slice = [field for field, needs in (
+        ("unlearn.stop.rule: 'reference'", stop.rule == "reference"),
+        ("unlearn.train.forget_floor: 'stop_slice'",
+         params.unlearn.train.forget_floor == "stop_slice")) if needs]
+    if needs_stop_slice and not layout.split_file(STOP_SLICE).is_file():
+        verb = "need" if len(needs_stop_slice) > 1 else "needs"
+        raise DataError(f"{' and '.join(needs_stop_slice)} {verb} the stop slice "
                         f"{layout.split_file(STOP_SLICE)} (facts about people no model saw: "
                         "data.generator.n_stop_people > 0, or data.jsonl.stop); run prepare, "
-                        "or stop on rule 'threshold'")
+                        "or stop on rule 'threshold' without a forget floor")
     oracle_path = layout.evaluation_metrics("oracle")
     oracle = (layout.read_json(oracle_path)
               if oracle_path.is_file() and stop.rule == "threshold" else None)
@@ -80,7 +87,7 @@ def main() -> None:
     retain_splits = tuple(params.unlearn.train.retain_splits)
     trained_on = tuple(dict.fromkeys(("forget", "retain", *retain_splits)))
     splits = read_splits(layout.PREPARED, trained_on
-                         + ((STOP_SLICE,) if stop.rule == "reference" else ()))
+                         + ((STOP_SLICE,) if needs_stop_slice else ()))
     retain_train = [row for name in retain_splits for row in splits[name]]
     manifest = prepared_manifest()
     knobs = getattr(params.unlearn.losses, args.method).model_dump()

@@ -62,8 +62,8 @@ def test_the_reference_stop_without_a_stop_slice_fails_naming_it_before_any_mode
     assert _stage(work, "prepare.py").returncode == 0
     done = _stage(work, "unlearn.py", "gd")
     assert done.returncode == 2
-    assert ("unlearn.stop.rule: 'reference' needs the stop slice data/prepared/stop.jsonl"
-            in done.stderr), done.stderr
+    assert ("unlearn.stop.rule: 'reference' and unlearn.train.forget_floor: 'stop_slice' "
+            "need the stop slice data/prepared/stop.jsonl" in done.stderr), done.stderr
     assert not (work / "models").exists()
 
 

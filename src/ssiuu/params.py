@@ -261,13 +261,22 @@ class UnlearnTrainParams(_Strict):
     its adapter, and read back merged into its base). ``retain_splits``: what a method's
     retain term trains on: the retained people's facts and, with ``general``, general
     facts the base learnt beside the evaluated utility set and disjoint from it (never the
-    utility set itself, which would then measure nothing).
+    utility set itself, which would then measure nothing). ``retain_term``: ``nll`` (the
+    retain answers' NLL, the paper's GD) or ``kl`` (the KL from the starting model's
+    next-token distribution over the whole retain text; it keeps a frozen copy of the
+    model, twice the weights in memory), for every method with such a term.
+    ``forget_floor: stop_slice`` (our extension; methods whose forget term is gradient
+    ascent): a forget fact stops being pushed once its answer log-prob (mean per token) is
+    at or below the stop slice's mean under the starting model, the never-seen level;
+    ``null`` pushes every fact at every step (the paper's GA).
     """
 
     lrs: LearningRates
     max_steps: int = Field(ge=1)
     retain_splits: NoRepeats[list[Literal["retain", "general"]]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["retain"], min_length=1)
+    retain_term: Literal["nll", "kl"] = "nll"
+    forget_floor: Literal["stop_slice"] | None = None
     forget_batch_size: int = Field(64, ge=1)
     retain_batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0)

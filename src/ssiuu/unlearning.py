@@ -57,7 +57,8 @@ class Attempt:
 class UnlearnOutcome:
     """The kept model, its learning rate and step, whether it reached the stop, the
     threshold rule's thresholds (empty under the reference rule) or the reference rule's
-    kept check, its attempt's per-step history and every attempt."""
+    kept check, its attempt's per-step history, every attempt and the forget term's floor
+    (``unlearn.train.forget_floor``; ``None`` without one)."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -69,6 +70,7 @@ class UnlearnOutcome:
     attempts: list[Attempt] = field(default_factory=list)
     note: str | None = None
     check: ReferenceCheck | None = None
+    floor: float | None = None
 
 
 def _per_fact(scores: Sequence[FactScore], split: str) -> dict[str, list[float]]:
@@ -246,9 +248,13 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
     layers in the blocks)."""
     train_knobs, stop = params.train, params.stop
     reference = stop.rule == "reference"
-    if reference and (stop_rows is None or len(stop_rows) < 2):
-        raise DataError("unlearn.stop.rule: 'reference' needs a stop slice of at least two "
-                        "never-seen facts (data.generator.n_stop_people, or data.jsonl.stop)")
+    for needs, knob in ((reference, "unlearn.stop.rule: 'reference'"),
+                        (train_knobs.forget_floor == "stop_slice",
+                         "unlearn.train.forget_floor: 'stop_slice'")):
+        if needs and (stop_rows is None or len(stop_rows) < 2):
+            raise DataError(f"{knob} needs a stop slice of at least two never-seen facts "
+                            "(data.generator.n_stop_people, or data.jsonl.stop)")
+    floor: float | None = None
     attempts: list[Attempt] = []
     kept: tuple[_Monitor, float, list[dict[str, float]]] | None = None
     model = tokenizer = note = None
@@ -259,7 +265,11 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
         if train_knobs.lora is not None:
             model = with_lora(model, train_knobs.lora, seed, field="unlearn.train.lora")
         pad_id = tokenizer.pad_token_id
-        objective = build_objective(method, params.losses, model, tokenizer)
+        if train_knobs.forget_floor == "stop_slice" and floor is None:
+            floor = aggregate(score_rows(model, tokenizer, stop_rows, max_length,
+                                         eval_batch_size, multiple_choice=False))["logprob"]
+        objective = build_objective(method, params.losses, model, tokenizer,
+                                    train_knobs.retain_term, floor)
         previous_attention = (use_eager_attention(model) if objective.needs_double_backward
                               else None)
         forget_examples = objective.prepare(model, encode_rows(tokenizer, forget, max_length),
@@ -310,6 +320,6 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
         with torch.no_grad():
             model.load_state_dict(monitor.best_state)
         return UnlearnOutcome(model, tokenizer, lr, monitor.best_step, monitor.reached, {},
-                              history, attempts, note, monitor.best)
+                              history, attempts, note, monitor.best, floor)
     return UnlearnOutcome(model, tokenizer, lr, attempts[-1].steps, monitor.reached,
-                          thresholds, history, attempts, note)
+                          thresholds, history, attempts, note, floor=floor)

@@ -31,8 +31,10 @@ class MethodSpec:
 
     ``forget``: the forget term, ``ga`` (gradient ascent), ``npo`` or ``dpo`` (both against
     the model before unlearning) or ``rmu`` (one block's output steered to a random
-    direction); ``retain``: ``nll`` (``alpha`` × the retain NLL), ``activations`` (``alpha``
-    × the distance of that block's output from the starting model's) or ``None``;
+    direction); ``retain``: ``outputs`` (``alpha`` × a term on the model's outputs over the
+    retain text, ``unlearn.train.retain_term``: the retain answers' NLL or the KL to the
+    starting model), ``activations`` (``alpha`` × the distance of that block's output from
+    the starting model's) or ``None``;
     ``regulariser``: ``attribution`` (Ssiuu's, weight ``lam``) or ``None``; ``knobs``: the
     schema of ``unlearn.losses.<name>``; ``base``: the method this one regularises (``None``
     for a plain method); ``origin``: ``paper`` (the paper's method or one of its baselines)
@@ -41,7 +43,7 @@ class MethodSpec:
 
     name: str
     forget: Literal["ga", "npo", "dpo", "rmu"]
-    retain: Literal["nll", "activations"] | None
+    retain: Literal["outputs", "activations"] | None
     regulariser: Literal["attribution"] | None
     knobs: type[BaseModel]
     base: str | None
@@ -53,26 +55,26 @@ CATALOG: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec(name="ga", forget="ga", retain=None, regulariser=None, knobs=GAParams,
                base=None, description="gradient ascent on the forget answers",
                origin="paper"),
-    MethodSpec(name="gd", forget="ga", retain="nll", regulariser=None, knobs=GDParams,
-               base=None, description="gradient difference: GA + alpha × retain NLL",
+    MethodSpec(name="gd", forget="ga", retain="outputs", regulariser=None, knobs=GDParams,
+               base=None, description="gradient difference: GA + alpha × the retain term",
                origin="paper"),
-    MethodSpec(name="npo", forget="npo", retain="nll", regulariser=None, knobs=NPOParams,
-               base=None, description="negative preference optimisation + alpha × retain NLL",
+    MethodSpec(name="npo", forget="npo", retain="outputs", regulariser=None, knobs=NPOParams,
+               base=None, description="negative preference optimisation + alpha × the retain term",
                origin="paper"),
-    MethodSpec(name="dpo", forget="dpo", retain="nll", regulariser=None, knobs=DPOParams,
+    MethodSpec(name="dpo", forget="dpo", retain="outputs", regulariser=None, knobs=DPOParams,
                base=None, description="direct preference optimisation: a refusal preferred to "
-                                      "the forget answer + alpha × retain NLL",
+                                      "the forget answer + alpha × the retain term",
                origin="paper"),
     MethodSpec(name="rmu", forget="rmu", retain="activations", regulariser=None,
                knobs=RMUParams, base=None,
                description="representation misdirection: one block's output on forget steered "
                            "to a random direction, held on retain",
                origin="paper"),
-    MethodSpec(name="ssiuu", forget="ga", retain="nll", regulariser="attribution",
+    MethodSpec(name="ssiuu", forget="ga", retain="outputs", regulariser="attribution",
                knobs=SsiuuParams, base="gd",
                description="GD + the attribution regulariser (the paper's method)",
                origin="paper"),
-    MethodSpec(name="ssiuu_exact", forget="ga", retain="nll", regulariser="attribution",
+    MethodSpec(name="ssiuu_exact", forget="ga", retain="outputs", regulariser="attribution",
                knobs=SsiuuExactParams, base="gd",
                description="Ssiuu with the exact gradient of its penalty (through the "
                            "attribution: the Hessian-vector term App. B drops)",
@@ -80,7 +82,7 @@ CATALOG: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec(name="ssiuu_ga", forget="ga", retain=None, regulariser="attribution",
                knobs=SsiuuGAParams, base="ga", description="GA + the attribution regulariser",
                origin="ours"),
-    MethodSpec(name="ssiuu_npo", forget="npo", retain="nll", regulariser="attribution",
+    MethodSpec(name="ssiuu_npo", forget="npo", retain="outputs", regulariser="attribution",
                knobs=SsiuuNPOParams, base="npo",
                description="NPO (+ retain) + the attribution regulariser", origin="ours"),
 )}

@@ -21,7 +21,7 @@ from ssiuu.methods.dpo import (
     with_dpo_references,
 )
 from ssiuu.methods.ga import ga_loss
-from ssiuu.methods.gd import gd_loss, retain_nll
+from ssiuu.methods.gd import frozen_copy, gd_loss, retain_kl, retain_nll
 from ssiuu.methods.npo import REFERENCE_KEY, npo_loss, with_reference_logprobs
 from ssiuu.methods.rmu import RMUSteering, default_trained_layers
 from ssiuu.methods.ssiuu import AttributionRegulariser, gradient_norm, penalised_parameters
@@ -37,8 +37,11 @@ class Objective:
     ``forget``: ``ga`` (mean answer-token log-probability), ``npo`` (with ``beta``),
     ``dpo`` (with ``beta``, preferring the ``refusal`` tokens; ``pad_id`` pads them) or
     ``rmu`` (``steering``: its block, target and frozen retain activations);
-    ``alpha``: weight of the retain term (the retain NLL; for RMU the activation distance),
-    ``None`` for no retain term (GA alone);
+    ``alpha``: weight of the retain term, ``None`` for no retain term (GA alone); the term is
+    the retain answers' NLL, or with a ``reference`` model the KL from it over the retain
+    text (:func:`~ssiuu.methods.gd.retain_kl`); for RMU the activation distance;
+    ``floor``: the GA forget term leaves out facts at or below this mean answer-token
+    log-probability (:func:`~ssiuu.methods.ga.ga_loss`);
     ``regulariser``: Ssiuu's, which adds its gradient before the loop's backward.
     """
 
@@ -49,6 +52,8 @@ class Objective:
     refusal: tuple[int, ...] = ()
     pad_id: int = 0
     steering: RMUSteering | None = None
+    reference: PreTrainedModel | None = None
+    floor: float | None = None
 
     @property
     def needs_retain(self) -> bool:
@@ -103,7 +108,7 @@ class Objective:
         if self.steering is not None:
             loss = self.steering.forget_loss(hidden, batch["attention_mask"])
         elif self.forget == "ga":
-            loss = ga_loss(token_logp, mask)
+            loss = ga_loss(token_logp, mask, self.floor)
         elif self.forget == "npo":
             loss = npo_loss(logp, batch[REFERENCE_KEY], self.beta)
         else:
@@ -116,8 +121,12 @@ class Objective:
         logs = {"forget_loss": float(loss.detach()),
                 "batch_forget_answer_logprob": float(logp.detach().mean())}
         if self.alpha is not None:
-            retain = (self.steering.retain_loss(model, batches["retain"])
-                      if self.steering is not None else retain_nll(model, batches["retain"]))
+            if self.steering is not None:
+                retain = self.steering.retain_loss(model, batches["retain"])
+            elif self.reference is not None:
+                retain = retain_kl(model, self.reference, batches["retain"])
+            else:
+                retain = retain_nll(model, batches["retain"])
             logs["retain_loss"] = float(retain.detach())
             loss = gd_loss(loss, retain, self.alpha)
         if self.regulariser is not None:
@@ -140,25 +149,36 @@ class Objective:
 
 
 def build_objective(method: str, losses: LossesParams, model: PreTrainedModel,
-                    tokenizer: PreTrainedTokenizerBase | None = None) -> Objective:
+                    tokenizer: PreTrainedTokenizerBase | None = None,
+                    retain_term: Literal["nll", "kl"] = "nll",
+                    floor: float | None = None) -> Objective:
     """The objective of ``method`` (its :class:`~ssiuu.methods.catalog.MethodSpec`) with
     its knobs from ``unlearn.losses.<method>``; the regulariser covers ``model``'s
-    penalised parameters; ``tokenizer`` encodes DPO's refusal (required for ``dpo``)."""
+    penalised parameters; ``tokenizer`` encodes DPO's refusal (required for ``dpo``).
+
+    ``retain_term`` (``unlearn.train.retain_term``) chooses an ``outputs`` retain term:
+    ``kl`` holds a frozen copy of ``model`` as it is now as the reference. ``floor`` (a
+    mean answer-token log-probability) applies to a GA forget term only.
+    """
     spec = method_spec(method)
     knobs = getattr(losses, method)
     regulariser = None
     if spec.regulariser == "attribution":
         regulariser = AttributionRegulariser(penalised_parameters(model, knobs.penalised),
                                              knobs.lam, knobs.grad)
-    forget_knobs = {"beta": knobs.beta} if spec.forget in ("npo", "dpo") else {}
+    terms = {"beta": knobs.beta} if spec.forget in ("npo", "dpo") else {}
     if spec.forget == "dpo":
         if tokenizer is None:
             raise ValueError(f"{method}: DPO needs the tokenizer to encode its refusal")
-        forget_knobs.update(refusal=refusal_ids(tokenizer, knobs.refusal),
-                            pad_id=tokenizer.pad_token_id)
+        terms.update(refusal=refusal_ids(tokenizer, knobs.refusal),
+                     pad_id=tokenizer.pad_token_id)
     if spec.forget == "rmu":
-        forget_knobs["steering"] = RMUSteering(
+        terms["steering"] = RMUSteering(
             model, knobs.layer, knobs.steering,
             knobs.trained_layers or default_trained_layers(knobs.layer), knobs.seed)
+    if spec.forget == "ga":
+        terms["floor"] = floor
+    if spec.retain == "outputs" and retain_term == "kl":
+        terms["reference"] = frozen_copy(model)
     return Objective(forget=spec.forget, alpha=knobs.alpha if spec.retain is not None else None,
-                     regulariser=regulariser, **forget_knobs)
+                     regulariser=regulariser, **terms)
