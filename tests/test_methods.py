@@ -352,3 +352,90 @@ def test_gradient_checkpointing_takes_the_same_steps(trained_tiny, tiny_facts, m
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
     assert any(not torch.equal(a, b) for a, b in zip(
         models[False].parameters(), trained_tiny[0].parameters(), strict=True))
+
+
+def test_the_forget_floor_leaves_out_facts_at_or_below_it_and_weighs_each_fact_once():
+    from ssiuu.methods.ga import ga_loss
+
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    values = torch.tensor([[-0.5, -1.5, 0.0], [-3.0, -3.0, -3.0], [-2.0, 0.0, 0.0],
+                           [-0.1, -0.2, -0.3]])  # per fact: -1.0, -3.0, -2.0, -0.2
+    losses, grads = {}, {}
+    for floor in (None, -2.0, -10.0):
+        token_logp = values.clone().requires_grad_(True)
+        losses[floor] = ga_loss(token_logp * mask, mask, floor)
+        losses[floor].backward()
+        grads[floor] = token_logp.grad
+    assert losses[None].item() == pytest.approx(-13.6 / 9)  # per token, as the paper's GA
+    assert losses[-10.0].item() == pytest.approx((-1.0 - 3.0 - 2.0 - 0.2) / 4)  # per fact
+    assert losses[-2.0].item() == pytest.approx((-1.0 - 0.2) / 4)  # -3.0 below, -2.0 at
+    kept = torch.tensor([True, False, False, True])
+    assert not grads[-2.0][~kept].any()
+    assert torch.equal(grads[-2.0][kept], grads[-10.0][kept])  # the others' unchanged
+    assert torch.allclose(grads[-10.0].sum(dim=1), torch.full((4,), 0.25))  # a quarter each
+
+
+def _retain_batch(tokenizer, rows):
+    return collate(encode_rows(tokenizer, rows, 32), tokenizer.pad_token_id)
+
+
+def test_the_kl_retain_term_is_zero_at_the_start_and_weighs_every_text_position(
+        trained_tiny, tiny_facts):
+    from ssiuu.methods.gd import frozen_copy, retain_kl
+
+    model, tokenizer, _ = trained_tiny
+    model = copy.deepcopy(model)
+    reference = frozen_copy(model)
+    assert not any(p.requires_grad for p in reference.parameters())
+    rows = [row for row in tiny_facts if row["subject"]][:5]
+    batch = _retain_batch(tokenizer, rows)
+    at_start = retain_kl(model, reference, batch)
+    at_start.backward()
+    assert abs(at_start.item()) < 1e-6
+    assert max(p.grad.abs().max().item() for p in model.parameters()) < 1e-6
+    with torch.no_grad():  # move the model: the KL is now positive
+        for param in model.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    moved = retain_kl(model, reference, batch).item()
+    assert moved > 1e-4
+    # padding is not text: the batch's value is the position-weighted mean of each row's own
+    singles = [(retain_kl(model, reference, _retain_batch(tokenizer, [row])).item(),
+                len(encode_rows(tokenizer, [row], 32)[0]["input_ids"]) - 1) for row in rows]
+    weighted = sum(kl * n for kl, n in singles) / sum(n for _, n in singles)
+    assert moved == pytest.approx(weighted, rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["ga", "gd", "npo", "dpo", "rmu", "ssiuu", "ssiuu_exact"])
+def test_the_kl_reference_and_the_floor_go_to_the_methods_whose_terms_take_them(
+        trained_tiny, method):
+    from ssiuu.methods.catalog import method_spec
+
+    model, tokenizer, _ = trained_tiny
+    losses = LossesParams.model_validate({"rmu": {"layer": 1}})
+    objective = build_objective(method, losses, model, tokenizer, "kl", -2.5)
+    spec = method_spec(method)
+    assert (objective.reference is not None) == (spec.retain == "outputs")
+    assert objective.floor == (-2.5 if spec.forget == "ga" else None)
+    assert build_objective(method, losses, model, tokenizer).reference is None
+
+
+def test_gd_with_the_kl_retain_term_holds_its_reference_while_it_unlearns(
+        trained_tiny, tiny_facts):
+    model = copy.deepcopy(trained_tiny[0]).train()
+    tokenizer = trained_tiny[1]
+    _, forget, retain = _split(model, tokenizer, tiny_facts)
+    objective = build_objective("gd", LossesParams(), model, tokenizer, "kl")
+    frozen = {name: value.clone() for name, value in objective.reference.state_dict().items()}
+    batches = {"forget": collate(forget, tokenizer.pad_token_id),
+               "retain": collate(retain, tokenizer.pad_token_id)}
+    with torch.no_grad():
+        before = sequence_logprobs(model, batches["forget"]).mean().item()
+    loaders = {"forget": make_loader(forget, 64, tokenizer.pad_token_id, seed=0),
+               "retain": make_loader(retain, 64, tokenizer.pad_token_id, seed=0)}
+    run = train(model, loaders, objective, TrainParams(steps=4, lr=1e-3, schedule="constant",
+                                                       warmup_ratio=0.0, log_every=1), seed=0)
+    assert run.history[0]["retain_loss"] < 1e-6 < run.history[-1]["retain_loss"]
+    with torch.no_grad():
+        assert sequence_logprobs(model, batches["forget"]).mean().item() < before
+    for name, value in objective.reference.state_dict().items():
+        assert torch.equal(value, frozen[name]), name

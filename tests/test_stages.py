@@ -49,7 +49,8 @@ def test_unknown_model_name_fails_before_any_model(tmp_path):
 
 
 def test_unlearn_without_oracle_metrics_fails_before_any_model(tmp_path):
-    work = _workspace(tmp_path, unlearn__stop__rule="threshold")
+    work = _workspace(tmp_path, unlearn__stop__rule="threshold",
+                      unlearn__train__forget_floor=None)
     done = _stage(work, "unlearn.py", "gd")
     assert done.returncode == 2
     assert "unlearn.stop.thresholds.acc: 'oracle' needs forget_acc in metrics/oracle.json" \
@@ -86,7 +87,8 @@ def test_wrong_relearn_param_names_the_field(tmp_path):
 
 
 def test_unlearn_fails_naming_the_seed_the_oracle_metrics_lack(tmp_path):
-    work = _workspace(tmp_path, seeds=[0, 7], unlearn__stop__rule="threshold")
+    work = _workspace(tmp_path, seeds=[0, 7], unlearn__stop__rule="threshold",
+                      unlearn__train__forget_floor=None)
     (work / "metrics").mkdir()
     (work / "metrics" / "oracle.json").write_text(
         '{"mean": {}, "std": {}, "seeds": {"0": {"forget_acc": 0.0}}}')

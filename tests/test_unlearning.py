@@ -204,6 +204,15 @@ def _stop_slice():
                                                attributes=["birth_city", "employer"]))
 
 
+def _two_people_forgotten(trained_tiny, tiny_facts, tmp_path):
+    """The tiny model saved as ``tmp_path/base``; two people's facts to forget, the rest
+    to retain, and a stop slice."""
+    save_model(*trained_tiny[:2], tmp_path / "base")
+    subjects = sorted({r["subject"] for r in tiny_facts if r["subject"]})[:2]
+    return ([r for r in tiny_facts if r["subject"] in subjects],
+            [r for r in tiny_facts if r["subject"] not in subjects], _stop_slice())
+
+
 @pytest.mark.parametrize("z", [1.0, 0.02])  # 4 facts: inside within a few steps; never
 def test_the_reference_rule_keeps_its_closest_check_and_says_how_far_it_is(
         z, trained_tiny, tiny_facts, tmp_path):
@@ -211,11 +220,7 @@ def test_the_reference_rule_keeps_its_closest_check_and_says_how_far_it_is(
     from ssiuu.stop import compare_to_reference
 
     model, tokenizer, _ = trained_tiny
-    save_model(model, tokenizer, tmp_path / "base")
-    subjects = sorted({r["subject"] for r in tiny_facts if r["subject"]})[:2]
-    forget = [r for r in tiny_facts if r["subject"] in subjects]
-    retain = [r for r in tiny_facts if r["subject"] not in subjects]
-    stop_rows = _stop_slice()
+    forget, retain, stop_rows = _two_people_forgotten(trained_tiny, tiny_facts, tmp_path)
     params = UnlearnParams.model_validate({
         "methods": ["gd"], "train": {"lrs": [1e-3, 1e-2], "max_steps": 40},
         "stop": {"rule": "reference", "z": z, "patience": 3}})
@@ -252,3 +257,36 @@ def test_the_reference_rule_without_a_stop_slice_is_a_clear_error(trained_tiny, 
         "methods": ["gd"], "train": {"lrs": [1e-3], "max_steps": 2}})
     with pytest.raises(DataError, match="needs a stop slice.*n_stop_people.*data.jsonl.stop"):
         unlearn("gd", tmp_path / "base", tiny_facts[:2], tiny_facts, params, {}, 32)
+
+
+def test_the_forget_floor_needs_a_stop_slice_under_either_rule(trained_tiny, tiny_facts,
+                                                               tmp_path):
+    model, tokenizer, _ = trained_tiny
+    save_model(model, tokenizer, tmp_path / "base")
+    params = UnlearnParams.model_validate({
+        "methods": ["gd"], "stop": {"rule": "threshold"},
+        "train": {"lrs": [1e-3], "max_steps": 2, "forget_floor": "stop_slice"}})
+    with pytest.raises(DataError, match="unlearn.train.forget_floor: 'stop_slice' needs a "
+                                        "stop slice.*data.jsonl.stop"):
+        unlearn("gd", tmp_path / "base", tiny_facts[:2], tiny_facts, params, {"acc": 0.0}, 32)
+
+
+def test_the_forget_floor_stops_pushing_facts_at_the_stop_slice_level(trained_tiny, tiny_facts,
+                                                                      tmp_path):
+    from ssiuu.metrics import aggregate, score_rows
+
+    model, tokenizer, _ = trained_tiny
+    forget, retain, stop_rows = _two_people_forgotten(trained_tiny, tiny_facts, tmp_path)
+    never_seen = aggregate(score_rows(model, tokenizer, stop_rows, 32))["logprob"]
+    reached = {}
+    for floor in (None, "stop_slice"):  # a threshold never reached: every step runs
+        params = UnlearnParams.model_validate({
+            "methods": ["gd"], "stop": {"rule": "threshold", "thresholds": {"acc": -1.0}},
+            "train": {"lrs": [3e-4], "max_steps": 120, "forget_floor": floor}})
+        outcome = unlearn("gd", tmp_path / "base", forget, retain, params, {"acc": -1.0}, 32,
+                          stop_rows=stop_rows)
+        assert outcome.steps == 120
+        reached[floor] = aggregate(score_rows(outcome.model, tokenizer, forget, 32))["logprob"]
+        assert outcome.floor == (None if floor is None else pytest.approx(never_seen))
+    assert reached[None] < never_seen - 10.0  # plain GA drives the facts far past it
+    assert reached["stop_slice"] > never_seen - 1.5  # the floor holds them near it

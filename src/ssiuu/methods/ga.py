@@ -15,12 +15,16 @@ def ga_loss(token_logp: torch.Tensor, mask: torch.Tensor,
     Descending this loss lowers the probability of every forget answer. Under several
     processes the mean is over the whole batch's answer tokens.
 
-    With ``floor`` (a mean log-probability per answer token), a fact whose answer is at or
-    below it adds nothing: it is pushed down to the floor, not past it (our extension;
-    ``unlearn.train.forget_floor``). The mean stays over every answer token of the batch,
-    so the facts still above the floor get the gradient they would get without it.
+    With ``floor`` (a mean log-probability per answer token; our extension,
+    ``unlearn.train.forget_floor``) the term is the mean over the batch's facts of each
+    fact's mean answer-token log-probability, and a fact at or below the floor adds 0: it
+    is pushed down to the floor, not past it. Each fact weighs the same, as the floor
+    judges facts: weighted by tokens, the long answers (phone numbers, years: digits)
+    were pushed hardest, and on the default the utility sums drifted with them (utility
+    0.925 against 0.95 per fact, seeds 1 and 2 of GD).
     """
     if floor is not None:
         per_fact = token_logp.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-        token_logp = token_logp * (per_fact.detach() > floor).unsqueeze(1)
+        kept = per_fact * (per_fact.detach() > floor)
+        return batch_mean(kept.sum(), torch.tensor(float(kept.numel()), device=kept.device))
     return batch_mean(token_logp.sum(), mask.sum())
