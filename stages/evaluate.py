@@ -44,6 +44,8 @@ def main() -> None:
                                    params.model.max_length, params.evaluate.mia_k,
                                    params.evaluate.batch_size)
             scores.update({f"mia_{attack}_auc": round(value, 4) for attack, value in aucs.items()})
+            scores["mia_members_n"] = len(membership["forget"])
+            scores["mia_nonmembers_n"] = len(membership[HOLDOUT])
         per_seed[seed] = scores
     metrics = {"model": args.model, **across_seeds(per_seed)}
     layout.write_json(metrics, layout.evaluation_metrics(args.model))

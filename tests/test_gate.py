@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from ssiuu.certificate import CertifiedVersion, certificate_markdown
 from ssiuu.compliance import flatten, registered_model_name, version_metrics
 from ssiuu.gate import gate_versions
@@ -157,3 +161,39 @@ def test_a_forget_set_still_detectable_fails_the_gate_with_that_reason():
     unmeasured = gate_versions(_summary(gd=[private(None)]), "gd", ATTACKS, gate)
     assert "membership of the forget set not measured" in unmeasured[0].reasons[0]
     assert gate_versions(_summary(gd=[private(None)]), "gd", ATTACKS, GateParams())[0].passed
+
+
+def test_hanley_mcneil_error_of_a_chance_auc_is_that_of_the_mann_whitney_statistic():
+    from ssiuu.gate import auc_error
+
+    assert auc_error(0.5, 40, 40) == pytest.approx(math.sqrt(81 / (12 * 40 * 40)))
+    assert auc_error(1.0, 40, 40) == 0.0
+    assert auc_error(0.8, 400, 400) < auc_error(0.8, 40, 40) / 3
+
+
+def test_a_privleak_within_the_noise_of_its_facts_does_not_fail_the_gate():
+    def private(auc: float, oracle: float, counted: bool = True) -> dict:
+        model = _model({"harmful_30": 0.0, "benign": 0.0})
+        privacy = {"mia_min_k_auc": auc, "oracle_min_k_auc": oracle,
+                   "privleak_min_k": round((auc - oracle) / oracle, 4)}
+        if counted:
+            privacy.update(mia_members_n=40, mia_nonmembers_n=40)
+        return {**model, "privacy": privacy}
+
+    gate = GateParams(max_privleak=0.25)
+    # the default's seed 0: AUC 0.40 against the oracle's 0.646, privleak -0.38 on 40 + 40
+    # facts; each AUC's SE is about 0.06, so the bound nearest 0 lies inside ±0.25
+    assert gate_versions(_summary(gd=[private(0.40, 0.646)]), "gd", ATTACKS, gate)[0].passed
+    point = GateParams(max_privleak=0.25, privleak_z=0)
+    assert not gate_versions(_summary(gd=[private(0.40, 0.646)]), "gd", ATTACKS, point)[0].passed
+    uncounted = gate_versions(_summary(gd=[private(0.40, 0.646, False)]), "gd", ATTACKS, gate)
+    assert not uncounted[0].passed  # without the counts, the point estimate decides
+    far = gate_versions(_summary(gd=[private(0.15, 0.646)]), "gd", ATTACKS, gate)[0]
+    assert not far.passed
+    (reason,) = far.reasons
+    assert reason.startswith("seed 0: forget set detectable by membership inference the other "
+                             "way (over-unlearned: its AUC below the oracle's): privleak "
+                             "(min_k) -0.768, at least ")
+    assert reason.endswith(" in size over its members and non-members (z 1.645), beyond ±0.25")
+    bound = float(reason.split("at least ")[1].split(" ")[0])
+    assert 0.25 < bound < 0.768

@@ -380,13 +380,17 @@ def test_a_paired_comparison_with_a_method_that_missed_its_stop_is_not_judged():
 
 def test_membership_inference_is_summarised_as_auc_and_privleak_against_the_oracle():
     mia = {"base": (1.0, 0.95), "oracle": (0.5, 0.52), "gd": (0.25, 0.65)}  # loss, min_k
-    seeded = {name: {**SCORES[name], "mia_loss_auc": loss, "mia_min_k_auc": min_k}
+    seeded = {name: {**SCORES[name], "mia_loss_auc": loss, "mia_min_k_auc": min_k,
+                     "mia_members_n": 40, "mia_nonmembers_n": 38}
               for name, (loss, min_k) in mia.items()}
     curves = {0: {"harmful_30": {"base": BASE, "oracle": ORACLE, "gd": HIDER}}}
     summary = summarise(["gd"], ["harmful_30"], {0: seeded}, curves, 0.9, {0: {"gd": REACHED}})
     privacy = summary["per_seed"]["0"]
-    assert privacy["oracle"]["privacy"] == {"mia_loss_auc": 0.5, "mia_min_k_auc": 0.52,
-                                            "privleak_loss": 0.0, "privleak_min_k": 0.0}
+    assert privacy["oracle"]["privacy"] == {
+        "mia_loss_auc": 0.5, "mia_min_k_auc": 0.52, "privleak_loss": 0.0, "privleak_min_k": 0.0,
+        "oracle_loss_auc": 0.5, "oracle_min_k_auc": 0.52,  # what the gate's interval reads
+        "mia_members_n": 40, "mia_nonmembers_n": 38}
+    assert privacy["gd"]["privacy"]["oracle_min_k_auc"] == 0.52
     assert privacy["base"]["privacy"]["privleak_loss"] == pytest.approx(1.0)
     assert privacy["gd"]["privacy"]["privleak_loss"] == pytest.approx(-0.5)  # over-unlearned
     assert privacy["gd"]["privacy"]["privleak_min_k"] == pytest.approx(0.25)

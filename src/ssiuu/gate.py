@@ -2,12 +2,13 @@
 
 A version (one method, one seed) passes only if its **method** held up in every seed (the
 held-out forget score after every attack at most ``max_oracle_gap`` above the oracle's,
-judged on the gap's lower confidence bound over the held-out facts for an accuracy score, the
-unlearning stop reached and, with ``max_privleak``, the forget set no easier to detect by
-membership inference than that margin allows) and the **version itself** kept its retain and utility
-accuracy after unlearning within a margin of that seed's base. A method whose knowledge
-resurfaces in one seed is not robust, so none of its versions passes. Reasons name seeds,
-attacks and numbers only, never data.
+judged on the gap's lower confidence bound over the held-out facts for an accuracy score;
+the unlearning stop reached; with ``max_privleak``, the forget set no easier to detect by
+membership inference than that margin allows, judged on privleak's confidence bound) and
+the **version itself** kept its retain and utility accuracy after unlearning within a
+margin of that seed's base. A method whose knowledge resurfaces in one seed is not
+robust, so none of its versions passes. Reasons name seeds, attacks and numbers only,
+never data.
 """
 
 from __future__ import annotations
@@ -108,20 +109,49 @@ def _stop_reason(stop: Mapping[str, Any], seed: str) -> str:
             f"is {stop['distance']:.2f} standard errors outside the stop band ({scores})")
 
 
+def auc_error(auc: float, members: int, nonmembers: int) -> float:
+    """Hanley and McNeil's (1982) standard error of an AUC over ``members`` positives and
+    ``nonmembers`` negatives."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (members - 1) * (q1 - auc * auc)
+                + (nonmembers - 1) * (q2 - auc * auc)) / (members * nonmembers)
+    return math.sqrt(max(variance, 0.0))
+
+
+def _privleak_excess(privacy: Mapping[str, float], gate: GateParams) -> float | None:
+    """How far privleak's confidence bound nearest 0 lies beyond ``±max_privleak``
+    (``|privleak| - privleak_z * SE``, SE of the AUC difference over the oracle's AUC);
+    ``None`` where the counts or the oracle's AUC are not recorded."""
+    attack = gate.privacy_attack
+    own, oracle = privacy.get(f"mia_{attack}_auc"), privacy.get(f"oracle_{attack}_auc")
+    members, nonmembers = privacy.get("mia_members_n"), privacy.get("mia_nonmembers_n")
+    if None in (own, oracle, members, nonmembers) or not oracle:
+        return None
+    error = math.hypot(auc_error(own, int(members), int(nonmembers)),
+                       auc_error(oracle, int(members), int(nonmembers))) / oracle
+    return abs(privacy[f"privleak_{attack}"]) - gate.privleak_z * error - gate.max_privleak
+
+
 def _privacy_reasons(privacy: Mapping[str, float], seed: str, gate: GateParams) -> list[str]:
-    """Why one seed fails the privacy condition (an empty list when it holds)."""
+    """Why one seed fails the privacy condition (an empty list when it holds): privleak
+    beyond ``±max_privleak`` on its confidence bound where the counts are recorded, on the
+    point estimate otherwise."""
     value = privacy.get(f"privleak_{gate.privacy_attack}")
     if value is None:
         return [f"seed {seed}: membership of the forget set not measured (the data has no "
                 "holdout split: give data.jsonl.holdout, or set registry.gate.max_privleak "
                 "to null)"]
-    if abs(value) <= gate.max_privleak:
+    excess = _privleak_excess(privacy, gate) if gate.privleak_z else None
+    if (abs(value) - gate.max_privleak if excess is None else excess) <= 0:
         return []
     how = ("still detectable by membership inference" if value > 0 else
            "detectable by membership inference the other way (over-unlearned: its AUC below "
            "the oracle's)")
-    return [f"seed {seed}: forget set {how}: privleak ({gate.privacy_attack}) {value:+.3f}, "
-            f"beyond ±{gate.max_privleak:g}"]
+    bound = ("" if excess is None else
+             f", at least {excess + gate.max_privleak:.3f} in size over its members and "
+             f"non-members (z {gate.privleak_z:g})")
+    return [f"seed {seed}: forget set {how}: privleak ({gate.privacy_attack}) {value:+.3f}"
+            f"{bound}, beyond ±{gate.max_privleak:g}"]
 
 
 def _kept(own: Mapping[str, float], base: Mapping[str, float], gate: GateParams) -> list[str]:

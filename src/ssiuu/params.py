@@ -397,6 +397,11 @@ class GateParams(_Strict):
     difference of two proportions over as many facts), lies above ``max_oracle_gap``
     (1.645: one-sided 95 %); 0 decides on the point estimate. On 28 held-out facts the SE
     is about 0.12, so a single seed's +0.07 is noise, not knowledge come back.
+    ``privleak_z``: the privacy condition fails only when privleak lies beyond
+    ``±max_privleak`` by more than ``privleak_z`` standard errors (the two AUCs' Hanley–McNeil
+    errors over the members and non-members scored, combined as independent); 0 decides
+    on the point estimate. On 40 + 40 facts one AUC's SE is about 0.065, so a privleak of
+    −0.38 against an oracle AUC of 0.65 lies within noise of −0.25.
     """
 
     score: Literal["acc", "mcq", "logprob"] = "mcq"
@@ -406,6 +411,7 @@ class GateParams(_Strict):
     max_utility_drop: float = Field(0.05, ge=0, le=1)
     require_stop: bool = True
     max_privleak: float | None = Field(None, gt=0)
+    privleak_z: float = Field(1.645, ge=0)
     privacy_attack: Literal["loss", "zlib", "min_k", "min_k_plus_plus"] = "min_k"
 
 

@@ -121,13 +121,19 @@ def attack_row(curves: Curves, window: Mapping[float, int], oracle_curves: Curve
 def privacy_row(own: Mapping[str, float], oracle: Mapping[str, float]) -> dict[str, float]:
     """One model's membership inference in one seed: each attack's AUC
     (``mia_<attack>_auc``, from its evaluation ``own``) and its privleak against the same
-    seed's oracle (``privleak_<attack>``); empty where the data has no holdout split."""
+    seed's oracle (``privleak_<attack>``), the oracle's AUC (``oracle_<attack>_auc``) and
+    how many members and non-members were scored (``mia_members_n``, ``mia_nonmembers_n``,
+    where the evaluation recorded them); empty where the data has no holdout split."""
     row: dict[str, float] = {}
     for key, value in own.items():
         if key.startswith("mia_") and key.endswith("_auc") and key in oracle:
+            attack = key.removeprefix("mia_").removesuffix("_auc")
             row[key] = value
-            row[f"privleak_{key.removeprefix('mia_').removesuffix('_auc')}"] = round(
-                privleak(value, oracle[key]), 4)
+            row[f"oracle_{attack}_auc"] = oracle[key]
+            row[f"privleak_{attack}"] = round(privleak(value, oracle[key]), 4)
+    if row:
+        row.update({key: own[key] for key in ("mia_members_n", "mia_nonmembers_n")
+                    if key in own})
     return row
 
 
