@@ -118,6 +118,9 @@ def _versions(repo: Path) -> list:
 
 def test_register_files_one_gated_version_per_method_and_seed(tiny_repo):
     versions = _versions(tiny_repo)
+    # search_model_versions leaves aliases empty in the SQL store (mlflow/mlflow#9783): the
+    # registered model holds them
+    held = _client(tiny_repo).get_registered_model(MODEL).aliases
     assert len(versions) == VERSIONS
     manifest = json.loads((tiny_repo / "data" / "prepared" / "manifest.json").read_text())
     head = _run(tiny_repo, "git", "rev-parse", "HEAD").stdout.strip()
@@ -133,7 +136,8 @@ def test_register_files_one_gated_version_per_method_and_seed(tiny_repo):
         assert tags["ssiuu.dvc_lock.stage"] in lock
         assert tags["ssiuu.gate"] in ("passed", "failed")
         assert (tags["ssiuu.gate.reasons"] == "none") == (tags["ssiuu.gate"] == "passed")
-        assert tags["ssiuu.gate"] == "passed" or not version.aliases
+        assert tags["ssiuu.gate"] == "passed" or str(version.version) not in map(str,
+                                                                               held.values())
         unlearned = (tiny_repo / "models" / "unlearned" / tags["ssiuu.method"]
                      / f"seed_{tags['ssiuu.seed']}" / "provenance.json")
         made_in = json.loads(unlearned.read_text())["environment"]
@@ -147,7 +151,7 @@ def test_register_files_one_gated_version_per_method_and_seed(tiny_repo):
     assert record["model"] == MODEL and record["added"] == VERSIONS
     certificate = (tiny_repo / "reports" / "requests" / "req-0001.md").read_text()
     assert "# Deletion request req-0001" in certificate and f"ssiuu audit {MODEL}" in certificate
-    production = [v for v in versions if "production" in v.aliases]
+    production = [v for v in versions if str(v.version) == str(held.get("production"))]
     if production:
         assert production[0].tags["ssiuu.gate"] == "passed"
         assert f"Version {production[0].version} of `{MODEL}`" in certificate
