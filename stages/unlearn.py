@@ -24,7 +24,7 @@ from ssiuu.runtime import configure, device, is_main_process, run_stage
 from ssiuu.seeds import across_seeds, existing_seed_dir, seed_dir, seed_record
 from ssiuu.stop import stop_thresholds
 from ssiuu.tables import write_rows
-from ssiuu.unlearning import UnlearnOutcome, gradient_summary, unlearn
+from ssiuu.unlearning import UnlearnOutcome, gradient_summary, stop_slice_users, unlearn
 
 
 def _stop_record(outcome: UnlearnOutcome, rule: str, thresholds: dict[str, float]) -> dict:
@@ -66,10 +66,7 @@ def main() -> None:
     params = load_params(args.params)
     configure(params.runtime.num_threads, params.runtime.gradient_checkpointing)
     stop = params.unlearn.stop
-    needs_stop_slice = [field for field, needs in (
-        ("unlearn.stop.rule: 'reference'", stop.rule == "reference"),
-        ("unlearn.train.forget_floor: 'stop_slice'",
-         params.unlearn.train.forget_floor == "stop_slice")) if needs]
+    needs_stop_slice = stop_slice_users(params.unlearn)
     if needs_stop_slice and not layout.split_file(STOP_SLICE).is_file():
         verb = "need" if len(needs_stop_slice) > 1 else "needs"
         raise DataError(f"{' and '.join(needs_stop_slice)} {verb} the stop slice "

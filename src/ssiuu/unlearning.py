@@ -230,6 +230,14 @@ def merge_history(train_logs: list[dict[str, float]],
     return [by_step[step] for step in sorted(by_step)]
 
 
+def stop_slice_users(params: UnlearnParams) -> list[str]:
+    """The settings of ``params`` that read the stop slice, named as an error names them."""
+    return [knob for knob, needs in (
+        ("unlearn.stop.rule: 'reference'", params.stop.rule == "reference"),
+        ("unlearn.train.forget_floor: 'stop_slice'",
+         params.train.forget_floor == "stop_slice")) if needs]
+
+
 def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             retain: Sequence[Record], params: UnlearnParams, thresholds: dict[str, float],
             max_length: int, eval_batch_size: int = 64, device: str = "cpu",
@@ -248,10 +256,8 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
     layers in the blocks)."""
     train_knobs, stop = params.train, params.stop
     reference = stop.rule == "reference"
-    for needs, knob in ((reference, "unlearn.stop.rule: 'reference'"),
-                        (train_knobs.forget_floor == "stop_slice",
-                         "unlearn.train.forget_floor: 'stop_slice'")):
-        if needs and (stop_rows is None or len(stop_rows) < 2):
+    for knob in stop_slice_users(params):
+        if stop_rows is None or len(stop_rows) < 2:
             raise DataError(f"{knob} needs a stop slice of at least two never-seen facts "
                             "(data.generator.n_stop_people, or data.jsonl.stop)")
     floor: float | None = None
