@@ -2,6 +2,7 @@
 
 import copy
 import math
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -375,20 +376,31 @@ def test_the_forget_floor_leaves_out_facts_at_or_below_it_and_weighs_each_fact_o
     assert torch.allclose(grads[-10.0].sum(dim=1), torch.full((4,), 0.25))  # a quarter each
 
 
-def _retain_batch(tokenizer, rows):
-    return collate(encode_rows(tokenizer, rows, 32), tokenizer.pad_token_id)
+def _kl_reference(model, tokenizer, rows, record):
+    """A KL reference prepared on ``rows`` (recorded, or a frozen copy) and its batch."""
+    from ssiuu.methods import gd
+
+    reference = gd.KLReference()
+    limit = gd.RECORD_LIMIT_BYTES if record else 0
+    with patch.object(gd, "RECORD_LIMIT_BYTES", limit):
+        examples = reference.prepare(model, encode_rows(tokenizer, rows, 32),
+                                     tokenizer.pad_token_id, batch_size=2)
+    assert (reference.frozen is None) == record
+    return reference, examples
 
 
+@pytest.mark.parametrize("record", [True, False], ids=["recorded", "frozen_copy"])
 def test_the_kl_retain_term_is_zero_at_the_start_and_weighs_every_text_position(
-        trained_tiny, tiny_facts):
-    from ssiuu.methods.gd import frozen_copy, retain_kl
+        trained_tiny, tiny_facts, record):
+    from ssiuu.methods.gd import retain_kl
 
     model, tokenizer, _ = trained_tiny
     model = copy.deepcopy(model)
-    reference = frozen_copy(model)
-    assert not any(p.requires_grad for p in reference.parameters())
     rows = [row for row in tiny_facts if row["subject"]][:5]
-    batch = _retain_batch(tokenizer, rows)
+    reference, examples = _kl_reference(model, tokenizer, rows, record)
+    if not record:
+        assert not any(p.requires_grad for p in reference.frozen.parameters())
+    batch = collate(examples, tokenizer.pad_token_id)
     at_start = retain_kl(model, reference, batch)
     at_start.backward()
     assert abs(at_start.item()) < 1e-6
@@ -399,10 +411,29 @@ def test_the_kl_retain_term_is_zero_at_the_start_and_weighs_every_text_position(
     moved = retain_kl(model, reference, batch).item()
     assert moved > 1e-4
     # padding is not text: the batch's value is the position-weighted mean of each row's own
-    singles = [(retain_kl(model, reference, _retain_batch(tokenizer, [row])).item(),
-                len(encode_rows(tokenizer, [row], 32)[0]["input_ids"]) - 1) for row in rows]
+    singles = [(retain_kl(model, reference, collate([example], tokenizer.pad_token_id)).item(),
+                len(example["input_ids"]) - 1) for example in examples]
     weighted = sum(kl * n for kl, n in singles) / sum(n for _, n in singles)
     assert moved == pytest.approx(weighted, rel=1e-4)
+
+
+def test_recorded_and_frozen_kl_references_give_the_same_term(trained_tiny, tiny_facts):
+    from ssiuu.methods.gd import retain_kl
+
+    model, tokenizer, _ = trained_tiny
+    model = copy.deepcopy(model)
+    rows = [row for row in tiny_facts if row["subject"]][:6]
+    recorded, examples = _kl_reference(model, tokenizer, rows, record=True)
+    frozen, _ = _kl_reference(model, tokenizer, rows, record=False)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    batch = collate(examples[::-1][:4], tokenizer.pad_token_id)  # another order, widths
+    assert retain_kl(model, recorded, batch).item() == pytest.approx(
+        retain_kl(model, frozen, batch).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="prepare was not run"):
+        retain_kl(model, recorded, collate(encode_rows(tokenizer, rows, 32),
+                                           tokenizer.pad_token_id))
 
 
 @pytest.mark.parametrize("method", ["ga", "gd", "npo", "dpo", "rmu", "ssiuu", "ssiuu_exact"])
@@ -425,7 +456,9 @@ def test_gd_with_the_kl_retain_term_holds_its_reference_while_it_unlearns(
     tokenizer = trained_tiny[1]
     _, forget, retain = _split(model, tokenizer, tiny_facts)
     objective = build_objective("gd", LossesParams(), model, tokenizer, "kl")
-    frozen = {name: value.clone() for name, value in objective.reference.state_dict().items()}
+    retain = objective.prepare_retain(model, retain, tokenizer.pad_token_id, 64)
+    frozen = [values.clone() for values in objective.reference.recorded]
+    assert objective.reference.frozen is None and len(frozen) == len(retain)
     batches = {"forget": collate(forget, tokenizer.pad_token_id),
                "retain": collate(retain, tokenizer.pad_token_id)}
     with torch.no_grad():
@@ -437,5 +470,5 @@ def test_gd_with_the_kl_retain_term_holds_its_reference_while_it_unlearns(
     assert run.history[0]["retain_loss"] < 1e-6 < run.history[-1]["retain_loss"]
     with torch.no_grad():
         assert sequence_logprobs(model, batches["forget"]).mean().item() < before
-    for name, value in objective.reference.state_dict().items():
-        assert torch.equal(value, frozen[name]), name
+    for values, before_values in zip(objective.reference.recorded, frozen, strict=True):
+        assert torch.equal(values, before_values)

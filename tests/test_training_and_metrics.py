@@ -28,6 +28,15 @@ def test_encode_masks_the_prompt_and_ends_with_eos(trained_tiny, tiny_facts):
     with pytest.raises(DataError, match=r"row p0000-birth_city: \d+ tokens exceed "
                                         r"model.max_length=6"):
         encode_rows(tokenizer, tiny_facts[:1], 6)
+    # token ids are remembered per tokenizer, each example is its own: a caller may change it
+    example["input_ids"].append(0)
+    again = encode(tokenizer, tiny_facts[0]["question"], tiny_facts[0]["answer"], 32)
+    assert again["input_ids"] == example["input_ids"][:-1]
+    other = train_scratch_tokenizer([tiny_facts[0]["question"]], 300)
+    assert encode(other, tiny_facts[0]["question"], tiny_facts[0]["answer"], 99)["input_ids"] \
+        == [*other(PROMPT.format(question=tiny_facts[0]["question"])).input_ids,
+            *other(" " + tiny_facts[0]["answer"], add_special_tokens=False).input_ids,
+            other.eos_token_id]
 
 
 def test_base_training_memorises_the_facts(trained_tiny, tiny_facts):

@@ -21,7 +21,7 @@ from ssiuu.methods.dpo import (
     with_dpo_references,
 )
 from ssiuu.methods.ga import ga_loss
-from ssiuu.methods.gd import frozen_copy, gd_loss, retain_kl, retain_nll
+from ssiuu.methods.gd import KLReference, gd_loss, retain_kl, retain_nll
 from ssiuu.methods.npo import REFERENCE_KEY, npo_loss, with_reference_logprobs
 from ssiuu.methods.rmu import RMUSteering, default_trained_layers
 from ssiuu.methods.ssiuu import AttributionRegulariser, gradient_norm, penalised_parameters
@@ -38,8 +38,8 @@ class Objective:
     ``dpo`` (with ``beta``, preferring the ``refusal`` tokens; ``pad_id`` pads them) or
     ``rmu`` (``steering``: its block, target and frozen retain activations);
     ``alpha``: weight of the retain term, ``None`` for no retain term (GA alone); the term is
-    the retain answers' NLL, or with a ``reference`` model the KL from it over the retain
-    text (:func:`~ssiuu.methods.gd.retain_kl`); for RMU the activation distance;
+    the retain answers' NLL, or with a ``reference`` the KL from the starting model over
+    the retain text (:func:`~ssiuu.methods.gd.retain_kl`); for RMU the activation distance;
     ``floor``: the GA forget term leaves out facts at or below this mean answer-token
     log-probability (:func:`~ssiuu.methods.ga.ga_loss`);
     ``regulariser``: Ssiuu's, which adds its gradient before the loop's backward.
@@ -52,7 +52,7 @@ class Objective:
     refusal: tuple[int, ...] = ()
     pad_id: int = 0
     steering: RMUSteering | None = None
-    reference: PreTrainedModel | None = None
+    reference: KLReference | None = None
     floor: float | None = None
 
     @property
@@ -84,9 +84,13 @@ class Objective:
     def prepare_retain(self, model: PreTrainedModel, examples: Sequence[Example], pad_id: int,
                        batch_size: int) -> Sequence[Example]:
         """The retain examples as the retain term needs them: for ``rmu``, copies indexing
-        the starting model's activations (recorded now); otherwise ``examples``."""
+        the starting model's activations (recorded now); for the KL term, copies indexing
+        the starting model's log-probabilities (:class:`~ssiuu.methods.gd.KLReference`);
+        otherwise ``examples``."""
         if self.steering is not None:
             return self.steering.prepare_retain(model, examples, pad_id, batch_size)
+        if self.reference is not None:
+            return self.reference.prepare(model, examples, pad_id, batch_size)
         return examples
 
     def __call__(self, model: PreTrainedModel,
@@ -157,8 +161,8 @@ def build_objective(method: str, losses: LossesParams, model: PreTrainedModel,
     penalised parameters; ``tokenizer`` encodes DPO's refusal (required for ``dpo``).
 
     ``retain_term`` (``unlearn.train.retain_term``) chooses an ``outputs`` retain term:
-    ``kl`` holds a frozen copy of ``model`` as it is now as the reference. ``floor`` (a
-    mean answer-token log-probability) applies to a GA forget term only.
+    ``kl`` takes ``model`` as it is when the retain examples are prepared as the reference.
+    ``floor`` (a mean answer-token log-probability) applies to a GA forget term only.
     """
     spec = method_spec(method)
     knobs = getattr(losses, method)
@@ -179,6 +183,6 @@ def build_objective(method: str, losses: LossesParams, model: PreTrainedModel,
     if spec.forget == "ga":
         terms["floor"] = floor
     if spec.retain == "outputs" and retain_term == "kl":
-        terms["reference"] = frozen_copy(model)
+        terms["reference"] = KLReference()
     return Objective(forget=spec.forget, alpha=knobs.alpha if spec.retain is not None else None,
                      regulariser=regulariser, **terms)
