@@ -25,6 +25,14 @@ def answer_token_logprobs(logits: torch.Tensor,
     return token_logp * mask, mask
 
 
+def next_token_logprobs(model: torch.nn.Module,
+                        batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Log-probabilities over the vocabulary of each next token of ``batch`` (every position
+    but the last; ``[batch, length-1, vocab]``, float32)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return torch.log_softmax(logits[:, :-1].float(), dim=-1)
+
+
 def sequence_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """``log P(answer | prompt)`` of each example of ``batch``: the sum over answer tokens."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

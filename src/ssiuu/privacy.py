@@ -34,6 +34,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ssiuu.data.encoding import IGNORE, collate, encode_rows
 from ssiuu.data.records import Record
+from ssiuu.logprobs import next_token_logprobs
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 MIN_VARIANCE = 1e-6  # of the next-token log-probability, as open-unlearning clamps it
@@ -62,9 +63,8 @@ def token_statistics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     stats: list[TokenStatistics] = []
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start:start + batch_size], tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"].to(device),
-                       attention_mask=batch["attention_mask"].to(device)).logits
-        vocab_logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        vocab_logp = next_token_logprobs(model, {key: value.to(device)
+                                                 for key, value in batch.items()})
         targets = batch["labels"][:, 1:].to(device)
         mask = targets != IGNORE
         token_logp = vocab_logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)

@@ -14,7 +14,7 @@ import torch
 from transformers import PreTrainedModel
 
 from ssiuu.data.encoding import Example, collate
-from ssiuu.logprobs import answer_nll
+from ssiuu.logprobs import answer_nll, next_token_logprobs
 from ssiuu.shards import batch_mean
 
 
@@ -60,9 +60,8 @@ class KLReference:
         device = next(model.parameters()).device
         for start in range(0, len(examples), batch_size):
             batch = collate(examples[start:start + batch_size], pad_id)
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits
-            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            logprobs = next_token_logprobs(model, {key: value.to(device)
+                                                   for key, value in batch.items()})
             for row, length in enumerate(batch["attention_mask"].sum(dim=1).tolist()):
                 self.recorded.append(logprobs[row, :int(length) - 1].clone())
         model.train(was_training)
@@ -74,9 +73,7 @@ class KLReference:
         0 where the next token is padding)."""
         if self.frozen is not None:
             with torch.no_grad():
-                logits = self.frozen(input_ids=batch["input_ids"],
-                                     attention_mask=batch["attention_mask"]).logits
-            return torch.log_softmax(logits[:, :-1].float(), dim=-1)
+                return next_token_logprobs(self.frozen, batch)
         if REFERENCE_INDEX_KEY not in batch:
             raise ValueError("KLReference.prepare was not run on these retain examples")
         rows = [self.recorded[index] for index in batch[REFERENCE_INDEX_KEY].long().tolist()]
@@ -98,9 +95,7 @@ def retain_kl(model: PreTrainedModel, reference: KLReference,
     Under several processes the mean is over the whole batch's positions.
     """
     target = reference.logprobs(batch)
-    current = torch.log_softmax(model(input_ids=batch["input_ids"],
-                                      attention_mask=batch["attention_mask"]
-                                      ).logits[:, :-1].float(), dim=-1)
+    current = next_token_logprobs(model, batch)
     per_position = (target.exp() * (target - current)).sum(dim=-1)
     mask = batch["attention_mask"][:, 1:].to(per_position.dtype)
     return batch_mean((per_position * mask).sum(), mask.sum())
