@@ -30,12 +30,14 @@ from ssiuu.unlearning import UnlearnOutcome, gradient_summary, stop_slice_users,
 def _stop_record(outcome: UnlearnOutcome, rule: str, thresholds: dict[str, float]) -> dict:
     """What a seed's record says of its stop: the rule, whether it was reached, the steps
     run, and the thresholds (``threshold``) or the kept check's statistics and distance to
-    the band (``reference``), and the forget term's floor where it has one."""
+    the band (``reference``), and the forget term's floors where it has them."""
     record = {"stop_rule": rule, "lr": outcome.lr, "steps": outcome.steps,
               "steps_run": sum(attempt.steps for attempt in outcome.attempts),
               "reached": outcome.reached}
     if outcome.floor is not None:
         record["forget_floor"] = round(outcome.floor, 4)
+    if outcome.token_floor is not None:
+        record["forget_token_floor"] = round(outcome.token_floor, 4)
     if outcome.check is not None:
         return {**record, "stop_z": outcome.check.z, **outcome.check.record()}
     return {**record, **{f"stop_forget_{metric}": round(value, 4)
@@ -69,10 +71,12 @@ def main() -> None:
     needs_stop_slice = stop_slice_users(params.unlearn)
     if needs_stop_slice and not layout.split_file(STOP_SLICE).is_file():
         verb = "need" if len(needs_stop_slice) > 1 else "needs"
-        raise DataError(f"{' and '.join(needs_stop_slice)} {verb} the stop slice "
+        named = (", ".join(needs_stop_slice[:-1]) + " and " if len(needs_stop_slice) > 1
+                 else "") + needs_stop_slice[-1]
+        raise DataError(f"{named} {verb} the stop slice "
                         f"{layout.split_file(STOP_SLICE)} (facts about people no model saw: "
                         "data.generator.n_stop_people > 0, or data.jsonl.stop); run prepare, "
-                        "or stop on rule 'threshold' without a forget floor")
+                        "or stop on rule 'threshold' without the forget floors")
     oracle_path = layout.evaluation_metrics("oracle")
     oracle = (layout.read_json(oracle_path)
               if oracle_path.is_file() and stop.rule == "threshold" else None)

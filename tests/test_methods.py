@@ -376,6 +376,26 @@ def test_the_forget_floor_leaves_out_facts_at_or_below_it_and_weighs_each_fact_o
     assert torch.allclose(grads[-10.0].sum(dim=1), torch.full((4,), 0.25))  # a quarter each
 
 
+def test_the_token_floor_leaves_out_tokens_at_or_below_it_within_each_facts_mean():
+    from ssiuu.methods.ga import ga_loss
+
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 1]], dtype=torch.bool)
+    values = torch.tensor([[-0.5, -6.0, 0.0], [-3.0, -1.0, -8.0], [-0.1, -0.2, -0.3]])
+    token_logp = values.clone().requires_grad_(True)
+    loss = ga_loss(token_logp * mask, mask, None, -5.0)
+    loss.backward()
+    # each fact: its tokens above -5 over all its tokens; the mean over the facts
+    direct = ((-0.5 / 2) + (-3.0 - 1.0) / 3 + (-0.6 / 3)) / 3
+    assert loss.item() == pytest.approx(direct)
+    below = values <= -5.0
+    assert not token_logp.grad[below].any()
+    assert torch.allclose(token_logp.grad[mask & ~below],
+                          torch.tensor([1 / 6, 1 / 9, 1 / 9, 1 / 9, 1 / 9, 1 / 9]))
+    token_logp.grad = None
+    both = ga_loss(token_logp * mask, mask, -3.5, -5.0)  # the fact floor still applies
+    assert both.item() == pytest.approx(((-0.5 / 2) + (-0.6 / 3)) / 3)  # fact 2: -4 < -3.5
+
+
 def _kl_reference(model, tokenizer, rows, record):
     """A KL reference prepared on ``rows`` (recorded, or a frozen copy) and its batch."""
     from ssiuu.methods import gd

@@ -300,8 +300,9 @@ def test_a_method_outside_the_reference_band_is_compared_and_its_distance_shown(
     text = _with_ssiuu(HIDER, gd_curves=ERASER, ssiuu_stop=OUTSIDE_BAND, gd_stop=INSIDE_BAND)
     assert MISSED_MARK not in text.split("## How to read")[0]
     assert "ssiuu gap +0.25, above gd's -0.15." in text
-    assert "| ssiuu | 0 of 1 seeds | 0: 12 (0.0001), +0.40, +1.80, above, 0.80 |" in text
-    assert "| gd | 1 of 1 seeds | 0: 30 (0.0001), +0.40, -0.20, inside |" in text
+    assert ("| ssiuu | 0 of 1 seeds | 0: 12 (0.0001), log-prob +0.40, share +1.80, above, "
+            "0.80 |") in text
+    assert "| gd | 1 of 1 seeds | 0: 30 (0.0001), log-prob +0.40, share -0.20, inside |" in text
 
 
 def test_stop_note_is_said_once_under_the_unlearning_table():

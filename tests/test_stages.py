@@ -50,7 +50,8 @@ def test_unknown_model_name_fails_before_any_model(tmp_path):
 
 def test_unlearn_without_oracle_metrics_fails_before_any_model(tmp_path):
     work = _workspace(tmp_path, unlearn__stop__rule="threshold",
-                      unlearn__train__forget_floor=None)
+                      unlearn__train__forget_floor=None,
+                      unlearn__train__forget_token_floor=None)
     done = _stage(work, "unlearn.py", "gd")
     assert done.returncode == 2
     assert "unlearn.stop.thresholds.acc: 'oracle' needs forget_acc in metrics/oracle.json" \
@@ -63,8 +64,9 @@ def test_the_reference_stop_without_a_stop_slice_fails_naming_it_before_any_mode
     assert _stage(work, "prepare.py").returncode == 0
     done = _stage(work, "unlearn.py", "gd")
     assert done.returncode == 2
-    assert ("unlearn.stop.rule: 'reference' and unlearn.train.forget_floor: 'stop_slice' "
-            "need the stop slice data/prepared/stop.jsonl" in done.stderr), done.stderr
+    assert ("unlearn.stop.rule: 'reference', unlearn.train.forget_floor: 'stop_slice' and "
+            "unlearn.train.forget_token_floor need the stop slice data/prepared/stop.jsonl"
+            in done.stderr), done.stderr
     assert not (work / "models").exists()
 
 
@@ -88,7 +90,8 @@ def test_wrong_relearn_param_names_the_field(tmp_path):
 
 def test_unlearn_fails_naming_the_seed_the_oracle_metrics_lack(tmp_path):
     work = _workspace(tmp_path, seeds=[0, 7], unlearn__stop__rule="threshold",
-                      unlearn__train__forget_floor=None)
+                      unlearn__train__forget_floor=None,
+                      unlearn__train__forget_token_floor=None)
     (work / "metrics").mkdir()
     (work / "metrics" / "oracle.json").write_text(
         '{"mean": {}, "std": {}, "seeds": {"0": {"forget_acc": 0.0}}}')

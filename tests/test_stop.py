@@ -67,3 +67,17 @@ def test_a_jump_is_a_score_that_went_from_above_the_band_to_past_it_between_two_
     assert jumped(None, past) == []
     assert jumped(above, past) == ["logprob"]  # the share stayed above: no jump there
     assert jumped(inside, past) == []  # the crossing was seen: a lower rate would not help
+
+
+def test_a_third_score_joins_the_band_and_the_centre_is_the_smallest_largest_t():
+    error = math.sqrt(2 * statistics.variance([-1.0, -0.5, 0.0, 0.5, 1.0] * 8) / 40)
+    forget, reference = _scores(0.2 * error, 0.0)
+    reference["min_k"] = [v - 2.0 for v in reference["logprob"]]
+    forget["min_k"] = [v - 1.6 * error for v in reference["min_k"]]  # lowest tokens too low
+    check = compare_to_reference(forget, reference, z=1.0)
+    assert set(check.statistics) == {"logprob", "share", "min_k"}
+    assert check.position == "past" and check.past == ["min_k"]
+    assert check.largest == pytest.approx(1.6) and check.distance == pytest.approx(0.6)
+    assert "stop_t_min_k" in check.record()
+    without = compare_to_reference(*_scores(0.2 * error, 0.0), z=1.0)
+    assert without.position == "inside" and without.largest == pytest.approx(0.2)

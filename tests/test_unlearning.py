@@ -290,3 +290,56 @@ def test_the_forget_floor_stops_pushing_facts_at_the_stop_slice_level(trained_ti
         assert outcome.floor == (None if floor is None else pytest.approx(never_seen))
     assert reached[None] < never_seen - 10.0  # plain GA drives the facts far past it
     assert reached["stop_slice"] > never_seen - 1.5  # the floor holds them near it
+
+
+def test_centring_keeps_the_most_central_check_after_the_first_inside(trained_tiny, tiny_facts,
+                                                                      tmp_path):
+    forget, retain, stop_rows = _two_people_forgotten(trained_tiny, tiny_facts, tmp_path)
+    outcomes = {}
+    for centre in (0, 4):
+        params = UnlearnParams.model_validate({
+            "methods": ["gd"], "train": {"lrs": [1e-3, 1e-2], "max_steps": 40},
+            "stop": {"rule": "reference", "z": 1.0, "patience": 3, "centre_checks": centre}})
+        outcomes[centre] = unlearn("gd", tmp_path / "base", forget, retain, params, {}, 32,
+                                   stop_rows=stop_rows)
+    first, centred = outcomes[0], outcomes[4]
+    assert first.reached and centred.reached and first.lr == centred.lr
+    checks = [row for row in centred.history if "stop_t_logprob" in row]
+    largest = {row["step"]: max(abs(row["stop_t_logprob"]), abs(row["stop_t_share"]))
+               for row in checks}
+    inside = [step for step in largest if largest[step] <= 1.0]
+    assert inside[0] == first.steps  # the same run up to the first check inside
+    after = [step for step in largest if step >= first.steps]
+    assert centred.steps == min(after, key=lambda step: largest[step])
+    assert centred.check.largest <= first.check.largest
+    assert centred.check.largest == pytest.approx(largest[centred.steps], abs=1e-4)
+    ended = max(largest)  # four checks in a row without a more central one, or below the band
+    assert (ended - centred.steps == 4 * params.stop.eval_every
+            or any(row["stop_t_logprob"] < -1.0 or row["stop_t_share"] < -1.0
+                   for row in checks if row["step"] == ended))
+
+
+def test_the_token_floor_keeps_the_forget_facts_lowest_tokens_near_the_never_seen_level(
+        trained_tiny, tiny_facts, tmp_path):
+    import statistics
+
+    from ssiuu.privacy import membership_scores
+
+    model, tokenizer, _ = trained_tiny
+    forget, retain, stop_rows = _two_people_forgotten(trained_tiny, tiny_facts, tmp_path)
+    never_seen = statistics.fmean(s["min_k"] for s in membership_scores(
+        model, tokenizer, stop_rows, 32, 0.4))
+    lowest = {}
+    for token_floor in (None, 0.4):  # a threshold never reached: every step runs
+        params = UnlearnParams.model_validate({
+            "methods": ["gd"], "stop": {"rule": "threshold", "thresholds": {"acc": -1.0}},
+            "train": {"lrs": [1e-3], "max_steps": 60, "forget_floor": "stop_slice",
+                      "forget_token_floor": token_floor}})
+        outcome = unlearn("gd", tmp_path / "base", forget, retain, params, {"acc": -1.0}, 32,
+                          stop_rows=stop_rows)
+        assert outcome.token_floor == (None if token_floor is None
+                                       else pytest.approx(never_seen))
+        lowest[token_floor] = statistics.fmean(s["min_k"] for s in membership_scores(
+            outcome.model, tokenizer, forget, 32, 0.4))
+    assert lowest[None] < never_seen - 2.0  # the fact floor alone: a few tokens far below
+    assert lowest[0.4] > lowest[None] + 1.0

@@ -268,7 +268,11 @@ class UnlearnTrainParams(_Strict):
     ``forget_floor: stop_slice`` (our extension; methods whose forget term is gradient
     ascent): a forget fact stops being pushed once its answer log-prob (mean per token) is
     at or below the stop slice's mean under the starting model, the never-seen level;
-    ``null`` pushes every fact at every step (the paper's GA).
+    ``null`` pushes every fact at every step (the paper's GA). ``forget_token_floor: k``
+    (with it, a fraction in (0, 1]): each answer token, too, stops being pushed once its
+    log-prob is at or below the stop slice's mean Min-K% statistic under the starting
+    model (per never-seen fact, the mean of its ``k`` fraction of least likely answer
+    tokens; Min-K% membership inference's statistic, so best ``evaluate.mia_k``).
     """
 
     lrs: LearningRates
@@ -277,6 +281,7 @@ class UnlearnTrainParams(_Strict):
         default_factory=lambda: ["retain"], min_length=1)
     retain_term: Literal["nll", "kl"] = "nll"
     forget_floor: Literal["stop_slice"] | None = None
+    forget_token_floor: float | None = Field(None, gt=0, le=1)
     forget_batch_size: int = Field(64, ge=1)
     retain_batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0)
@@ -297,6 +302,13 @@ class StopParams(_Strict):
     jumped over the band; the kept model is the first check inside the band, else the
     closest check of every rate tried. A run ends once no score is above the band any
     more, or ``patience`` checks after some score went past it without coming closer.
+    ``centre_checks``: after the first check inside the band, up to this many more checks
+    may find a more central one (a smaller largest ``|t|``), which is kept instead; the
+    run ends once that many checks in a row found none, or a score went below the band. 0 keeps
+    the first check inside (a run that enters from above then always stops near ``+z``,
+    the still-known edge). ``min_k`` (a fraction ``k``): a third score in the band, each
+    fact's Min-K% statistic (the mean of its ``k`` least likely answer-token log-probs:
+    what Min-K% membership inference reads, so best ``evaluate.mia_k``).
 
     ``rule: threshold`` (the paper's, one-sided): once every forget score in
     ``thresholds`` is at or below its threshold: ``chance`` (1/3, for ``mcq`` only),
@@ -310,6 +322,8 @@ class StopParams(_Strict):
     rule: Literal["reference", "threshold"] = "reference"
     z: float = Field(2.0, gt=0)
     patience: int = Field(10, ge=1)
+    centre_checks: int = Field(0, ge=0)
+    min_k: float | None = Field(None, gt=0, le=1)
     thresholds: dict[Literal["acc", "mcq"], Threshold] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"mcq": "chance"}, min_length=1)
     eval_every: int = Field(1, ge=1)

@@ -193,6 +193,7 @@ READINGS = {
 DECIMALS = 2  # the report's precision: cells are shown, and compared, at this many decimals
 MISSED = "†"  # marks a method that did not reach its unlearning stop in some seed
 STOP_METRICS = {"acc": "forget acc", "mcq": "forget MCQ"}
+SCORE_NAMES = {"logprob": "log-prob", "share": "share", "min_k": "Min-K%"}  # the stop's t
 
 
 def _fmt(value: float | None, sign: bool = False) -> str:
@@ -274,10 +275,12 @@ def _stop_lines(summary: Mapping, methods: Sequence[str]) -> list[str]:
            "Each method unlearns until the forget facts cannot be told from the stop slice "
            "(facts about people no model saw, scored by the model being unlearned, never "
            "evaluated): Welch's t of the forget facts' mean against the stop slice's, on "
-           "answer log-prob and on the answer's share of the three options, each within "
-           "±z. Outside the band, the closest check is kept and compared like the others; "
-           "its distance (the largest |t| − z) says how far from a never-seen model it is.",
-           "", "| method | inside the band | seed: step (lr), t log-prob, t share, distance |",
+           "answer log-prob, on the answer's share of the three options and, where the "
+           "stop reads it, on the Min-K% statistic (the least likely answer tokens), each "
+           "within ±z. Outside the band, the closest check is kept and compared like the "
+           "others; its distance (the largest |t| − z) says how far from a never-seen "
+           "model it is.", "",
+           "| method | inside the band | seed: step (lr), t of each score, distance |",
            "|---|---|---|"]
     for method in shown:
         stop = summary["models"][method]["stop"]
@@ -285,9 +288,9 @@ def _stop_lines(summary: Mapping, methods: Sequence[str]) -> list[str]:
         for seed, models in summary["per_seed"].items():
             one = models[method]["stop"]
             where = "inside" if one["reached"] else f"{one['position']}, {one['distance']:.2f}"
-            cells.append(f"{seed}: {one['step']} ({one['lr']:g}), "
-                         f"{one['t'].get('logprob', float('nan')):+.2f}, "
-                         f"{one['t'].get('share', float('nan')):+.2f}, {where}")
+            ts = ", ".join(f"{SCORE_NAMES.get(score, score)} {t:+.2f}"
+                           for score, t in one["t"].items())
+            cells.append(f"{seed}: {one['step']} ({one['lr']:g}), {ts}, {where}")
         out.append(f"| {method} | {stop['reached_in']} seeds | " + "; ".join(cells) + " |")
     return out
 

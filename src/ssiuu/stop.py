@@ -8,8 +8,11 @@
   log-probability) and its relative preference (``share``, the answer's share of the
   probability of the three multiple-choice options, by summed log-probability: 1/3 where
   the model cannot tell the answer from its distractors, near 1 where it knows it; a
-  bounded, continuous form of the multiple-choice score, near TOFU's truth ratio). For
-  each score the forget facts' mean is compared with the stop slice's by Welch's
+  bounded, continuous form of the multiple-choice score, near TOFU's truth ratio); with
+  ``unlearn.stop.min_k``, a third: ``min_k``, the mean of the fact's ``k`` fraction of
+  least likely answer-token log-probabilities (Min-K% Prob's statistic: a fact can reach
+  the never-seen mean with a few tokens far below it, which membership inference reads).
+  For each score the forget facts' mean is compared with the stop slice's by Welch's
   two-sample statistic ``t = (mean_forget - mean_stop) / SE``. The forget set is
   *indistinguishable* from never-seen facts when ``|t| <= z`` for both scores (``z = 2``:
   a two-sided test at about 5 %); ``t > z`` on a score means the forget facts are still
@@ -31,7 +34,7 @@ from ssiuu.errors import ParamsError
 from ssiuu.params import StopParams
 
 CHANCE_MCQ = 1 / 3
-SCORES = ("logprob", "share")  # the per-fact scores the reference rule compares
+SCORES = ("logprob", "share")  # the per-fact scores the reference rule always compares
 MIN_STANDARD_ERROR = 1e-3  # nats: a floor, so that two constant samples still compare
 Position = Literal["above", "inside", "past", "split"]
 
@@ -126,9 +129,14 @@ class ReferenceCheck:
         return "above" if self.above else "past" if self.past else "inside"
 
     @property
+    def largest(self) -> float:
+        """The largest ``|t|`` over the scores: how far from the centre of the band."""
+        return max(abs(t) for t in self.statistics.values())
+
+    @property
     def distance(self) -> float:
         """How far outside the band, in standard errors: the largest ``|t| - z`` (0 inside)."""
-        return max(0.0, *(abs(t) - self.z for t in self.statistics.values()))
+        return max(0.0, self.largest - self.z)
 
     def record(self) -> dict[str, float | str]:
         """The check as flat, rounded fields: ``stop_t_<score>``, ``stop_diff_<score>``,
@@ -146,10 +154,10 @@ class ReferenceCheck:
 def compare_to_reference(forget: Mapping[str, Sequence[float]],
                          reference: Mapping[str, Sequence[float]], z: float) -> ReferenceCheck:
     """:class:`ReferenceCheck` of the forget facts' per-fact scores against the stop
-    slice's, for every score of :data:`SCORES` (``forget[score]`` and ``reference[score]``
-    are the per-fact values)."""
+    slice's, for every score of ``forget`` (:data:`SCORES`, and ``min_k`` where given;
+    ``forget[score]`` and ``reference[score]`` are the per-fact values)."""
     differences, errors, statistics = {}, {}, {}
-    for score in SCORES:
+    for score in forget:
         difference, error = welch(forget[score], reference[score])
         differences[score], errors[score] = difference, error
         statistics[score] = difference / error

@@ -5,10 +5,11 @@ Unlearning starts from the base model and is checked every ``eval_every`` steps,
 
 - ``reference`` (the default): the forget facts are scored beside the stop slice (facts
   about people no model saw) and unlearning ends at the first check where the two cannot
-  be told apart on answer log-prob and multiple-choice probability share. Learning rates
-  are tried from the highest down; a lower one only when a step jumped over the band (the
-  crossing was not seen). The kept model is the first check inside the band, else the
-  closest check of every rate tried, its distance recorded.
+  be told apart on answer log-prob and multiple-choice probability share (or, with
+  ``centre_checks``, at the most central of the checks inside the band that follow it).
+  Learning rates are tried from the highest down; a lower one only when a step jumped over
+  the band (the crossing was not seen). The kept model is that check, else the closest
+  check of every rate tried, its distance recorded.
 - ``threshold`` (the paper's): unlearning stops as soon as every forget score is at or
   below its threshold; rates are tried from the lowest up and the first that gets there is
   kept (the paper's "lowest learning rate that reaches the threshold").
@@ -33,6 +34,7 @@ from ssiuu.methods.objective import build_objective
 from ssiuu.metrics import FactScore, aggregate, score_rows
 from ssiuu.models import load_saved, use_eager_attention
 from ssiuu.params import StopParams, TrainParams, UnlearnParams
+from ssiuu.privacy import membership_scores
 from ssiuu.stop import ReferenceCheck, compare_to_reference, jumped
 from ssiuu.training import make_loader, train
 
@@ -57,8 +59,8 @@ class Attempt:
 class UnlearnOutcome:
     """The kept model, its learning rate and step, whether it reached the stop, the
     threshold rule's thresholds (empty under the reference rule) or the reference rule's
-    kept check, its attempt's per-step history, every attempt and the forget term's floor
-    (``unlearn.train.forget_floor``; ``None`` without one)."""
+    kept check, its attempt's per-step history, every attempt and the forget term's floors
+    (``unlearn.train.forget_floor`` and ``forget_token_floor``; ``None`` without one)."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -71,16 +73,22 @@ class UnlearnOutcome:
     note: str | None = None
     check: ReferenceCheck | None = None
     floor: float | None = None
+    token_floor: float | None = None
 
 
-def _per_fact(scores: Sequence[FactScore], split: str) -> dict[str, list[float]]:
-    """The per-fact log-probs and multiple-choice shares of a scored split."""
+def _per_fact(scores: Sequence[FactScore], split: str,
+              lowest: Sequence[Mapping[str, float]] = ()) -> dict[str, list[float]]:
+    """The per-fact log-probs and multiple-choice shares of a scored split, and its
+    Min-K% statistics where ``lowest`` holds its membership scores."""
     shares = [s.share for s in scores if s.share is not None]
     if len(shares) < 2:
         raise DataError(f"unlearn.stop.rule: 'reference' compares multiple-choice shares, "
                         f"but fewer than two {split} facts have two distractors; give them "
                         "distractors, or stop on rule 'threshold' with 'acc'")
-    return {"logprob": [s.logprob for s in scores], "share": shares}
+    out = {"logprob": [s.logprob for s in scores], "share": shares}
+    if lowest:
+        out["min_k"] = [one["min_k"] for one in lowest]
+    return out
 
 
 def _prefixed(split: str, scores: Sequence[FactScore]) -> dict[str, float]:
@@ -154,10 +162,11 @@ class _ThresholdMonitor(_Monitor):
 class _ReferenceMonitor(_Monitor):
     """The reference rule: scores the stop slice beside the forget facts, keeps a copy of
     the weights of ``model`` (the unwrapped model the loop trains in place; the loop may
-    hand :meth:`check` its distributed wrapper) at the closest check so far (the first
-    inside the band is closest), and
-    ends the run inside the band, once no score is above it, or ``patience`` checks after
-    some score went past it without coming closer."""
+    hand :meth:`check` its distributed wrapper) at the closest check so far (the smallest
+    largest ``|t|``: inside the band, the most central), and ends the run ``centre_checks``
+    checks in a row after the first check inside found no more central one, once no score
+    is above the band, or ``patience`` checks after some score went past it without coming
+    closer."""
 
     def __init__(self, *args: object, stop_rows: Sequence[Record],
                  model: PreTrainedModel) -> None:
@@ -174,14 +183,21 @@ class _ReferenceMonitor(_Monitor):
         reference = score_rows(model, self.tokenizer, self.stop_rows, self.max_length,
                                self.batch_size)
         record.update(_prefixed("stop", reference))
-        check = compare_to_reference(_per_fact(scores, "forget"),
-                                     _per_fact(reference, "stop slice"), self.stop.z)
+        lowest: dict[str, list[dict[str, float]]] = {"forget": [], "stop slice": []}
+        if self.stop.min_k is not None:
+            lowest = {split: membership_scores(model, self.tokenizer, rows, self.max_length,
+                                               self.stop.min_k, self.batch_size)
+                      for split, rows in (("forget", self.forget),
+                                          ("stop slice", self.stop_rows))}
+        check = compare_to_reference(_per_fact(scores, "forget", lowest["forget"]),
+                                     _per_fact(reference, "stop slice", lowest["stop slice"]),
+                                     self.stop.z)
         record.update({key: value for key, value in check.record().items()
                        if not isinstance(value, str)})
         if jumped(self.last, check):
             self.jumps.append(step)
         self.last = check
-        if self.best is None or check.distance < self.best.distance:
+        if self.best is None or check.largest < self.best.largest:
             self.best, self.best_step, self.since_best = check, step, 0
             self.best_state = {key: value.detach().clone()
                                for key, value in self.model.state_dict().items()}
@@ -189,7 +205,9 @@ class _ReferenceMonitor(_Monitor):
             self.since_best += 1
         self.scores = {key.removeprefix("forget_"): value for key, value in record.items()
                        if key.startswith("forget_")}
-        return (check.position in ("inside", "past")
+        if self.best.position == "inside":
+            return bool(check.past) or self.since_best >= self.stop.centre_checks
+        return (check.position == "past"
                 or (bool(check.past) and self.since_best >= self.stop.patience))
 
     @property
@@ -235,7 +253,9 @@ def stop_slice_users(params: UnlearnParams) -> list[str]:
     return [knob for knob, needs in (
         ("unlearn.stop.rule: 'reference'", params.stop.rule == "reference"),
         ("unlearn.train.forget_floor: 'stop_slice'",
-         params.train.forget_floor == "stop_slice")) if needs]
+         params.train.forget_floor == "stop_slice"),
+        ("unlearn.train.forget_token_floor", params.train.forget_token_floor is not None),
+    ) if needs]
 
 
 def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
@@ -261,6 +281,7 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
             raise DataError(f"{knob} needs a stop slice of at least two never-seen facts "
                             "(data.generator.n_stop_people, or data.jsonl.stop)")
     floor: float | None = None
+    token_floor: float | None = None
     attempts: list[Attempt] = []
     kept: tuple[_Monitor, float, list[dict[str, float]]] | None = None
     model = tokenizer = note = None
@@ -274,8 +295,13 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
         if train_knobs.forget_floor == "stop_slice" and floor is None:
             floor = aggregate(score_rows(model, tokenizer, stop_rows, max_length,
                                          eval_batch_size, multiple_choice=False))["logprob"]
+        if train_knobs.forget_token_floor is not None and token_floor is None:
+            token_floor = statistics.fmean(
+                scores["min_k"] for scores in membership_scores(
+                    model, tokenizer, stop_rows, max_length, train_knobs.forget_token_floor,
+                    eval_batch_size))
         objective = build_objective(method, params.losses, model, tokenizer,
-                                    train_knobs.retain_term, floor)
+                                    train_knobs.retain_term, floor, token_floor)
         previous_attention = (use_eager_attention(model) if objective.needs_double_backward
                               else None)
         forget_examples = objective.prepare(model, encode_rows(tokenizer, forget, max_length),
@@ -326,6 +352,7 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
         with torch.no_grad():
             model.load_state_dict(monitor.best_state)
         return UnlearnOutcome(model, tokenizer, lr, monitor.best_step, monitor.reached, {},
-                              history, attempts, note, monitor.best, floor)
+                              history, attempts, note, monitor.best, floor, token_floor)
     return UnlearnOutcome(model, tokenizer, lr, attempts[-1].steps, monitor.reached,
-                          thresholds, history, attempts, note, floor=floor)
+                          thresholds, history, attempts, note, floor=floor,
+                          token_floor=token_floor)

@@ -7,8 +7,8 @@ import torch
 from ssiuu.shards import batch_mean
 
 
-def ga_loss(token_logp: torch.Tensor, mask: torch.Tensor,
-            floor: float | None = None) -> torch.Tensor:
+def ga_loss(token_logp: torch.Tensor, mask: torch.Tensor, floor: float | None = None,
+            token_floor: float | None = None) -> torch.Tensor:
     """``L_GA = −NLL(forget)``: the mean log-probability of the forget answer tokens.
 
     ``token_logp`` and ``mask`` come from :func:`ssiuu.logprobs.answer_token_logprobs`.
@@ -22,9 +22,21 @@ def ga_loss(token_logp: torch.Tensor, mask: torch.Tensor,
     judges facts: weighted by tokens, the long answers (phone numbers, years: digits)
     were pushed hardest, and on the default the utility sums drifted with them (utility
     0.925 against 0.95 per fact, seeds 1 and 2 of GD).
+
+    With ``token_floor`` as well (a token log-probability; ``unlearn.train.
+    forget_token_floor``) a token at or below it adds 0 to its fact's term (the fact's
+    mean still divides by all its tokens): gradient ascent pushes hardest on a fact's
+    least likely tokens (the gradient of a token's log-probability by its logit is
+    ``1 - p``), so without it a fact reaches the floor with a few tokens far below
+    anything a never-seen fact shows, which Min-K% membership inference reads.
     """
-    if floor is not None:
-        per_fact = token_logp.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-        kept = per_fact * (per_fact.detach() > floor)
+    if floor is not None or token_floor is not None:
+        count = mask.sum(dim=1).clamp(min=1)
+        per_fact = token_logp.sum(dim=1) / count
+        pushed = token_logp if token_floor is None else (
+            token_logp * ((token_logp.detach() > token_floor) & mask))
+        kept = pushed.sum(dim=1) / count
+        if floor is not None:
+            kept = kept * (per_fact.detach() > floor)
         return batch_mean(kept.sum(), torch.tensor(float(kept.numel()), device=kept.device))
     return batch_mean(token_logp.sum(), mask.sum())

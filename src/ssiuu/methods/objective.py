@@ -41,7 +41,8 @@ class Objective:
     the retain answers' NLL, or with a ``reference`` the KL from the starting model over
     the retain text (:func:`~ssiuu.methods.gd.retain_kl`); for RMU the activation distance;
     ``floor``: the GA forget term leaves out facts at or below this mean answer-token
-    log-probability (:func:`~ssiuu.methods.ga.ga_loss`);
+    log-probability, ``token_floor`` tokens at or below this log-probability
+    (:func:`~ssiuu.methods.ga.ga_loss`);
     ``regulariser``: Ssiuu's, which adds its gradient before the loop's backward.
     """
 
@@ -54,6 +55,7 @@ class Objective:
     steering: RMUSteering | None = None
     reference: KLReference | None = None
     floor: float | None = None
+    token_floor: float | None = None
 
     @property
     def needs_retain(self) -> bool:
@@ -112,7 +114,7 @@ class Objective:
         if self.steering is not None:
             loss = self.steering.forget_loss(hidden, batch["attention_mask"])
         elif self.forget == "ga":
-            loss = ga_loss(token_logp, mask, self.floor)
+            loss = ga_loss(token_logp, mask, self.floor, self.token_floor)
         elif self.forget == "npo":
             loss = npo_loss(logp, batch[REFERENCE_KEY], self.beta)
         else:
@@ -155,14 +157,16 @@ class Objective:
 def build_objective(method: str, losses: LossesParams, model: PreTrainedModel,
                     tokenizer: PreTrainedTokenizerBase | None = None,
                     retain_term: Literal["nll", "kl"] = "nll",
-                    floor: float | None = None) -> Objective:
+                    floor: float | None = None,
+                    token_floor: float | None = None) -> Objective:
     """The objective of ``method`` (its :class:`~ssiuu.methods.catalog.MethodSpec`) with
     its knobs from ``unlearn.losses.<method>``; the regulariser covers ``model``'s
     penalised parameters; ``tokenizer`` encodes DPO's refusal (required for ``dpo``).
 
     ``retain_term`` (``unlearn.train.retain_term``) chooses an ``outputs`` retain term:
     ``kl`` takes ``model`` as it is when the retain examples are prepared as the reference.
-    ``floor`` (a mean answer-token log-probability) applies to a GA forget term only.
+    ``floor`` (a mean answer-token log-probability) and ``token_floor`` (a token
+    log-probability) apply to a GA forget term only.
     """
     spec = method_spec(method)
     knobs = getattr(losses, method)
@@ -181,7 +185,7 @@ def build_objective(method: str, losses: LossesParams, model: PreTrainedModel,
             model, knobs.layer, knobs.steering,
             knobs.trained_layers or default_trained_layers(knobs.layer), knobs.seed)
     if spec.forget == "ga":
-        terms["floor"] = floor
+        terms.update(floor=floor, token_floor=token_floor)
     if spec.retain == "outputs" and retain_term == "kl":
         terms["reference"] = KLReference()
     return Objective(forget=spec.forget, alpha=knobs.alpha if spec.retain is not None else None,
