@@ -14,8 +14,9 @@
   the never-seen mean with a few tokens far below it, which membership inference reads).
   For each score the forget facts' mean is compared with the stop slice's by Welch's
   two-sample statistic ``t = (mean_forget - mean_stop) / SE``. The forget set is
-  *indistinguishable* from never-seen facts when ``|t| <= z`` for both scores (``z = 2``:
-  a two-sided test at about 5 %); ``t > z`` on a score means the forget facts are still
+  *indistinguishable* from never-seen facts when ``|t| <= z`` for every score (``z = 2``:
+  a two-sided test at about 5 % per score; the default's ``z = 1`` is narrower, the two
+  means within one standard error); ``t > z`` on a score means the forget facts are still
   known on it, ``t < -z`` that they are over-unlearned on it (less likely than never-seen
   facts, what membership inference finds). The distance of a check to the band is the
   largest ``|t| - z`` over the scores, in standard errors (0 inside).
