@@ -76,19 +76,14 @@ class UnlearnOutcome:
     token_floor: float | None = None
 
 
-def _per_fact(scores: Sequence[FactScore], split: str,
-              lowest: Sequence[Mapping[str, float]] = ()) -> dict[str, list[float]]:
-    """The per-fact log-probs and multiple-choice shares of a scored split, and its
-    Min-K% statistics where ``lowest`` holds its membership scores."""
+def _per_fact(scores: Sequence[FactScore], split: str) -> dict[str, list[float]]:
+    """The per-fact log-probs and multiple-choice shares of a scored split."""
     shares = [s.share for s in scores if s.share is not None]
     if len(shares) < 2:
         raise DataError(f"unlearn.stop.rule: 'reference' compares multiple-choice shares, "
                         f"but fewer than two {split} facts have two distractors; give them "
                         "distractors, or stop on rule 'threshold' with 'acc'")
-    out = {"logprob": [s.logprob for s in scores], "share": shares}
-    if lowest:
-        out["min_k"] = [one["min_k"] for one in lowest]
-    return out
+    return {"logprob": [s.logprob for s in scores], "share": shares}
 
 
 def _prefixed(split: str, scores: Sequence[FactScore]) -> dict[str, float]:
@@ -183,15 +178,13 @@ class _ReferenceMonitor(_Monitor):
         reference = score_rows(model, self.tokenizer, self.stop_rows, self.max_length,
                                self.batch_size)
         record.update(_prefixed("stop", reference))
-        lowest: dict[str, list[dict[str, float]]] = {"forget": [], "stop slice": []}
+        forget, stop_slice = _per_fact(scores, "forget"), _per_fact(reference, "stop slice")
         if self.stop.min_k is not None:
-            lowest = {split: membership_scores(model, self.tokenizer, rows, self.max_length,
-                                               self.stop.min_k, self.batch_size)
-                      for split, rows in (("forget", self.forget),
-                                          ("stop slice", self.stop_rows))}
-        check = compare_to_reference(_per_fact(scores, "forget", lowest["forget"]),
-                                     _per_fact(reference, "stop slice", lowest["stop slice"]),
-                                     self.stop.z)
+            for per_fact, rows in ((forget, self.forget), (stop_slice, self.stop_rows)):
+                per_fact["min_k"] = [one["min_k"] for one in membership_scores(
+                    model, self.tokenizer, rows, self.max_length, self.stop.min_k,
+                    self.batch_size)]
+        check = compare_to_reference(forget, stop_slice, self.stop.z)
         record.update({key: value for key, value in check.record().items()
                        if not isinstance(value, str)})
         if jumped(self.last, check):
