@@ -1,53 +1,51 @@
 """Prefect flow `deletion-requests`: answer every new request dropped into the inbox.
 
-For each request file in the inbox (``flows.inbox``) not yet answered, one after the other:
-validate it against the data (:func:`ssiuu.inbox.validate_request`: a malformed file, a
-reused id or a subject the data does not hold ends ``rejected`` with the reason, the file
-set aside and nothing else touched); move it into ``data.requests_dir``; run the pipeline
-flow up to ``report`` (``unlearned``) and then ``register`` (``registered``), so DVC
-reruns what the new forget set changes and the workspace's ``dvc.lock`` stays consistent;
-and write the request's status file (``flows.status_dir``) with its times, the registered
-versions, the gate's counts and its certificate. A request already answered is skipped; one
-whose answer was interrupted (a failed stage, a dead process: its status still
-``validated`` or ``unlearned``) is resumed first, DVC rerunning only what is stale.
+Under the project's inbox lock (:func:`ssiuu.inbox.inbox_lock`: a nightly and a manual run
+never answer the same request; the second waits), first resume every request whose answer
+was interrupted (a failed stage, a dead process: its status still ``validated`` or
+``unlearned``), DVC rerunning only what is stale; then handle every entry of the inbox
+(``flows.inbox``), one after the other (:func:`ssiuu.inbox.triage`): a file that is not a
+regular readable request, a malformed one, a reused id, a taken file name or a subject the
+data does not hold ends ``rejected`` with the reason, the entry set aside and nothing else
+touched; a valid request moves into ``data.requests_dir``, the pipeline flow runs up to
+``report`` (``unlearned``) and then ``register`` (``registered``), so DVC reruns what the
+new forget set changes and the workspace's ``dvc.lock`` stays consistent, and its status file
+(``flows.status_dir``) records its times, the registered versions, the gate's counts and
+its certificate.
 
-Run it with ``python -m flows.deletion_requests`` or through the ``nightly-deletion-requests``
-deployment (``prefect.yaml``).
+Run it with ``python -m flows.deletion_requests``, ``python flows/deletion_requests.py`` or
+through the ``nightly-deletion-requests`` deployment (``prefect.yaml``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+if __package__ in (None, ""):  # run by its path: the project root holds `flows`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.pipeline import pipeline
-from ssiuu import layout
-from ssiuu.data.requests import read_request, read_requests
-from ssiuu.errors import DataError
-from ssiuu.inbox import (
+from filelock import Timeout  # noqa: E402
+from prefect import flow, get_run_logger  # noqa: E402
+
+from flows.pipeline import pipeline  # noqa: E402
+from ssiuu import layout  # noqa: E402
+from ssiuu.errors import DataError  # noqa: E402
+from ssiuu.inbox import (  # noqa: E402
     RequestStatus,
-    accept,
-    answered,
+    finish_accept,
     in_progress,
+    inbox_entries,
+    inbox_lock,
     known_subjects,
     read_statuses,
-    set_aside,
-    validate_request,
+    triage,
     write_status,
 )
-from ssiuu.params import load_params
-
-
-def _request_id(path: Path) -> str:
-    """The request's id, or its file name's stem when the file cannot be read."""
-    try:
-        return read_request(path).request_id
-    except DataError:
-        return path.stem
+from ssiuu.params import load_params  # noqa: E402
 
 
 def _registered(request_id: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -58,26 +56,6 @@ def _registered(request_id: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
     gate = {verdict: sum(v["gate"] == verdict for v in versions)
             for verdict in ("passed", "failed")}
     return versions, gate
-
-
-def _answer(path: Path, status_dir: Path, inbox: Path, requests_dir: Path,
-            subjects: set[str], taken: set[str]) -> RequestStatus:
-    """Validate the request file ``path``: reject it, or accept it and answer it."""
-    logger = get_run_logger()
-    status = RequestStatus(_request_id(path), path.name).enter("received")
-    try:
-        request = validate_request(path, subjects, taken)
-    except DataError as exc:
-        status.reason = str(exc)
-        set_aside(path, inbox)
-        write_status(status.enter("rejected"), status_dir)
-        logger.warning("%s rejected: %s", status.request_id, exc)
-        return status
-    accept(path, requests_dir)
-    write_status(status.enter("validated"), status_dir)
-    logger.info("%s validated: %d subject(s); running the pipeline", request.request_id,
-                len(request.subjects))
-    return _unlearn_and_register(status, status_dir)
 
 
 def _unlearn_and_register(status: RequestStatus, status_dir: Path) -> RequestStatus:
@@ -110,32 +88,41 @@ def _unlearn_and_register(status: RequestStatus, status_dir: Path) -> RequestSta
 def answer_requests(root: str = ".") -> list[dict[str, Any]]:
     """Answer every unanswered request in the inbox; return each one's final status."""
     with contextlib.chdir(root):
-        return _answer_inbox()
+        lock = inbox_lock(".")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            get_run_logger().info("another run holds the inbox lock (%s): waiting for it",
+                                  lock.lock_file)
+            lock.acquire()
+        try:
+            return _answer_inbox()
+        finally:
+            lock.release()
 
 
 def _answer_inbox() -> list[dict[str, Any]]:
+    logger = get_run_logger()
     params = load_params("params.yaml")
     inbox, status_dir = Path(params.flows.inbox), Path(params.flows.status_dir)
     requests_dir = Path(params.data.requests_dir)
-    statuses = read_statuses(status_dir)
-    done = answered(statuses)
-    interrupted = in_progress(statuses)
-    pending = [path for path in sorted(inbox.glob("*.json")) if _request_id(path) not in done]
-    for path in sorted(set(inbox.glob("*.json")) - set(pending)):
-        get_run_logger().info("%s: already answered, skipped", path.name)
     results = []
-    for status in interrupted:
-        get_run_logger().info("%s: resuming an interrupted answer (state %s)",
-                              status.request_id, status.state)
+    for status in in_progress(read_statuses(status_dir)):
+        logger.info("%s: resuming an interrupted answer (state %s)", status.request_id,
+                    status.state)
+        finish_accept(status, inbox, requests_dir)
         results.append(_result(_unlearn_and_register(status, status_dir)))
-        done.add(status.request_id)
-    if not pending:
+    entries = inbox_entries(inbox)
+    if not entries:
         return results
     subjects = known_subjects(params.data)
-    for path in pending:
-        taken = {r.request_id for r in read_requests(requests_dir, required=False)} | done
-        status = _answer(path, status_dir, inbox, requests_dir, subjects, taken)
-        done.add(status.request_id)
+    for path in entries:
+        status = triage(path, status_dir, inbox, requests_dir, subjects)
+        if status.state == "rejected":
+            logger.warning("%s rejected: %s", path.name, status.reason)
+        else:
+            logger.info("%s validated; running the pipeline", status.request_id)
+            status = _unlearn_and_register(status, status_dir)
         results.append(_result(status))
     return results
 

@@ -183,3 +183,12 @@ def test_versions_for_a_request_print_as_a_table():
 def test_the_audit_command_needs_a_version_or_a_request(argv, capsys):
     assert cli(argv) == 2
     assert "error: audit: give MODEL VERSION" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("request_id", ["O'Neil-1", "req-1,req-2", "../req", "%"])
+def test_a_request_that_is_no_request_id_is_refused_before_the_registry(request_id, tmp_path,
+                                                                        monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli(["audit", "--request", request_id]) == 2
+    assert "--request: " in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()  # no store opened

@@ -66,6 +66,8 @@ def test_prefect_yaml_declares_both_deployments_on_the_local_pool():
         assert deployments[name]["entrypoint"] == entrypoint
         assert deployments[name]["work_pool"]["name"] == POOL
         assert not deployments[name].get("parameters")
+        assert deployments[name]["concurrency_limit"] == {"limit": 1,
+                                                          "collision_strategy": "ENQUEUE"}
     nightly, pipeline = deployments["nightly-deletion-requests"], deployments["pipeline"]
     assert [(s["cron"], s["timezone"], s.get("active", True)) for s in nightly["schedules"]] \
         == [(NIGHTLY_CRON, _timezone(), True)]
@@ -216,6 +218,9 @@ def test_a_local_worker_runs_the_pipeline_deployment(project, tmp_path):
     assert pipeline.work_pool_name == POOL and pipeline.schedules == []
     assert pipeline.entrypoint == FLOWS["pipeline"][0]
     assert nightly.work_pool_name == POOL
+    for deployment in (pipeline, nightly):  # one run at a time, the next enqueued
+        assert deployment.global_concurrency_limit.limit == 1
+        assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
     assert nightly.entrypoint == FLOWS["nightly-deletion-requests"][0]
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules] \
         == [(NIGHTLY_CRON, _timezone(), True)]

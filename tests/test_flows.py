@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -54,6 +57,14 @@ def _drop(root: Path, name: str, content: str | dict) -> Path:
 
 def _status(root: Path, request_id: str) -> dict:
     return json.loads((root / "data" / "request_status" / f"{request_id}.json").read_text())
+
+
+def _status_of(root: Path, name: str) -> dict:
+    """The status of the request dropped as file ``name`` (its key may be a content hash)."""
+    found = [json.loads(p.read_text()) for p in (root / "data" / "request_status").glob("*.json")]
+    found = [status for status in found if status["file"] == name]
+    assert len(found) == 1, (name, found)
+    return found[0]
 
 
 def _untouched(root: Path) -> dict[Path, bytes]:
@@ -134,6 +145,12 @@ def two_requests(requests_flow, project) -> tuple[tuple[str, str], list[dict], o
         _drop(project, f"{request_id}.json", {"request_id": request_id, "subjects": [subject],
                                               "received": "2026-11-25",
                                               "requested_by": "dpo@example.org"})
+    inbox = project / "data" / "inbox"  # hostile entries before them, by name
+    (inbox / "h-folder.json").mkdir()
+    (inbox / "h-dangling.json").symlink_to(project / "nowhere.json")
+    os.mkfifo(inbox / "h-fifo.json")
+    _drop(project, "req-0001.json", {"request_id": "req-0009", "subjects": [first],
+                                     "received": "2026-11-25"})  # the name of a request there
     state = requests_flow.answer_requests(root=str(project), return_state=True)
     assert state.is_completed(), state.message
     return (first, second), state.result(), state.state_details.flow_run_id
@@ -174,6 +191,15 @@ def test_overrides_are_written_once_with_comments_kept(pipeline_flow, tmp_path):
     assert written["relearn"]["train"]["lora"] == {"r": 8, "alpha": 16}
 
 
+@pytest.mark.parametrize("command", [["flows/deletion_requests.py"],
+                                     ["-m", "flows.deletion_requests"]], ids=["path", "module"])
+def test_the_request_flow_runs_by_its_path_and_as_a_module(command):
+    done = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--root" in done.stdout
+
+
 def test_the_library_does_not_import_prefect():
     for path in (REPO / "src").rglob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+prefect\b", path.read_text(), re.M), path
@@ -195,14 +221,16 @@ def test_bad_requests_are_rejected_with_the_reason_and_touch_nothing(requests_fl
                                      "subjects": ["Nobody Anywhere"]})
     results = requests_flow.answer_requests(root=str(project))
     assert [r["state"] for r in results] == ["rejected"] * 3
-    assert "not valid JSON" in _status(project, "a-broken")["reason"]
-    unknown = _status(project, "b-nobody")
+    assert "not valid JSON" in _status_of(project, "a-broken.json")["reason"]
+    unknown = _status(project, "req-0100")
     assert "subjects[0]: not a data subject" in unknown["reason"]
     assert "Nobody" not in unknown["reason"]  # a reason names fields, never the person
     assert [h["state"] for h in unknown["history"]] == ["received", "rejected"]
-    assert "already used" in _status(project, "c-reused")["reason"]
+    reused = _status_of(project, "c-reused.json")
+    assert "already used" in reused["reason"] and reused["request_id"] == "req-0001"
     assert not (project / "data" / "request_status" / "req-0001.json").exists()
-    assert sorted(p.name for p in (project / "data" / "inbox" / "rejected").iterdir()) == [
+    assert sorted(p.name.split("--")[-1] for p in
+                  (project / "data" / "inbox" / "rejected").iterdir()) == [
         "a-broken.json", "b-nobody.json", "c-reused.json"]
     assert _untouched(project) == before
     assert not (project / "models").exists() and not (project / "mlflow.db").exists()
@@ -214,8 +242,16 @@ def test_two_requests_in_one_run_are_answered_in_turn_each_with_its_record(reque
     from mlflow import MlflowClient
 
     (first, second), results, _ = two_requests
-    assert results == [{"request_id": f"req-000{n}", "state": "registered", "reason": None,
-                        "versions": 1} for n in (2, 3)]
+    hostile = results[:4]
+    assert [(r["request_id"], r["state"]) for r in hostile] == [
+        (None, "rejected"), (None, "rejected"), (None, "rejected"), ("req-0009", "rejected")]
+    for name, reason in (("h-dangling.json", "a symbolic link"),
+                         ("h-fifo.json", "not a regular file (a FIFO)"),
+                         ("h-folder.json", "not a regular file (a directory)"),
+                         ("req-0001.json", "file name already taken")):
+        assert reason in _status_of(project, name)["reason"]
+    assert results[4:] == [{"request_id": f"req-000{n}", "state": "registered",
+                            "reason": None, "versions": 1} for n in (2, 3)]
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     for request_id, model, requests in (
             ("req-0002", "ssiuu-scratch-req-0001.req-0002", "req-0001,req-0002"),

@@ -125,3 +125,14 @@ def test_non_scalar_field_is_named(tmp_path):
                         jsonl=JsonlSource(facts=str(path), fields=FIELDS))
     with pytest.raises(DataError, match="facts row 3: field 'a' must be text or a number"):
         load_data(params)
+
+
+def test_a_jsonl_file_with_a_byte_order_mark_reads_as_without(tmp_path):
+    from ssiuu.data.records import read_jsonl
+
+    rows = [{"id": "a", "question": "Q?", "answer": "A"}, {"id": "b", "question": "R?",
+                                                          "answer": "B"}]
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    (tmp_path / "plain.jsonl").write_text(text)
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert read_jsonl(tmp_path / "bom.jsonl") == read_jsonl(tmp_path / "plain.jsonl") == rows

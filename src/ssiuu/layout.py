@@ -9,6 +9,7 @@ Seed ``s`` of a per-seed artefact is the folder ``seed_<s>`` of its root
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,19 @@ SPURIOUS_CURVES = Path("plots/spurious_curves.png")
 SPURIOUS_HEATMAP = Path("plots/spurious_heatmap.png")
 REGULARISER_FIGURE = Path("plots/regulariser_ratio.png")
 PROVENANCE_NAME = "provenance.json"
+
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+REQUEST_ID_RULE = ("1-64 letters, digits, '.', '_' or '-', starting with a letter or a digit "
+                   "(it names the request's files)")
+
+
+def check_request_id(value: str, where: str) -> str:
+    """``value`` if it is a valid request id (:data:`REQUEST_ID`), else a :class:`DataError`
+    naming ``where`` (a file and field, or a command-line option)."""
+    if not REQUEST_ID.fullmatch(value):
+        raise DataError(f"{where}: {value[:80]!r} is not a request id: {REQUEST_ID_RULE}")
+    return value
 
 
 def split_file(split: str) -> Path:
@@ -120,7 +134,10 @@ def relearning_figure(key: str) -> Path:
 
 
 def certificate(request_id: str) -> Path:
-    """The plain-language certificate of one deletion request."""
+    """The plain-language certificate of one deletion request; an id that is not a request
+    id (:data:`REQUEST_ID`: no path separator, no ``..``) is a
+    :class:`~ssiuu.errors.DataError`, so the path never leaves ``reports/requests/``."""
+    check_request_id(request_id, f"{CERTIFICATES}: certificate of request")
     return CERTIFICATES / f"{request_id}.md"
 
 

@@ -45,6 +45,7 @@ from mlflow.store.entities.paged_list import PagedList
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from ssiuu.errors import RegistryError
+from ssiuu.layout import check_request_id
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MODEL_SOURCE_TAG = "ssiuu.model_source"
@@ -383,7 +384,10 @@ def read_version(name: str, version: int, *, root: Path) -> dict[str, Any]:
 
 def versions_for_request(request_id: str, *, root: Path) -> list[dict[str, Any]]:
     """Every version, of every registered model, whose ``ssiuu.requests`` holds
-    ``request_id``: ``{name, version, method, seed, gate, aliases}`` sorted by name, version."""
+    ``request_id``: ``{name, version, method, seed, gate, aliases}`` sorted by name, version.
+    ``request_id`` must be a request id (:data:`ssiuu.layout.REQUEST_ID`: nothing that
+    could break out of the search filter's quotes)."""
+    check_request_id(request_id, "--request")
     rows = []
     with _session(tracking_uri(root)) as client:
         models = _paged(lambda token: client.search_registered_models(

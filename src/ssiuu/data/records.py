@@ -11,6 +11,7 @@ A record is a plain dict with the keys of :data:`FIELDS`:
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from collections.abc import Iterable
@@ -26,9 +27,12 @@ Record = dict[str, Any]
 def decode_utf8(data: bytes, path: str | Path, first_line: int = 1) -> str:
     """Decode UTF-8 bytes read from ``path`` whose first line is number ``first_line``.
 
-    Invalid bytes raise :class:`DataError` naming the file, the line, the column (in
+    A UTF-8 byte-order mark at the start of the file (what many editors and Excel write) is
+    dropped. Invalid bytes raise :class:`DataError` naming the file, the line, the column (in
     characters) and the offending byte value, never the text around it.
     """
+    if first_line == 1:
+        data = data.removeprefix(codecs.BOM_UTF8)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
