@@ -10,6 +10,7 @@ import argparse
 from ssiuu.inputs import (
     DATA_FINGERPRINT,
     MODEL_FINGERPRINT,
+    check_inputs,
     data_fingerprint,
     model_fingerprint,
     write_fingerprint,
@@ -25,6 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     offline_defaults()
+    check_inputs(params.data, params.model)
     for fingerprint, path in ((data_fingerprint(params.data), DATA_FINGERPRINT),
                               (model_fingerprint(params.model), MODEL_FINGERPRINT)):
         write_fingerprint(fingerprint, path)

@@ -19,7 +19,13 @@ from ssiuu.audit import (
 )
 from ssiuu.cli import main as cli
 from ssiuu.errors import DataError
-from ssiuu.lineage import build_lineage, canonical_sha256, model_sha256
+from ssiuu.lineage import (
+    build_lineage,
+    canonical_sha256,
+    lineage_id,
+    model_sha256,
+    recorded_scores,
+)
 
 MODEL = "models/unlearned/ssiuu/seed_1"
 DVC_LOCK = """\
@@ -77,12 +83,16 @@ def record(workspace: Path) -> dict:
         model_dir=workspace / MODEL,
         data_files={split: Path(f"data/prepared/{split}.jsonl") for split in ("forget", "retain")},
         stages=["relearn@ssiuu"], made_by="unlearn@ssiuu")
+    lineage["scores"] = recorded_scores(METRICS)
+    lineage["scores_sha256"] = canonical_sha256(lineage["scores"])
     return {
         "name": "ssiuu-unlearned", "version": "3", "aliases": ["champion", "req-0001"],
         "source": "models:/m-0123", "run_id": "0123abcd", "params": PARAMS,
-        "metrics": METRICS,
+        "metrics": dict(METRICS),
         "tags": {"ssiuu.gate": "failed",
-                 "ssiuu.gate.reasons": "relearn_harmful_10.forget_acc above the oracle"},
+                 "ssiuu.gate.reasons": "relearn_harmful_10.forget_acc above the oracle",
+                 "ssiuu.lineage_id": lineage_id(lineage),
+                 "ssiuu.weights.sha256": "ab" * 32},
         "lineage": lineage,
     }
 
@@ -135,8 +145,49 @@ def test_an_unchanged_workspace_is_verified(record, workspace):
     result = audit_version(record, workspace)
     assert isinstance(result, AuditResult)
     assert result.verified and result.mismatches == []
-    assert format_audit(result).endswith("Verification: VERIFIED (data, model files, dvc.lock "
-                                         "stages and git commit match the record)")
+    head = record["lineage"]["git"]["commit"]
+    assert format_audit(result).endswith(
+        "Verification: VERIFIED (lineage id, scores, data, model files and dvc.lock stages "
+        f"match the record; its git commit {head[:12]} is the checked-out HEAD)")
+    assert audit_version(record, workspace, "ab" * 32).weights_checked
+
+
+def test_a_later_commit_says_the_recorded_one_exists_not_that_it_is_head(record, workspace):
+    (workspace / "notes.txt").write_text("later\n")
+    _git(workspace, "add", "-A")
+    _git(workspace, "commit", "-q", "-m", "later")
+    verdict = format_audit(audit_version(record, workspace)).splitlines()[-1]
+    assert "exists in this repository (HEAD is " in verdict and "checked-out HEAD" not in verdict
+
+
+@pytest.mark.parametrize("tamper", ["metric", "added-metric", "lineage", "lineage-tag",
+                                    "scores-hash", "weights"])
+def test_a_record_changed_after_registration_is_not_verified_naming_what(record, workspace,
+                                                                        tamper):
+    weights = "ab" * 32
+    if tamper == "metric":
+        record["metrics"]["unlearned.forget_acc"] = 0.25
+        expected = "run metric unlearned.forget_acc: 0.2500 in the run, 0.0250 in the record"
+    elif tamper == "added-metric":
+        record["metrics"]["unlearned.extra"] = 1.0
+        expected = "run metric unlearned.extra: 1.0000 in the run, None in the record"
+    elif tamper == "lineage":
+        record["lineage"]["requests"] = ["req-0001"]
+        expected = "lineage.json: its lineage id"
+    elif tamper == "lineage-tag":
+        record["tags"]["ssiuu.lineage_id"] = "0" * 64
+        expected = "differs from the version's tag ssiuu.lineage_id 000000000000"
+    elif tamper == "scores-hash":
+        record["lineage"]["scores_sha256"] = "0" * 64
+        expected = "lineage.json: scores_sha256 is not the hash of its scores"
+    else:
+        weights = "cd" * 32
+        expected = "registered weights (models:/m-0123): sha256 cdcdcdcdcdcd differs"
+    result = audit_version(record, workspace, weights)
+    assert not result.verified
+    assert [m for m in result.mismatches if expected in m], result.mismatches
+    verdict = format_audit(result).split("Verification: ", 1)[1]
+    assert verdict.startswith("NOT VERIFIED")
 
 
 def test_a_changed_workspace_is_not_verified(record, workspace):

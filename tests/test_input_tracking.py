@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,40 @@ def test_overwritten_model_weights_rerun_the_stages_that_load_the_model(user_rep
     assert _stale(user_repo, "data/inputs/data.json") == set()
     assert _ran(dvc(user_repo, "repro", "base").stdout) == {
         "check", "tokenizer", "pretrained", "base"}
+
+
+@pytest.mark.parametrize(("param", "careless"), [
+    ("data.jsonl.facts", "userdata"),  # a folder
+    ("data.jsonl.facts", "userdata/empty.jsonl"),
+    ("model.name", "empty-model"),  # a folder without config.json
+], ids=["facts-is-a-folder", "facts-is-empty", "model-folder-without-config"])
+def test_a_careless_input_path_fails_in_check_before_any_output_is_removed(user_repo, param,
+                                                                           careless):
+    (user_repo / "userdata" / "empty.jsonl").write_text("")
+    (user_repo / "empty-model").mkdir(exist_ok=True)
+    params_file = user_repo / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    section, *keys = param.split(".")
+    target = params[section]
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = str(user_repo / careless)
+    params_file.write_text(yaml.safe_dump(params))
+    kept = {path: path.read_bytes() for folder in ("data/prepared", "models/pretrained")
+            for path in (user_repo / folder).rglob("*") if path.is_file()}
+    try:
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro", "base"], cwd=user_repo,
+                              env=isolated_env(), capture_output=True, text=True)
+        checked = subprocess.run([sys.executable, "-m", "ssiuu.cli", "check"], cwd=user_repo,
+                                 env=isolated_env(), capture_output=True, text=True)
+    finally:
+        params_file.write_text(original)
+    assert done.returncode != 0 and checked.returncode != 0
+    assert _ran(done.stdout) == {"check"}
+    for output in (done.stdout + done.stderr, checked.stderr):
+        assert f"params.yaml: {param}: {user_repo / careless}" in output
+    assert kept and {path: path.read_bytes() for path in kept} == kept
 
 
 def test_fingerprints_name_a_missing_file_and_ignore_caches(tmp_path):

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import torch
@@ -197,6 +198,44 @@ def test_audit_passes_untouched_and_names_each_changed_byte(tiny_repo):
             path.write_bytes(original)
         assert failed.returncode == 1, changed
         assert [line for line in failed.stdout.splitlines() if changed in line], failed.stdout
+    assert _audit(tiny_repo, MODEL, str(gd.version)).returncode == 0
+
+
+def test_audit_fails_on_a_record_changed_in_the_tracking_store_naming_it(tiny_repo):
+    """A metric rewritten through MLflow's API, an edited lineage.json artifact and a changed
+    byte of the registered weights each make `ssiuu audit` exit 1 naming what changed."""
+    import time
+
+    client = _client(tiny_repo)
+    gd = next(v for v in _versions(tiny_repo)
+              if (v.tags["ssiuu.method"], v.tags["ssiuu.seed"]) == ("gd", "0"))
+    assert "ssiuu.weights.sha256" in gd.tags
+    run = client.get_run(gd.run_id)
+    held = run.data.metrics["unlearned.forget_mcq"]
+    client.log_metric(gd.run_id, "unlearned.forget_mcq", 0.25, timestamp=int(time.time() * 1e3))
+    try:
+        failed = _audit(tiny_repo, MODEL, str(gd.version))
+    finally:
+        client.log_metric(gd.run_id, "unlearned.forget_mcq", held,
+                          timestamp=int(time.time() * 1e3) + 1000)
+    assert failed.returncode == 1
+    assert "run metric unlearned.forget_mcq: 0.2500 in the run" in failed.stdout
+    artifacts = Path(urlparse(run.info.artifact_uri).path)
+    logged = [artifacts / "lineage.json",
+              max((p for p in (tiny_repo / "mlartifacts").rglob("*.safetensors")
+                   if gd.source.split("/")[-1] in str(p)), key=lambda p: p.stat().st_size)]
+    for path, named in zip(logged, ["lineage.json: its lineage id", "registered weights"],
+                           strict=True):
+        original = path.read_bytes()
+        edited = (original.replace(b'"gd"', b'"ga"') if path.suffix == ".json" else
+                  original[:-8] + bytes([original[-8] ^ 1]) + original[-7:])
+        assert edited != original
+        path.write_bytes(edited)
+        try:
+            failed = _audit(tiny_repo, MODEL, str(gd.version))
+        finally:
+            path.write_bytes(original)
+        assert failed.returncode == 1 and named in failed.stdout, failed.stdout[-2000:]
     assert _audit(tiny_repo, MODEL, str(gd.version)).returncode == 0
 
 

@@ -288,41 +288,54 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_uri(tmp_path_factory):
-    """A real ``mlflow server`` on a free port, stopped (its process group) at the end."""
-    folder = tmp_path_factory.mktemp("server")
-    port = _free_port()
+def _start_server(folder: Path, port: int) -> subprocess.Popen:
+    """A real ``mlflow server`` on ``port`` with its store and artifacts in ``folder``,
+    answering /health (its own process group)."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     log_path = folder / "server.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
              str(port), "--workers", "1", "--backend-store-uri",
              f"sqlite:///{folder}/server.db", "--artifacts-destination", str(folder / "art")],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield uri
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 90
+    while True:
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health",
+                                        timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            pytest.fail(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop the server's process group (``sig``; SIGKILL after 15 s)."""
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=15)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def server_uri(tmp_path_factory):
+    """A real ``mlflow server`` on a free port, stopped (its process group) at the end."""
+    port = _free_port()
+    process = _start_server(tmp_path_factory.mktemp("server"), port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(process)
 
 
 def test_register_through_a_tracking_server(server_uri, tmp_path, model_dir, files,
@@ -361,3 +374,89 @@ def test_register_through_a_tracking_server(server_uri, tmp_path, model_dir, fil
     loaded = mlflow.transformers.load_model("models:/ssiuu-server-weights@production",
                                             return_type="components")
     assert loaded["model"].config.hidden_size == 16
+
+
+REGISTER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from test_registry import _record
+from ssiuu.registry import register
+args = json.loads(sys.argv[2])
+files = {target: Path(path) for target, path in args["files"].items()}
+records = [_record(Path(args["model_dir"]), files, method, seed)
+           for method, seed in args["records"]]
+out = register(args["name"], records, requests=["r1"], model_source="scratch",
+               log_weights=args["log_weights"], root=Path(args["root"]))
+print(json.dumps([(v.version, v.created) for v in out]))
+"""
+
+
+def _register_process(root: Path, model_dir: Path, files: dict[str, Path], name: str,
+                      records: list[tuple[str, int]], log_weights: bool,
+                      env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`register` in a process of its own (``run_stage`` prints a RegistryError as one line:
+    here the test reads the exception's class and message from stderr)."""
+    payload = json.dumps({"root": str(root), "model_dir": str(model_dir), "name": name,
+                          "files": {t: str(p) for t, p in files.items()},
+                          "records": records, "log_weights": log_weights})
+    return subprocess.Popen([sys.executable, "-c", REGISTER, str(Path(__file__).parent),
+                             payload], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **(env or {})})
+
+
+def test_two_registrations_at_once_on_a_fresh_store_make_one_version_per_lineage(
+        tmp_path, model_dir, files):
+    records = [("gd", 0), ("npo", 0)]
+    runs = [_register_process(tmp_path, model_dir, files, "ssiuu-race", records, False)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-3000:] for _, err in outputs]
+    assert all("Traceback" not in err for _, err in outputs)
+    made = sorted(json.loads(out.splitlines()[-1]) for out, _ in outputs)
+    assert made == [[[1, False], [2, False]], [[1, True], [2, True]]]
+    assert sorted(_versions(_client(tmp_path), "ssiuu-race")) == [1, 2]
+
+
+def test_a_server_killed_mid_registration_fails_fast_and_the_rerun_leaves_no_orphan(
+        tmp_path, model_dir, files):
+    folder, port = tmp_path / "server", _free_port()
+    folder.mkdir()
+    uri = f"http://127.0.0.1:{port}"
+    records = [("gd", 0), ("gd", 1), ("npo", 0), ("npo", 1)]
+    server = _start_server(folder, port)
+    try:
+        started = time.monotonic()
+        run = _register_process(tmp_path, model_dir, files, "ssiuu-killed", records, True,
+                                {"MLFLOW_TRACKING_URI": uri})
+        while not list((folder / "art").rglob("model.safetensors")):  # weights uploading
+            assert run.poll() is None and time.monotonic() - started < 120
+            time.sleep(0.05)
+        _stop(server, signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = run.communicate(timeout=120)
+        assert run.returncode != 0 and time.monotonic() - killed < 60
+        assert f"RegistryError: tracking store {uri}:" in err, err[-3000:]
+        assert len(err.strip().splitlines()[-1]) < 500  # one line, not a response body
+        server = _start_server(folder, port)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        experiment = client.get_experiment_by_name("ssiuu-killed")
+        left = client.search_runs([experiment.experiment_id])
+        assert len(left) > len(client.search_model_versions("name = 'ssiuu-killed'"))
+        again = _register_process(tmp_path, model_dir, files, "ssiuu-killed", records, True,
+                                  {"MLFLOW_TRACKING_URI": uri})
+        out, err = again.communicate(timeout=300)
+        assert again.returncode == 0, err[-3000:]
+        versions = client.search_model_versions("name = 'ssiuu-killed'")
+        lineages = sorted(v.tags[LINEAGE_TAG] for v in versions)
+        assert len(versions) == len(records) and len(set(lineages)) == len(records)
+        active = client.search_runs([experiment.experiment_id])
+        assert sorted(r.info.run_id for r in active) == sorted(v.run_id for v in versions)
+        logged = client.search_logged_models([experiment.experiment_id])
+        assert sorted(m.model_id for m in logged) == sorted(
+            v.source.removeprefix("models:/") for v in versions)
+        weights = sorted(p.parent.parent.parent.name
+                         for p in (folder / "art").rglob("model.safetensors"))
+        assert weights == sorted(m.model_id for m in logged)  # no orphaned weight copy
+    finally:
+        _stop(server)

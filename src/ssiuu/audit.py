@@ -16,10 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from ssiuu.errors import DataError
-from ssiuu.lineage import canonical_sha256, lineage_id, model_sha256, verify_lineage
+from ssiuu.lineage import (
+    canonical_sha256,
+    head_commit,
+    lineage_id,
+    model_sha256,
+    recorded_scores,
+    verify_lineage,
+)
+from ssiuu.registry import GATE_REASONS_TAG, GATE_TAG, LINEAGE_TAG, WEIGHTS_HASH_TAG
 
-GATE_TAG = "ssiuu.gate"
-GATE_REASONS_TAG = "ssiuu.gate.reasons"
 _FIRST_GROUP = "unlearned"
 _REFERENCE_GROUPS = ("base", "oracle")
 _NOT_RECORDED = "(not recorded)"
@@ -27,14 +33,18 @@ _NOT_RECORDED = "(not recorded)"
 
 @dataclass(frozen=True)
 class AuditResult:
-    """One version's record and every way the workspace differs from its lineage."""
+    """One version's record, every way it differs from itself or the workspace, and the
+    workspace's checked-out commit (``head``; None outside git) and whether the registered
+    weights were hashed (``weights_checked``)."""
 
     record: Mapping[str, Any]
     mismatches: list[str] = field(default_factory=list)
+    head: str | None = None
+    weights_checked: bool = False
 
     @property
     def verified(self) -> bool:
-        """True when the workspace matches the lineage in every respect."""
+        """True when the record is consistent and the workspace matches it in every respect."""
         return not self.mismatches
 
 
@@ -124,17 +134,64 @@ def format_record(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def audit_version(record: Mapping[str, Any], root: Path) -> AuditResult:
-    """Check ``record``'s lineage against the workspace at ``root`` (see ``verify_lineage``)."""
-    return AuditResult(record=record, mismatches=verify_lineage(_lineage_of(record), Path(root)))
+def check_record(record: Mapping[str, Any], weights_sha256: str | None = None) -> list[str]:
+    """Every way the record disagrees with itself: the lineage id recomputed from the
+    lineage artifact against the version's tag, each score the run holds against the
+    lineage's (by name), the scores' hash, and, for weights logged to MLflow
+    (``weights_sha256``: the hash of the registered model's files, fetched now), that hash
+    against the one recorded at registration."""
+    lineage = _lineage_of(record)
+    tags: Mapping[str, Any] = record.get("tags") or {}
+    found = []
+    computed = lineage_id(lineage)
+    if tags.get(LINEAGE_TAG) != computed:
+        found.append(f"lineage.json: its lineage id {computed[:12]} differs from the version's "
+                     f"tag {LINEAGE_TAG} {str(tags.get(LINEAGE_TAG))[:12]} (the artifact or "
+                     "the tag was changed after registration)")
+    scores = lineage.get("scores")
+    if not isinstance(scores, Mapping):
+        found.append("lineage.json: no scores recorded; the run's metrics cannot be checked")
+    else:
+        held = recorded_scores(record.get("metrics") or {})
+        for name in sorted(set(scores) | set(held)):
+            if not _same(scores.get(name), held.get(name)):
+                found.append(f"run metric {name}: {_number(held.get(name))} in the run, "
+                             f"{_number(scores.get(name))} in the record")
+        if canonical_sha256(dict(scores)) != lineage.get("scores_sha256"):
+            found.append("lineage.json: scores_sha256 is not the hash of its scores")
+    if weights_sha256 is not None and tags.get(WEIGHTS_HASH_TAG) != weights_sha256:
+        found.append(f"registered weights ({record.get('source')}): sha256 "
+                     f"{weights_sha256[:12]} differs from the tag {WEIGHTS_HASH_TAG} "
+                     f"{str(tags.get(WEIGHTS_HASH_TAG))[:12]} recorded at registration")
+    return found
+
+
+def _same(recorded: Any, held: Any) -> bool:
+    if recorded is None or held is None:
+        return recorded is held
+    return (math.isnan(recorded) and math.isnan(held)) or recorded == held
+
+
+def audit_version(record: Mapping[str, Any], root: Path,
+                  weights_sha256: str | None = None) -> AuditResult:
+    """Check ``record`` against itself (:func:`check_record`) and its lineage against the
+    workspace at ``root`` (:func:`~ssiuu.lineage.verify_lineage`)."""
+    mismatches = check_record(record, weights_sha256)
+    mismatches += verify_lineage(_lineage_of(record), Path(root))
+    return AuditResult(record=record, mismatches=mismatches, head=head_commit(Path(root)),
+                       weights_checked=weights_sha256 is not None)
 
 
 def format_verification(result: AuditResult) -> str:
     """The verification verdict: one line when verified, else the first difference named
     and then every difference on its own line."""
     if result.verified:
-        return ("Verification: VERIFIED (data, model files, dvc.lock stages and git commit "
-                "match the record)")
+        commit = str(_lineage_of(result.record)["git"]["commit"])
+        where = ("is the checked-out HEAD" if result.head == commit else
+                 f"exists in this repository (HEAD is {(result.head or 'unknown')[:12]})")
+        weights = "registered weights, " if result.weights_checked else ""
+        return (f"Verification: VERIFIED (lineage id, scores, {weights}data, model files and "
+                f"dvc.lock stages match the record; its git commit {commit[:12]} {where})")
     count = len(result.mismatches)
     return "\n".join([
         f"Verification: NOT VERIFIED ({count} difference{'s' if count > 1 else ''})",

@@ -10,10 +10,12 @@ from ssiuu.errors import SsiuuError
 
 
 def _check(args: argparse.Namespace) -> None:
+    from ssiuu.inputs import check_inputs
     from ssiuu.params import load_params
 
-    load_params(args.params)
-    print(f"{args.params}: ok")
+    params = load_params(args.params)
+    check_inputs(params.data, params.model)
+    print(f"{args.params}: ok (params, data files and model folder)")
 
 
 def _profile(args: argparse.Namespace) -> None:
@@ -43,7 +45,10 @@ def _audit(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2, default=str) if args.json
               else format_versions(args.request, rows))
         return 0
-    result = audit_version(registry.read_version(args.model, args.version, root=root), root)
+    record = registry.read_version(args.model, args.version, root=root)
+    weights = registry.registered_weights_sha256(record, root=root) if record.get("lineage") \
+        else None
+    result = audit_version(record, root, weights)
     print(record_as_json(result) if args.json else format_audit(result))
     return 0 if result.verified else 1
 

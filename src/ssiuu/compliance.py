@@ -17,7 +17,13 @@ from typing import Any
 
 from ssiuu import layout
 from ssiuu.gate import gate_versions
-from ssiuu.lineage import build_lineage, canonical_sha256, lineage_id, lineage_tags
+from ssiuu.lineage import (
+    build_lineage,
+    canonical_sha256,
+    lineage_id,
+    lineage_tags,
+    recorded_scores,
+)
 from ssiuu.params import Params
 from ssiuu.provenance import installed_versions, read_provenance
 from ssiuu.registry import VersionRecord
@@ -135,7 +141,8 @@ def build_records(root: Path, params: Params, summary: Mapping[str, Any],
                                     made_by=f"unlearn@{method}")
             metrics = version_metrics(summary["per_seed"][str(seed)], method)
             lineage["gate"] = params.registry.gate.model_dump()
-            lineage["scores_sha256"] = canonical_sha256(metrics)
+            lineage["scores"] = recorded_scores(metrics)
+            lineage["scores_sha256"] = canonical_sha256(lineage["scores"])
             provenance = read_provenance(root / model_dir)
             verdict = verdicts[seed]
             records.append(VersionRecord(

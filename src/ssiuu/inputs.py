@@ -38,20 +38,62 @@ def _hash_tree(path: Path) -> dict[str, str]:
                                           for part in file.relative_to(path).parts)}
 
 
+JSONL_FIELDS = ("facts", "forget", "retain", "utility", "general", "benign", "holdout", "stop")
+
+
+def _data_file(path: Path, param: str) -> Path:
+    """``path`` if it is a non-empty regular file (a link to one counts), else a
+    :class:`DataError` naming ``param`` and what ``path`` is instead."""
+    if not path.exists():
+        raise DataError(f"params.yaml: {param}: {path}: file not found")
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise DataError(f"params.yaml: {param}: {path}: {kind}, not a data file")
+    if path.stat().st_size == 0:
+        raise DataError(f"params.yaml: {param}: {path}: empty file")
+    return path
+
+
+def check_inputs(data: DataParams, model: ModelParams) -> None:
+    """Every path the params name, checked for kind and content before any stage runs (the
+    ``check`` stage and ``ssiuu check``): each ``data.jsonl.*`` file a non-empty regular
+    file; a local ``data.hf.name`` a non-empty folder or file; a local ``model.name`` a
+    folder with a ``config.json`` (or the ``model.gguf_file`` it names). A
+    :class:`DataError` names the param and the path."""
+    if data.source == "jsonl" and data.jsonl is not None:
+        for field in JSONL_FIELDS:
+            path = getattr(data.jsonl, field)
+            if path is not None:
+                _data_file(Path(path), f"data.jsonl.{field}")
+    if data.source == "hf" and data.hf is not None and Path(data.hf.name).is_dir() \
+            and not any(Path(data.hf.name).iterdir()):
+        raise DataError(f"params.yaml: data.hf.name: {data.hf.name}: empty folder")
+    if model.name == SCRATCH:
+        return
+    source = Path(resolve_model_source(model.name))
+    if source.exists() and not source.is_dir():
+        raise DataError(f"params.yaml: model.name: {source}: a file, not a model folder")
+    if source.is_dir():
+        needed = model.gguf_file or "config.json"
+        if not (source / needed).is_file():
+            raise DataError(f"params.yaml: model.name: {source}: no {needed} in the folder "
+                            "(a model folder as save_pretrained writes it, or set "
+                            "model.gguf_file)")
+
+
 def data_fingerprint(params: DataParams) -> dict[str, Any]:
     """The sha256 of every user data file ``params`` names (none for generated data).
 
-    A named file that does not exist is a :class:`DataError` naming the param.
+    A named file that is not one (:func:`check_inputs`) is a :class:`DataError` naming
+    the param.
     """
     files: dict[str, dict[str, str]] = {}
     if params.source == "jsonl" and params.jsonl is not None:
-        for field in ("facts", "forget", "retain", "utility", "general", "benign",
-                      "holdout", "stop"):
+        for field in JSONL_FIELDS:
             path = getattr(params.jsonl, field)
             if path is None:
                 continue
-            if not Path(path).is_file():
-                raise DataError(f"params.yaml: data.jsonl.{field}: {path}: file not found")
+            _data_file(Path(path), f"data.jsonl.{field}")
             files[f"data.jsonl.{field}"] = {path: sha256_file(path)}
     elif params.source == "hf" and params.hf is not None:
         local = Path(params.hf.name)

@@ -94,7 +94,7 @@ def _relative(path: Path, root: Path) -> str:
     raise DataError(f"{path}: not inside the workspace {root}")
 
 
-def _folder_files(folder: Path) -> dict[str, str]:
+def folder_files(folder: Path) -> dict[str, str]:
     """``{relative POSIX name: sha256}`` of every file under ``folder``, sorted by name."""
     names = sorted(item.relative_to(folder).as_posix()
                    for item in folder.rglob("*") if item.is_file())
@@ -152,10 +152,22 @@ def build_lineage(root: Path, *, method: str, seed: int, requests: Sequence[str]
         "seed": int(seed),
         "requests": sorted(set(requests)),
         "data": data,
-        "model": {"path": model_path, "files": _folder_files(root / model_path)},
+        "model": {"path": model_path, "files": folder_files(root / model_path)},
         "dvc_lock": {"made_by": made_by, "stages": recorded},
         "git": _git_state(root),
     }
+
+
+def recorded_scores(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The scores as the run holds them: every metric with a value, as a float (MLflow
+    stores floats and drops nothing else)."""
+    return {name: float(value) for name, value in sorted(metrics.items()) if value is not None}
+
+
+def head_commit(root: Path) -> str | None:
+    """The commit checked out at ``root`` (None outside a git repository)."""
+    found = _git(root, "rev-parse", "HEAD")
+    return found.stdout.strip() if found is not None and found.returncode == 0 else None
 
 
 def lineage_id(lineage: Mapping[str, Any]) -> str:

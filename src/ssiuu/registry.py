@@ -23,12 +23,13 @@ folder in the run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as installed_version
@@ -37,15 +38,20 @@ from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.store.entities.paged_list import PagedList
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from requests.exceptions import RequestException
+from sqlalchemy.exc import SQLAlchemyError
 
 from ssiuu.errors import RegistryError
 from ssiuu.layout import check_request_id
+from ssiuu.lineage import folder_files, model_sha256
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MODEL_SOURCE_TAG = "ssiuu.model_source"
@@ -58,6 +64,7 @@ GATE_TAG = "ssiuu.gate"
 GATE_REASONS_TAG = "ssiuu.gate.reasons"
 RANK_TAG = "ssiuu.rank"
 WEIGHTS_SOURCE_TAG = "ssiuu.model.source"
+WEIGHTS_HASH_TAG = "ssiuu.weights.sha256"  # of the logged model's files, at registration
 CANDIDATE = "candidate"
 PRODUCTION = "production"
 NO_PRODUCTION = "none: no version passed the release gate"
@@ -67,6 +74,10 @@ _PIP_PACKAGES = ("mlflow", "torch", "transformers", "tokenizers")
 _SERVER_SCHEMES = ("http", "https")
 _QUIET = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+# MLflow's own HTTP settings, unless the caller set them: a tracking server that went away
+# fails a call within about half a minute (MLflow's defaults retry for minutes)
+BOUNDED = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+           "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 @dataclass(frozen=True)
@@ -135,19 +146,25 @@ def _is_server(uri: str) -> bool:
 
 @contextmanager
 def _session(uri: str) -> Iterator[MlflowClient]:
-    """A client on ``uri``, with MLflow's fluent API pointed there too and kept quiet.
+    """A client on ``uri``, with MLflow's fluent API pointed there too, kept quiet and its
+    HTTP calls bounded (:data:`BOUNDED`); a failure of the store (a server gone, a database
+    that will not open) is a :class:`RegistryError` of one line naming ``uri``.
 
     ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment;
     both it and the caller's setting are restored afterwards.
     """
-    saved = {key: os.environ.get(key) for key in (TRACKING_URI_ENV, *_QUIET)}
+    saved = {key: os.environ.get(key) for key in (TRACKING_URI_ENV, *_QUIET, *BOUNDED)}
     os.environ.update(_QUIET)
+    os.environ.update({key: value for key, value in BOUNDED.items() if saved[key] is None})
     mlflow_logger = logging.getLogger("mlflow")
     level = mlflow_logger.level
     mlflow_logger.setLevel(logging.ERROR)
     try:
         with _use_tracking_uri(uri):
             yield MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except (MlflowException, RequestException, SQLAlchemyError) as exc:
+        raise RegistryError(f"tracking store {uri}: {type(exc).__name__}: "
+                            f"{_first_line(exc)}") from None
     finally:
         mlflow_logger.setLevel(level)
         for key, value in saved.items():
@@ -155,6 +172,12 @@ def _session(uri: str) -> Iterator[MlflowClient]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, at most 300 characters."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 def _paged(search: Callable[[str | None], PagedList]) -> list:
@@ -194,8 +217,13 @@ def _ensure_model(client: MlflowClient, name: str, model_tags: dict[str, str],
     found = [model for model in client.search_registered_models(f"name = '{name}'")
              if model.name == name]
     if not found:
-        client.create_registered_model(name, tags=model_tags, description=description)
-        return
+        try:
+            client.create_registered_model(name, tags=model_tags, description=description)
+            return
+        except MlflowException as exc:  # made by another registration since the search
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            found = [client.get_registered_model(name)]
     held = {key: found[0].tags.get(key) for key in model_tags}
     if held != model_tags:
         raise RegistryError(
@@ -269,6 +297,7 @@ def _create_version(client: MlflowClient, name: str, experiment_id: str,
         if log_weights:
             info = _log_weights(record.model_dir)
             source, model_id = info.model_uri, info.model_id
+            tags[WEIGHTS_HASH_TAG] = artifact_sha256(source)
         else:
             folder_uri = record.model_dir.resolve().as_uri()
             files = sorted(str(path.relative_to(record.model_dir))
@@ -279,6 +308,29 @@ def _create_version(client: MlflowClient, name: str, experiment_id: str,
             source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT}" if server else folder_uri
         return client.create_model_version(name, source, run_id=run.info.run_id, tags=tags,
                                            model_id=model_id)
+
+
+def registration_lock(root: Path, name: str) -> FileLock:
+    """A file lock in the project ``root`` per registered model ``name``: registrations of
+    one model from this project run one at a time (registrations from other machines to a
+    shared server are not covered: MLflow has no lock of its own)."""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return FileLock(str(Path(root) / f".ssiuu-register-{digest}.lock"))
+
+
+def _drop_orphans(client: MlflowClient, experiment_id: str, lineage_id: str) -> None:
+    """Delete what an interrupted registration of ``lineage_id`` left: its runs (the
+    version, made last, is missing: the caller checked), their artifacts and the models
+    they logged."""
+    runs = client.search_runs([experiment_id],
+                              filter_string=f"tags.`{LINEAGE_TAG}` = '{lineage_id}'")
+    for run in runs:
+        for model in client.search_logged_models(
+                [experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"):
+            get_artifact_repository(model.artifact_location).delete_artifacts()
+            client.delete_logged_model(model.model_id)
+        get_artifact_repository(run.info.artifact_uri).delete_artifacts()
+        client.delete_run(run.info.run_id)
 
 
 def _by_version(aliases: dict[str, Any]) -> dict[int, list[str]]:
@@ -311,12 +363,17 @@ def register(name: str, records: Sequence[VersionRecord], *, requests: Sequence[
     back with ``created=False``. A :class:`RegistryError` is raised, before anything is
     written, when ``name`` exists for another request set or model source. Returns one
     :class:`RegisteredVersion` per record, in order, with the aliases it holds afterwards.
+
+    The whole registration holds :func:`registration_lock`, so two registrations of one
+    lineage from this project make one version; a run that an interrupted registration left
+    for a lineage without its version is deleted, with its artifacts and logged weights,
+    before the lineage is registered again.
     """
     _check_records(records)
     uri = tracking_uri(root)
     server = _is_server(uri)
     model_tags = {MODEL_SOURCE_TAG: model_source, REQUESTS_TAG: ",".join(sorted(requests))}
-    with _session(uri) as client:
+    with registration_lock(root, name), _session(uri) as client:
         _ensure_model(client, name, model_tags, description)
         entries = {version.tags[LINEAGE_TAG]: _Entry.of(version)
                    for version in _all_versions(client, name) if LINEAGE_TAG in version.tags}
@@ -326,6 +383,7 @@ def register(name: str, records: Sequence[VersionRecord], *, requests: Sequence[
             created = record.lineage_id not in entries
             if created:
                 experiment_id = experiment_id or _experiment_id(client, name, root, server)
+                _drop_orphans(client, experiment_id, record.lineage_id)
                 entries[record.lineage_id] = _Entry.of(_create_version(
                     client, name, experiment_id, record, log_weights=log_weights,
                     server=server))
@@ -355,6 +413,25 @@ def _lineage(client: MlflowClient, run_id: str | None) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, LINEAGE_ARTIFACT, dst_path=tmp)
         return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def artifact_sha256(uri: str) -> str:
+    """One hash of the files under the MLflow artifact ``uri`` (a logged model: its weights,
+    tokenizer and MLmodel), downloaded into a temporary folder
+    (:func:`~ssiuu.lineage.model_sha256`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        return model_sha256(folder_files(Path(local)))
+
+
+def registered_weights_sha256(record: Mapping[str, Any], *, root: Path) -> str | None:
+    """The hash of the weights a version of :func:`read_version` registered, fetched from
+    the tracking store now; None when the version points at a model folder instead
+    (``registry.log_weights: false``: the lineage hashes that folder)."""
+    if WEIGHTS_SOURCE_TAG in (record.get("tags") or {}) or not record.get("source"):
+        return None
+    with _session(tracking_uri(root)):
+        return artifact_sha256(str(record["source"]))
 
 
 def read_version(name: str, version: int, *, root: Path) -> dict[str, Any]:
