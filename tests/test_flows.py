@@ -22,6 +22,8 @@ import pytest
 import yaml
 from projects import dvc, flow_module, project_fixture, reduced_project
 
+from ssiuu.workspace import isolated_env
+
 REPO = Path(__file__).parents[1]
 ALWAYS_CHANGED = {"check", "register"}
 LAST_MODEL = "ssiuu-scratch-req-0001.req-0002.req-0003"  # after the two requests
@@ -392,6 +394,40 @@ def test_an_interrupted_answer_is_resumed_and_registers_nothing_twice(requests_f
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     assert len(client.search_model_versions(f"name='{LAST_MODEL}'")) == 1
     assert requests_flow.answer_requests(root=str(project)) == []
+
+
+def test_two_flow_runs_started_together_answer_a_request_once(project, two_requests,
+                                                              tmp_path):
+    """Two runs of the inbox flow, each its own process and Prefect home, started together
+    on one new request: one answers it, the other waits for the inbox lock and then finds
+    nothing to do; one new version, one status history."""
+    from mlflow import MlflowClient
+
+    from ssiuu.inbox import known_subjects
+    from ssiuu.params import load_params
+
+    answered = {s for r in (project / "data" / "requests").glob("*.json")
+                for s in json.loads(r.read_text())["subjects"]}
+    subject = sorted(known_subjects(load_params(project / "params.yaml").data) - answered)[0]
+    _drop(project, "req-0005.json", {"request_id": "req-0005", "received": "2026-11-26",
+                                     "subjects": [subject]})
+    runs = [subprocess.Popen([sys.executable, "flows/deletion_requests.py", "--root", "."],
+                             cwd=project, env=isolated_env(tmp_path / f"prefect-{n}"),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for n in range(2)]
+    outputs = [run.communicate(timeout=900)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [out[-3000:] for out in outputs]
+    answers = sorted(line for out in outputs for line in out.splitlines()
+                     if line.startswith("{'request_id'"))
+    assert answers == ["{'request_id': 'req-0005', 'state': 'registered', 'reason': None, "
+                       "'versions': 1}"]
+    status = _status(project, "req-0005")
+    assert [h["state"] for h in status["history"]] == [
+        "received", "validated", "unlearned", "registered"]
+    model = status["versions"][0]["model"]
+    assert model.startswith("ssiuu-scratch-4-requests-")  # four ids: their count and a hash
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    assert len(client.search_model_versions(f"name='{model}'")) == 1
 
 
 def test_a_failed_pipeline_leaves_the_request_validated_with_the_reason(requests_flow,

@@ -172,6 +172,18 @@ def _audit(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return _run(repo, sys.executable, "-m", "ssiuu.cli", "audit", *args, check=False)
 
 
+def _audit_edited(repo: Path, path: Path, edited: bytes, version: int | str
+                  ) -> subprocess.CompletedProcess:
+    """`ssiuu audit` of ``version`` while ``path`` holds ``edited`` (restored after)."""
+    original = path.read_bytes()
+    assert edited != original
+    path.write_bytes(edited)
+    try:
+        return _audit(repo, MODEL, str(version))
+    finally:
+        path.write_bytes(original)
+
+
 CHANGED = ("data/prepared/forget.jsonl", "models/unlearned/gd/seed_0/model.safetensors",
            "dvc.lock")
 
@@ -190,12 +202,7 @@ def test_audit_passes_untouched_and_names_each_changed_byte(tiny_repo):
                                       b"cmd: python stages/unlearn.py  gd")
         else:
             edited = original[:100] + bytes([original[100] ^ 1]) + original[101:]
-        assert edited != original
-        path.write_bytes(edited)
-        try:
-            failed = _audit(tiny_repo, MODEL, str(gd.version))
-        finally:
-            path.write_bytes(original)
+        failed = _audit_edited(tiny_repo, path, edited, gd.version)
         assert failed.returncode == 1, changed
         assert [line for line in failed.stdout.splitlines() if changed in line], failed.stdout
     assert _audit(tiny_repo, MODEL, str(gd.version)).returncode == 0
@@ -229,12 +236,7 @@ def test_audit_fails_on_a_record_changed_in_the_tracking_store_naming_it(tiny_re
         original = path.read_bytes()
         edited = (original.replace(b'"gd"', b'"ga"') if path.suffix == ".json" else
                   original[:-8] + bytes([original[-8] ^ 1]) + original[-7:])
-        assert edited != original
-        path.write_bytes(edited)
-        try:
-            failed = _audit(tiny_repo, MODEL, str(gd.version))
-        finally:
-            path.write_bytes(original)
+        failed = _audit_edited(tiny_repo, path, edited, gd.version)
         assert failed.returncode == 1 and named in failed.stdout, failed.stdout[-2000:]
     assert _audit(tiny_repo, MODEL, str(gd.version)).returncode == 0
 
