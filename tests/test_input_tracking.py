@@ -132,6 +132,28 @@ def test_a_careless_input_path_fails_in_check_before_any_output_is_removed(user_
     assert kept and {path: path.read_bytes() for path in kept} == kept
 
 
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"subjects": ["A B", "A B"]}, "field 'subjects[1]' repeats subjects[0]"),
+    ({"received": "2031-01-01"}, "field 'received' 2031-01-01 is in the future"),
+    ({"request_id": "../../README"}, "field 'request_id': '../../README' is not a request id"),
+], ids=["repeated-subject", "future-date", "path-as-id"])
+def test_a_careless_request_fails_in_check_before_any_output_is_removed(user_repo, fields,
+                                                                        message):
+    request = user_repo / "data" / "requests" / "req-0002.json"
+    request.write_text(json.dumps({"request_id": "req-0002", "received": "2026-11-26",
+                                   "subjects": ["A B"], **fields}))
+    kept = {path: path.read_bytes() for path in (user_repo / "data/prepared").rglob("*")
+            if path.is_file()}
+    try:
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro", "base"], cwd=user_repo,
+                              env=isolated_env(), capture_output=True, text=True)
+    finally:
+        request.unlink()
+    assert done.returncode != 0 and _ran(done.stdout) == {"check"}
+    assert f"{request.relative_to(user_repo)}: {message}" in done.stdout + done.stderr
+    assert kept and {path: path.read_bytes() for path in kept} == kept
+
+
 def test_fingerprints_name_a_missing_file_and_ignore_caches(tmp_path):
     from ssiuu.errors import DataError
 

@@ -492,3 +492,34 @@ def test_gd_with_the_kl_retain_term_holds_its_reference_while_it_unlearns(
         assert sequence_logprobs(model, batches["forget"]).mean().item() < before
     for values, before_values in zip(objective.reference.recorded, frozen, strict=True):
         assert torch.equal(values, before_values)
+
+
+def test_the_advantage_term_is_the_answers_log_share_down_to_an_even_share_only():
+    from ssiuu.methods.advantage import advantage_loss
+
+    logp = torch.tensor([[-1.0, -3.0, -4.0], [-5.0, -2.0, -2.5]], requires_grad=True)
+    loss = advantage_loss(logp)
+    shares = logp.detach()[:, 0] - torch.logsumexp(logp.detach(), dim=1)
+    assert shares[0] > -math.log(3) > shares[1]  # the second fact is already below even
+    assert loss.item() == pytest.approx(shares[0].item() / 2)
+    loss.backward()
+    assert torch.count_nonzero(logp.grad[1]) == 0 and logp.grad[0, 0] > 0
+    assert (logp.grad[0, 1:] < 0).all()  # descending it raises the alternatives
+
+
+def test_alternatives_are_other_answers_of_the_attribute_never_the_facts_distractors():
+    from ssiuu.errors import DataError
+    from ssiuu.methods.advantage import alternative_answers
+
+    retain = [{"id": f"r{n}", "attribute": "city", "answer": f"C{n}"} for n in range(8)]
+    retain += [{"id": "y", "attribute": "year", "answer": "1999"}]
+    forget = [{"id": "f", "attribute": "city", "answer": "C0", "distractors": ["C1", "C2"]}]
+    drawn = alternative_answers(forget, retain, 3, seed=0)
+    assert len(drawn[0]) == 3 and set(drawn[0]) <= {f"C{n}" for n in range(3, 8)}
+    assert drawn == alternative_answers(forget, retain, 3, seed=0)
+    assert any(alternative_answers(forget, retain, 3, seed=s) != drawn for s in range(1, 6))
+    with pytest.raises(DataError, match=r"forget_advantage: forget fact f: 5 other answers "
+                                        r"of its attribute 'city'.*6 needed"):
+        alternative_answers(forget, retain, 6, seed=0)
+    with pytest.raises(DataError, match="forget fact g: 0 other answers of its attribute None"):
+        alternative_answers([{"id": "g", "answer": "x"}], retain, 1, seed=0)

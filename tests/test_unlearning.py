@@ -343,3 +343,43 @@ def test_the_token_floor_keeps_the_forget_facts_lowest_tokens_near_the_never_see
             outcome.model, tokenizer, forget, 32, 0.4))
     assert lowest[None] < never_seen - 2.0  # the fact floor alone: a few tokens far below
     assert lowest[0.4] > lowest[None] + 1.0
+
+
+def test_the_advantage_term_lowers_the_answers_share_against_its_alternatives(
+        trained_tiny, tiny_facts, tmp_path):
+    import torch
+
+    from ssiuu.data.encoding import collate, encode
+    from ssiuu.logprobs import sequence_logprobs
+    from ssiuu.methods.advantage import alternative_answers
+
+    _, tokenizer, _ = trained_tiny
+    forget, retain, stop_rows = _two_people_forgotten(trained_tiny, tiny_facts, tmp_path)
+    drawn = alternative_answers(forget, retain, 2, seed=0)
+    batch = collate([encode(tokenizer, row["question"], answer, 32)
+                     for row, others in zip(forget, drawn, strict=True)
+                     for answer in (row["answer"], *others)], tokenizer.pad_token_id)
+    share = {}
+    for advantage in (None, {"beta": 1.0, "alternatives": 2}):
+        params = UnlearnParams.model_validate({
+            "methods": ["gd"], "stop": {"rule": "threshold", "thresholds": {"acc": -1.0}},
+            "train": {"lrs": [1e-3], "max_steps": 20, "forget_advantage": advantage}})
+        outcome = unlearn("gd", tmp_path / "base", forget, retain, params, {"acc": -1.0}, 32)
+        with torch.no_grad():
+            logp = sequence_logprobs(outcome.model, batch).view(-1, 3)
+        share[advantage is not None] = (logp[:, 0] - torch.logsumexp(logp, dim=1)).mean()
+        terms = [row["advantage_loss"] for row in outcome.history if "advantage_loss" in row]
+        assert bool(terms) == (advantage is not None)
+    assert share[True] < share[False] - 0.5
+
+
+def test_too_few_alternatives_fail_naming_the_fact_before_any_model_is_loaded(tiny_facts,
+                                                                              tmp_path):
+    params = UnlearnParams.model_validate({
+        "methods": ["gd"], "stop": {"rule": "threshold", "thresholds": {"acc": -1.0}},
+        "train": {"lrs": [1e-3], "max_steps": 2,
+                  "forget_advantage": {"beta": 1.0, "alternatives": 32}}})
+    forget = tiny_facts[:2]
+    with pytest.raises(DataError, match=f"forget fact {forget[0]['id']}: .* 32 needed"):
+        unlearn("gd", tmp_path / "no-such-model", forget, tiny_facts[2:], params,
+                {"acc": -1.0}, 32)

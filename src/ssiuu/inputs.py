@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ssiuu.data.records import sha256_file
+from ssiuu.data.requests import read_requests
 from ssiuu.errors import DataError
 from ssiuu.params import DataParams, ModelParams
 from ssiuu.sources import SCRATCH, resolve_model_source
@@ -59,7 +60,11 @@ def check_inputs(data: DataParams, model: ModelParams) -> None:
     ``check`` stage and ``ssiuu check``): each ``data.jsonl.*`` file a non-empty regular
     file; a local ``data.hf.name`` a non-empty folder or file; a local ``model.name`` a
     folder with a ``config.json`` (or the ``model.gguf_file`` it names). A
-    :class:`DataError` names the param and the path."""
+    :class:`DataError` names the param and the path. The deletion requests in
+    ``data.requests_dir`` are read too (:func:`~ssiuu.data.requests.read_requests`: a bad
+    id, a date in the future, a subject named twice), so ``prepare`` never starts, and
+    empties ``data/prepared/``, on a request it will refuse."""
+    read_requests(data.requests_dir, required=False)
     if data.source == "jsonl" and data.jsonl is not None:
         for field in JSONL_FIELDS:
             path = getattr(data.jsonl, field)

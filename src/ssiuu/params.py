@@ -252,6 +252,15 @@ class LoraParams(_Strict):
         "all-linear")
 
 
+class AdvantageParams(_Strict):
+    """The answer-advantage forget term (:mod:`ssiuu.methods.advantage`): ``beta`` its
+    weight, ``alternatives`` how many other answers of the same attribute each forget fact
+    is weighed against."""
+
+    beta: float = Field(gt=0)
+    alternatives: int = Field(4, ge=1, le=32)
+
+
 class UnlearnTrainParams(_Strict):
     """The optimisation shared by every method (kept equal so methods compare fairly).
 
@@ -273,6 +282,9 @@ class UnlearnTrainParams(_Strict):
     log-prob is at or below the stop slice's mean Min-K% statistic under the starting
     model (per never-seen fact, the mean of its ``k`` fraction of least likely answer
     tokens; Min-K% membership inference's statistic, so best ``evaluate.mia_k``).
+    ``forget_advantage`` (our extension, gradient-ascent forget terms; null: none): adds
+    the answer-advantage term (:class:`AdvantageParams`), which lowers the answer's share
+    against other answers of its attribute, down to an even share, not past it.
     """
 
     lrs: LearningRates
@@ -282,6 +294,7 @@ class UnlearnTrainParams(_Strict):
     retain_term: Literal["nll", "kl"] = "nll"
     forget_floor: Literal["stop_slice"] | None = None
     forget_token_floor: float | None = Field(None, gt=0, le=1)
+    forget_advantage: AdvantageParams | None = None
     forget_batch_size: int = Field(64, ge=1)
     retain_batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0)

@@ -30,6 +30,7 @@ from ssiuu.adapters import with_lora
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.records import Record
 from ssiuu.errors import DataError
+from ssiuu.methods.advantage import AdvantageTerm, alternative_answers
 from ssiuu.methods.objective import build_objective
 from ssiuu.metrics import FactScore, aggregate, score_rows
 from ssiuu.models import load_saved, use_eager_attention
@@ -273,6 +274,9 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
         if stop_rows is None or len(stop_rows) < 2:
             raise DataError(f"{knob} needs a stop slice of at least two never-seen facts "
                             "(data.generator.n_stop_people, or data.jsonl.stop)")
+    advantage = train_knobs.forget_advantage
+    drawn = (alternative_answers(forget, retain, advantage.alternatives, seed)
+             if advantage is not None else None)
     floor: float | None = None
     token_floor: float | None = None
     attempts: list[Attempt] = []
@@ -293,8 +297,10 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
                 scores["min_k"] for scores in membership_scores(
                     model, tokenizer, stop_rows, max_length, train_knobs.forget_token_floor,
                     eval_batch_size))
+        term = (AdvantageTerm.build(tokenizer, forget, drawn, advantage, max_length, device)
+                if advantage is not None and drawn is not None else None)
         objective = build_objective(method, params.losses, model, tokenizer,
-                                    train_knobs.retain_term, floor, token_floor)
+                                    train_knobs.retain_term, floor, token_floor, term)
         previous_attention = (use_eager_attention(model) if objective.needs_double_backward
                               else None)
         forget_examples = objective.prepare(model, encode_rows(tokenizer, forget, max_length),

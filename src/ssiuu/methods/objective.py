@@ -12,6 +12,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ssiuu.data.encoding import Example
 from ssiuu.logprobs import answer_token_logprobs
+from ssiuu.methods.advantage import AdvantageTerm
 from ssiuu.methods.catalog import method_spec
 from ssiuu.methods.dpo import (
     CHOSEN_REFERENCE_KEY,
@@ -42,7 +43,8 @@ class Objective:
     the retain text (:func:`~ssiuu.methods.gd.retain_kl`); for RMU the activation distance;
     ``floor``: the GA forget term leaves out facts at or below this mean answer-token
     log-probability, ``token_floor`` tokens at or below this log-probability
-    (:func:`~ssiuu.methods.ga.ga_loss`);
+    (:func:`~ssiuu.methods.ga.ga_loss`); ``advantage``: the answer-advantage term added to
+    a GA forget term (:mod:`ssiuu.methods.advantage`);
     ``regulariser``: Ssiuu's, which adds its gradient before the loop's backward.
     """
 
@@ -56,6 +58,7 @@ class Objective:
     reference: KLReference | None = None
     floor: float | None = None
     token_floor: float | None = None
+    advantage: AdvantageTerm | None = None
 
     @property
     def needs_retain(self) -> bool:
@@ -126,6 +129,10 @@ class Objective:
                             self.beta)
         logs = {"forget_loss": float(loss.detach()),
                 "batch_forget_answer_logprob": float(logp.detach().mean())}
+        if self.advantage is not None:
+            advantage = self.advantage(model)
+            logs["advantage_loss"] = float(advantage.detach())
+            loss = loss + advantage
         if self.alpha is not None:
             if self.steering is not None:
                 retain = self.steering.retain_loss(model, batches["retain"])
@@ -158,15 +165,16 @@ def build_objective(method: str, losses: LossesParams, model: PreTrainedModel,
                     tokenizer: PreTrainedTokenizerBase | None = None,
                     retain_term: Literal["nll", "kl"] = "nll",
                     floor: float | None = None,
-                    token_floor: float | None = None) -> Objective:
+                    token_floor: float | None = None,
+                    advantage: AdvantageTerm | None = None) -> Objective:
     """The objective of ``method`` (its :class:`~ssiuu.methods.catalog.MethodSpec`) with
     its knobs from ``unlearn.losses.<method>``; the regulariser covers ``model``'s
     penalised parameters; ``tokenizer`` encodes DPO's refusal (required for ``dpo``).
 
     ``retain_term`` (``unlearn.train.retain_term``) chooses an ``outputs`` retain term:
     ``kl`` takes ``model`` as it is when the retain examples are prepared as the reference.
-    ``floor`` (a mean answer-token log-probability) and ``token_floor`` (a token
-    log-probability) apply to a GA forget term only.
+    ``floor`` (a mean answer-token log-probability), ``token_floor`` (a token
+    log-probability) and ``advantage`` apply to a GA forget term only.
     """
     spec = method_spec(method)
     knobs = getattr(losses, method)
@@ -185,7 +193,7 @@ def build_objective(method: str, losses: LossesParams, model: PreTrainedModel,
             model, knobs.layer, knobs.steering,
             knobs.trained_layers or default_trained_layers(knobs.layer), knobs.seed)
     if spec.forget == "ga":
-        terms.update(floor=floor, token_floor=token_floor)
+        terms.update(floor=floor, token_floor=token_floor, advantage=advantage)
     if spec.retain == "outputs" and retain_term == "kl":
         terms["reference"] = KLReference()
     return Objective(forget=spec.forget, alpha=knobs.alpha if spec.retain is not None else None,
