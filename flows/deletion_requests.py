@@ -41,6 +41,7 @@ from ssiuu.inbox import (  # noqa: E402
     inbox_entries,
     inbox_lock,
     known_subjects,
+    printable,
     read_statuses,
     triage,
     write_status,
@@ -106,24 +107,32 @@ def _answer_inbox() -> list[dict[str, Any]]:
     params = load_params("params.yaml")
     inbox, status_dir = Path(params.flows.inbox), Path(params.flows.status_dir)
     requests_dir = Path(params.data.requests_dir)
-    results = []
+    results, stuck = [], []
     for status in in_progress(read_statuses(status_dir)):
         logger.info("%s: resuming an interrupted answer (state %s)", status.request_id,
                     status.state)
-        finish_accept(status, inbox, requests_dir)
+        try:
+            finish_accept(status, inbox, requests_dir)
+        except (DataError, OSError) as exc:  # kept, with the reason; new entries go on
+            status.reason = f"cannot be resumed: {exc}"
+            write_status(status, status_dir)
+            logger.error("%s %s", status.request_id, status.reason)
+            stuck.append(status.request_id)
+            continue
         results.append(_result(_unlearn_and_register(status, status_dir)))
     entries = inbox_entries(inbox)
-    if not entries:
-        return results
-    subjects = known_subjects(params.data)
+    subjects = known_subjects(params.data) if entries else set()
     for path in entries:
         status = triage(path, status_dir, inbox, requests_dir, subjects)
         if status.state == "rejected":
-            logger.warning("%s rejected: %s", path.name, status.reason)
+            logger.warning("%s rejected: %s", printable(path.name), status.reason)
         else:
             logger.info("%s validated; running the pipeline", status.request_id)
             status = _unlearn_and_register(status, status_dir)
         results.append(_result(status))
+    if stuck:
+        raise DataError(f"{status_dir}: request(s) {', '.join(map(str, stuck))} cannot be "
+                        "resumed (their status says why); every new entry was handled")
     return results
 
 

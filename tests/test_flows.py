@@ -430,6 +430,24 @@ def test_two_flow_runs_started_together_answer_a_request_once(project, two_reque
     assert len(client.search_model_versions(f"name='{model}'")) == 1
 
 
+def test_a_request_that_cannot_be_resumed_keeps_its_reason_and_blocks_no_new_entry(
+        requests_flow, project):
+    from ssiuu.inbox import RequestStatus, write_status
+
+    status_dir = project / "data" / "request_status"
+    lost = RequestStatus("req-0006", "req-0006.json", "req-0006", "0" * 64)
+    path = write_status(lost.enter("received").enter("validated"), status_dir)
+    _drop(project, "y-broken.json", "{not json")
+    try:
+        state = requests_flow.answer_requests(root=str(project), return_state=True)
+        assert state.is_failed() and "req-0006 cannot be resumed" in state.message
+        assert "in neither" in _status(project, "req-0006")["reason"]
+        assert "not valid JSON" in _status_of(project, "y-broken.json")["reason"]
+        assert not (project / "data" / "inbox" / "y-broken.json").exists()
+    finally:
+        path.unlink()
+
+
 def test_a_failed_pipeline_leaves_the_request_validated_with_the_reason(requests_flow,
                                                                        project, monkeypatch):
     from flows.pipeline import StageFailed

@@ -17,6 +17,7 @@ from ssiuu.errors import DataError
 from ssiuu.inbox import (
     MAX_REQUEST_BYTES,
     RequestStatus,
+    accept,
     finish_accept,
     in_progress,
     inbox_entries,
@@ -143,6 +144,35 @@ def test_hostile_entries_are_each_rejected_with_a_status_and_a_valid_one_behind_
     assert written[statuses[6].key].request_id == "req-0001"  # the reused id, not its key
     assert statuses[6].key.startswith("rejected-") and "req-0001" not in written
     assert not (tmp_path.parent / "elsewhere").exists()
+
+
+def test_entries_that_break_a_parser_or_a_file_name_are_rejected_and_the_run_goes_on(
+        tmp_path):
+    status_dir, inbox, requests_dir = _folders(tmp_path)
+    inbox.mkdir(parents=True)
+    (inbox / "deep.json").write_text("[" * 5000)  # RecursionError in json.loads
+    (inbox / ("x" * 240 + ".json")).write_text("{not json")  # <key>--<name>: over 255 bytes
+    os.mkdir(os.path.join(os.fsencode(inbox), b"\xff-not-utf8.json"))
+    _request(tmp_path, "z-valid.json")
+    statuses = _triage_all(tmp_path)
+    assert sorted(s.state for s in statuses) == ["rejected"] * 3 + ["validated"]
+    reasons = " | ".join(s.reason for s in statuses if s.reason)
+    assert "not valid JSON (nested too deeply)" in reasons
+    assert "\\xff-not-utf8.json: not a regular file (a directory)" in reasons
+    assert inbox_entries(inbox) == [] and (requests_dir / "z-valid.json").is_file()
+    assert len(read_statuses(status_dir)) == 4
+    assert len(list((inbox / "rejected").iterdir())) == 3
+    assert _triage_all(tmp_path) == []  # nothing left to jam the next run
+
+
+def test_what_is_accepted_is_the_validated_content(tmp_path):
+    path = _request(tmp_path)
+    validated = path.read_bytes()
+    path.write_text('{"request_id": "req-0002", "subjects": ["Someone Else"]}')  # changed since
+    target = accept(path, tmp_path / "requests", validated)
+    assert target.read_bytes() == validated and not path.exists()
+    with pytest.raises(DataError, match="file name already taken"):
+        accept(_request(tmp_path), tmp_path / "requests", validated)
 
 
 def test_a_reused_id_is_rejected_whether_answered_rejected_or_pending(tmp_path):

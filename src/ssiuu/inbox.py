@@ -49,6 +49,7 @@ State = Literal["received", "validated", "unlearned", "registered", "rejected"]
 IN_PROGRESS: tuple[State, ...] = ("validated", "unlearned")
 MAX_REQUEST_BYTES = 64 * 1024  # a request names a few people: far below this
 LOCK_FILE = ".ssiuu-inbox.lock"
+MAX_KEPT_NAME = 150  # bytes of a dropped file's name kept in its set-aside name
 
 
 @dataclass
@@ -202,7 +203,7 @@ def readable_id(content: bytes) -> str | None:
     """The request id ``content`` gives, if it parses as a JSON object with a valid one."""
     try:
         raw = json.loads(content.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     value = raw.get("request_id") if isinstance(raw, dict) else None
     return value if isinstance(value, str) and REQUEST_ID.fullmatch(value) else None
@@ -232,26 +233,43 @@ def check_free_name(path: str | Path, requests_dir: str | Path) -> None:
                         "request; drop it under another name")
 
 
-def accept(path: str | Path, requests_dir: str | Path) -> Path:
-    """Move a validated request file into the pipeline's request folder (never over a
-    file there)."""
+def accept(path: str | Path, requests_dir: str | Path, content: bytes) -> Path:
+    """Write ``content``, the validated bytes of the request file ``path``, into the
+    pipeline's request folder under its name (never over a file there; another filesystem
+    is fine), then remove ``path``: what the pipeline answers is what was validated, even
+    if the dropped file changed meanwhile."""
     check_free_name(path, requests_dir)
     target = Path(requests_dir) / Path(path).name
     target.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(path, target)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".accepting.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(temporary, target)  # fails when the name was taken meanwhile
+    except FileExistsError:
+        raise DataError(f"{path}: file name already taken in {requests_dir} by another "
+                        "request; drop it under another name") from None
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    Path(path).unlink()
     return target
 
 
 def set_aside(path: str | Path, inbox: str | Path, key: str) -> Path:
     """Move a rejected inbox entry, as it is (a link as a link), to
-    ``<inbox>/rejected/<key>--<name>``: it is not retried, and no rejected file replaces
-    another."""
+    ``<inbox>/rejected/<key>--<name>`` (a name over :data:`MAX_KEPT_NAME` bytes becomes its
+    hash): it is not retried, and no rejected file replaces another."""
     folder = Path(inbox) / "rejected"
     folder.mkdir(parents=True, exist_ok=True)
-    target, count = folder / f"{key}--{Path(path).name}", 1
+    name = Path(path).name
+    if len(os.fsencode(name)) > MAX_KEPT_NAME:  # the file system's limit is 255 bytes
+        name = f"{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}.json"
+    target, count = folder / f"{key}--{name}", 1
     while os.path.lexists(target):
         count += 1
-        target = folder / f"{key}--{count}--{Path(path).name}"
+        target = folder / f"{key}--{count}--{name}"
     os.rename(path, target)
     return target
 
@@ -259,7 +277,7 @@ def set_aside(path: str | Path, inbox: str | Path, key: str) -> Path:
 def content_hash(path: Path, content: bytes | None) -> str:
     """The sha256 of ``content``, or of the entry's kind and name when it could not be read."""
     return hashlib.sha256(content if content is not None
-                          else f"unreadable:{path.name}".encode()).hexdigest()
+                          else b"unreadable:" + os.fsencode(path.name)).hexdigest()
 
 
 def inbox_lock(root: str | Path, timeout: float = -1) -> FileLock:
@@ -284,7 +302,9 @@ def triage(path: Path, status_dir: Path, inbox: Path, requests_dir: Path,
         validate_request(path, subjects, taken, content)
         check_free_name(path, requests_dir)
     except DataError as exc:
-        reason = str(exc)
+        reason = printable(str(exc))
+    except Exception as exc:  # anything else a hostile file triggers: still a rejection
+        reason = printable(f"{path}: cannot be read as a request ({type(exc).__name__})")
     digest = content_hash(path, content)
     unfinished = next((s for s in statuses if s.state == "rejected" and s.sha256 == digest
                        and s.file == path.name), None)
@@ -299,8 +319,14 @@ def triage(path: Path, status_dir: Path, inbox: Path, requests_dir: Path,
         set_aside(path, inbox, key)
         return status
     write_status(status.enter("validated"), status_dir)
-    accept(path, requests_dir)
+    accept(path, requests_dir, content)
     return status
+
+
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name (``os.fsdecode``'s surrogates)
+    written as ``\\xNN``, so it prints and logs."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def finish_accept(status: RequestStatus, inbox: Path, requests_dir: Path) -> None:
@@ -310,11 +336,12 @@ def finish_accept(status: RequestStatus, inbox: Path, requests_dir: Path) -> Non
     if os.path.lexists(requests_dir / status.file):
         return
     dropped = inbox / status.file
-    if not os.path.lexists(dropped) or content_hash(dropped, read_inbox_file(dropped)) != \
-            status.sha256:
-        raise DataError(f"request {status.request_id} is {status.state} but its file "
-                        f"{status.file} is in neither {requests_dir} nor {inbox}")
-    accept(dropped, requests_dir)
+    content = read_inbox_file(dropped) if os.path.lexists(dropped) else None
+    if content is None or content_hash(dropped, content) != status.sha256:
+        raise DataError(f"request {status.request_id} is {status.state} but its validated "
+                        f"file {printable(status.file)} is in neither {requests_dir} nor "
+                        f"{inbox}")
+    accept(dropped, requests_dir, content)
 
 
 def _request_folder_ids(requests_dir: Path) -> set[str]:

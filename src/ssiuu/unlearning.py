@@ -31,6 +31,7 @@ from ssiuu.data.encoding import encode_rows
 from ssiuu.data.records import Record
 from ssiuu.errors import DataError
 from ssiuu.methods.advantage import AdvantageTerm, alternative_answers
+from ssiuu.methods.catalog import method_spec
 from ssiuu.methods.objective import build_objective
 from ssiuu.metrics import FactScore, aggregate, score_rows
 from ssiuu.models import load_saved, use_eager_attention
@@ -274,7 +275,8 @@ def unlearn(method: str, base_dir: str | Path, forget: Sequence[Record],
         if stop_rows is None or len(stop_rows) < 2:
             raise DataError(f"{knob} needs a stop slice of at least two never-seen facts "
                             "(data.generator.n_stop_people, or data.jsonl.stop)")
-    advantage = train_knobs.forget_advantage
+    advantage = (train_knobs.forget_advantage if method_spec(method).forget == "ga"
+                 else None)  # like the floors: a gradient-ascent forget term's only
     drawn = (alternative_answers(forget, retain, advantage.alternatives, seed)
              if advantage is not None else None)
     floor: float | None = None

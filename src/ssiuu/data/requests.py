@@ -58,6 +58,8 @@ def parse_request(content: bytes, path: str | Path) -> DeletionRequest:
         raw = json.loads(decode_utf8(content, path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a JSON object")
     request_id = check_request_id(_require(raw, "request_id", str, path),
