@@ -32,7 +32,8 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -108,17 +109,26 @@ def write_status(status: RequestStatus, status_dir: str | Path) -> Path:
     over it: a crash leaves the previous state, never half a file)."""
     path = status_file(status_dir, status.key or status.request_id or "")
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with _written(path, (json.dumps(asdict(status), indent=2) + "\n").encode()) as temporary:
+        os.replace(temporary, path)
+    return path
+
+
+@contextmanager
+def _written(target: Path, content: bytes) -> Iterator[str]:
+    """A temporary file beside ``target`` holding ``content``, flushed to disk, for the
+    caller to put in place (``os.replace``, or ``os.link`` to never overwrite); removed
+    afterwards if it is still there."""
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                         suffix=".tmp")
     try:
-        with os.fdopen(handle, "w") as out:
-            out.write(json.dumps(asdict(status), indent=2) + "\n")
+        with os.fdopen(handle, "wb") as out:
+            out.write(content)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
+        yield temporary
+    finally:
         Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_statuses(status_dir: str | Path) -> list[RequestStatus]:
@@ -241,18 +251,12 @@ def accept(path: str | Path, requests_dir: str | Path, content: bytes) -> Path:
     check_free_name(path, requests_dir)
     target = Path(requests_dir) / Path(path).name
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".accepting.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.link(temporary, target)  # fails when the name was taken meanwhile
+        with _written(target, content) as temporary:
+            os.link(temporary, target)  # fails when the name was taken meanwhile
     except FileExistsError:
-        raise DataError(f"{path}: file name already taken in {requests_dir} by another "
-                        "request; drop it under another name") from None
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+        check_free_name(path, requests_dir)  # raises, naming the taken file
+        raise
     Path(path).unlink()
     return target
 
