@@ -32,7 +32,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ssiuu.profiles import apply_profile
+from ssiuu.config.profiles import apply_profile
 from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ memory, and the wall time of the whole run (the figure to hold to 15 minutes).
 
 ``--stages-only``: one stage of each kind (the first seed, unlearning method and attack)
 and each stage's fixed cost apart from its compute: start-up (the interpreter and its
-imports, to the stage's ``main``), loading and saving models (:mod:`ssiuu.stage_timing`).
+imports, to the stage's ``main``), loading and saving models (:mod:`ssiuu.model.timing`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from dvc.repo import Repo
 from rich.console import Console
 from rich.table import Table
 
-from ssiuu.params import load_params
-from ssiuu.profiles import apply_profile
-from ssiuu.stage_timing import TIMINGS_ENV
+from ssiuu.config.params import load_params
+from ssiuu.config.profiles import apply_profile
+from ssiuu.model.timing import TIMINGS_ENV
 from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).resolve().parents[1]

@@ -79,11 +79,11 @@ def _child(arch: dict[str, int], variant: str, steps: int, threads: int,
     """Run ``steps`` steps of ``variant`` and print one JSON line of measurements."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ssiuu.methods.objective import build_objective
-    from ssiuu.models import use_eager_attention
-    from ssiuu.params import LossesParams, TrainParams
-    from ssiuu.runtime import configure
-    from ssiuu.training import make_loader, train
+    from ssiuu.config.params import LossesParams, TrainParams
+    from ssiuu.model.loading import use_eager_attention
+    from ssiuu.model.runtime import configure
+    from ssiuu.model.training import make_loader, train
+    from ssiuu.unlearning.methods.objective import build_objective
 
     configure(threads)  # as every stage: before any tensor work
     cuda = torch.cuda.is_available()
@@ -158,8 +158,8 @@ def main() -> None:
         _child(json.loads(args.child[0]), args.child[1], args.steps, args.threads,
                tuple(args.batches))
         return
-    from ssiuu.params import load_params
-    from ssiuu.runtime import configure
+    from ssiuu.config.params import load_params
+    from ssiuu.model.runtime import configure
 
     configure(args.threads)
     params = load_params(REPO / "params.yaml")

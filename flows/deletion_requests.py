@@ -1,10 +1,10 @@
 """Prefect flow `deletion-requests`: answer every new request dropped into the inbox.
 
-Under the project's inbox lock (:func:`ssiuu.inbox.inbox_lock`: a nightly and a manual run
+Under the project's inbox lock (:func:`ssiuu.records.inbox.inbox_lock`: a nightly and a manual run
 never answer the same request; the second waits), first resume every request whose answer
 was interrupted (a failed stage, a dead process: its status still ``validated`` or
 ``unlearned``), DVC rerunning only what is stale; then handle every entry of the inbox
-(``flows.inbox``), one after the other (:func:`ssiuu.inbox.triage`): a file that is not a
+(``flows.inbox``), one after the other (:func:`ssiuu.records.inbox.triage`): a file that is not a
 regular readable request, a malformed one, a reused id, a taken file name or a subject the
 data does not hold ends ``rejected`` with the reason, the entry set aside and nothing else
 touched; a valid request moves into ``data.requests_dir``, the pipeline flow runs up to
@@ -32,9 +32,10 @@ from filelock import Timeout  # noqa: E402
 from prefect import flow, get_run_logger  # noqa: E402
 
 from flows.pipeline import pipeline  # noqa: E402
-from ssiuu import layout  # noqa: E402
-from ssiuu.errors import DataError  # noqa: E402
-from ssiuu.inbox import (  # noqa: E402
+from ssiuu.config import layout  # noqa: E402
+from ssiuu.config.errors import DataError  # noqa: E402
+from ssiuu.config.params import load_params  # noqa: E402
+from ssiuu.records.inbox import (  # noqa: E402
     RequestStatus,
     finish_accept,
     in_progress,
@@ -46,7 +47,6 @@ from ssiuu.inbox import (  # noqa: E402
     triage,
     write_status,
 )
-from ssiuu.params import load_params  # noqa: E402
 
 
 def _registered(request_id: str) -> tuple[list[dict[str, Any]], dict[str, int]]:

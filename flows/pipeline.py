@@ -42,9 +42,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 from ruamel.yaml import YAML
 
-from ssiuu.errors import ParamsError, SsiuuError
-from ssiuu.layout import REGISTRY, ROBUSTNESS_REPORT, SUMMARY
-from ssiuu.params import FlowsParams, Params, read_yaml
+from ssiuu.config.errors import ParamsError, SsiuuError
+from ssiuu.config.layout import REGISTRY, ROBUSTNESS_REPORT, SUMMARY
+from ssiuu.config.params import FlowsParams, Params, read_yaml
 
 PARAMS_FILE = "params.yaml"
 _STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)$")  # DVC's message

@@ -5,7 +5,7 @@ as DVC experiments on ``tuning.seeds`` with only the method and its base method 
 each to the ``report`` stage, after one experiment with the base method alone: it trains
 the base and oracle models once, and DVC's run cache hands them to the points instead of
 each retraining them.
-:mod:`ssiuu.tuning` then applies the criterion to the experiments' headline metrics.
+:mod:`ssiuu.attack.tuning` then applies the criterion to the experiments' headline metrics.
 The table and the choices are published as the Prefect Markdown artifact
 ``lambda-tuning`` and returned; writing the chosen λ into params.yaml
 (``-S unlearn.losses.<method>.lam=...``) is left to the user, so a tuning run changes no
@@ -29,10 +29,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.sweep import sweep
-from ssiuu.errors import ParamsError
-from ssiuu.methods.catalog import gradient_modes, regularised_pairs
-from ssiuu.params import Params, load_params
-from ssiuu.tuning import choose, tuning_points, tuning_table
+from ssiuu.attack.tuning import choose, tuning_points, tuning_table
+from ssiuu.config.catalog import gradient_modes, regularised_pairs
+from ssiuu.config.errors import ParamsError
+from ssiuu.config.params import Params, load_params
 
 
 def tuning_grid(params: Params, method: str) -> dict[str, list[Any]]:

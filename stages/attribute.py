@@ -7,14 +7,14 @@ transformer block) and every forget fact: the max and the min over answer positi
 
 import argparse
 
-from ssiuu import layout
-from ssiuu.attribution import neuron_attribution
+from ssiuu.config import layout
+from ssiuu.config.params import load_params
+from ssiuu.config.seeds import existing_seed_dir
 from ssiuu.data.encoding import encode_rows
-from ssiuu.finetune import read_splits
-from ssiuu.models import load_saved
-from ssiuu.params import load_params
-from ssiuu.runtime import configure, device, run_stage
-from ssiuu.seeds import existing_seed_dir
+from ssiuu.model.finetune import read_splits
+from ssiuu.model.loading import load_saved
+from ssiuu.model.runtime import configure, device, run_stage
+from ssiuu.unlearning.attribution import neuron_attribution
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ into data/inputs/, which the stages that read them depend on.
 
 import argparse
 
-from ssiuu.inputs import (
+from ssiuu.config.params import load_params
+from ssiuu.data.inputs import (
     DATA_FINGERPRINT,
     MODEL_FINGERPRINT,
     check_inputs,
@@ -15,8 +16,7 @@ from ssiuu.inputs import (
     model_fingerprint,
     write_fingerprint,
 )
-from ssiuu.params import load_params
-from ssiuu.runtime import offline_defaults, run_stage
+from ssiuu.model.runtime import offline_defaults, run_stage
 
 
 def main() -> None:

@@ -11,21 +11,21 @@ import json
 
 import torch
 
-from ssiuu import layout
-from ssiuu.attribution import (
+from ssiuu.config import layout
+from ssiuu.config.errors import DataError
+from ssiuu.config.params import METHODS, load_params
+from ssiuu.config.seeds import across_seeds, existing_seed_dir
+from ssiuu.data.encoding import encode_rows
+from ssiuu.data.tables import write_rows
+from ssiuu.model.finetune import read_splits
+from ssiuu.model.loading import load_saved
+from ssiuu.model.runtime import configure, device, run_stage
+from ssiuu.unlearning.attribution import (
     NeuronAttribution,
     attribution_shift,
     most_hiding_site,
     neuron_attribution,
 )
-from ssiuu.data.encoding import encode_rows
-from ssiuu.errors import DataError
-from ssiuu.finetune import read_splits
-from ssiuu.models import load_saved
-from ssiuu.params import METHODS, load_params
-from ssiuu.runtime import configure, device, run_stage
-from ssiuu.seeds import across_seeds, existing_seed_dir
-from ssiuu.tables import write_rows
 
 CURVE_LENGTH = 10
 

@@ -4,14 +4,14 @@ and measure membership inference on the forget set against the holdout set."""
 import argparse
 import json
 
-from ssiuu import layout
-from ssiuu.finetune import read_splits
-from ssiuu.metrics import evaluate_rows
-from ssiuu.models import load_saved
-from ssiuu.params import HOLDOUT, load_params
-from ssiuu.privacy import membership_aucs
-from ssiuu.runtime import configure, device, run_stage
-from ssiuu.seeds import across_seeds, existing_seed_dir
+from ssiuu.config import layout
+from ssiuu.config.params import HOLDOUT, load_params
+from ssiuu.config.seeds import across_seeds, existing_seed_dir
+from ssiuu.model.finetune import read_splits
+from ssiuu.model.loading import load_saved
+from ssiuu.model.runtime import configure, device, run_stage
+from ssiuu.scoring.metrics import evaluate_rows
+from ssiuu.scoring.privacy import membership_aucs
 
 
 def main() -> None:

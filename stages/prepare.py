@@ -4,11 +4,11 @@ import argparse
 import sys
 from dataclasses import asdict
 
-from ssiuu import layout
+from ssiuu.config import layout
+from ssiuu.config.params import load_params
 from ssiuu.data.prepare import prepare
 from ssiuu.data.records import sha256_file
-from ssiuu.params import load_params
-from ssiuu.runtime import offline_defaults, run_stage
+from ssiuu.model.runtime import offline_defaults, run_stage
 
 
 def main() -> None:

@@ -9,10 +9,10 @@ imports neither torch nor transformers.
 
 import argparse
 
-from ssiuu import layout
-from ssiuu.params import load_params
-from ssiuu.runtime import configure, run_stage
-from ssiuu.sources import SCRATCH, resolve_model_source
+from ssiuu.config import layout
+from ssiuu.config.params import load_params
+from ssiuu.config.sources import SCRATCH, resolve_model_source
+from ssiuu.model.runtime import configure, run_stage
 
 
 def main() -> None:
@@ -25,7 +25,11 @@ def main() -> None:
               "dtype": params.model.dtype}
     if params.model.name != SCRATCH:
         resolve_model_source(params.model.name)  # a clear error before torch is imported
-        from ssiuu.models import load_model, load_tokenizer, save_model  # torch: ~5 s to import
+        from ssiuu.model.loading import (  # torch: ~5 s to import
+            load_model,
+            load_tokenizer,
+            save_model,
+        )
 
         configure(params.runtime.num_threads)
         model = load_model(params.model.name, params.model.gguf_file, params.model.dtype)

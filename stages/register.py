@@ -12,13 +12,13 @@ a DVC output, so DVC never deletes or restores it.
 import argparse
 from pathlib import Path
 
-from ssiuu import layout
-from ssiuu.certificate import CertifiedVersion, certificate_markdown
-from ssiuu.compliance import build_records, registered_model_name
-from ssiuu.params import load_params
-from ssiuu.provenance import prepared_manifest
-from ssiuu.registry import register
-from ssiuu.runtime import offline_defaults, run_stage
+from ssiuu.config import layout
+from ssiuu.config.params import load_params
+from ssiuu.model.runtime import offline_defaults, run_stage
+from ssiuu.records.certificate import CertifiedVersion, certificate_markdown
+from ssiuu.records.provenance import prepared_manifest
+from ssiuu.release.compliance import build_records, registered_model_name
+from ssiuu.release.registry import register
 
 
 def main() -> None:

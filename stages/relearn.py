@@ -12,15 +12,23 @@ scored and attributed once per seed for all of them.
 import argparse
 from pathlib import Path
 
-from ssiuu import layout
-from ssiuu.attacks import SCORES, AttackData, AttackRun, attack_data, attack_kind, peak, run_attacks
-from ssiuu.errors import ParamsError
-from ssiuu.finetune import read_splits
-from ssiuu.params import HOLDOUT, METHODS, Params, load_params
-from ssiuu.provenance import prepared_manifest, provenance_of, write_provenance
-from ssiuu.runtime import configure, device, is_main_process, run_stage
-from ssiuu.seeds import across_seeds, existing_seed_dir, seed_dir
-from ssiuu.tables import write_rows
+from ssiuu.attack.attacks import (
+    SCORES,
+    AttackData,
+    AttackRun,
+    attack_data,
+    attack_kind,
+    peak,
+    run_attacks,
+)
+from ssiuu.config import layout
+from ssiuu.config.errors import ParamsError
+from ssiuu.config.params import HOLDOUT, METHODS, Params, load_params
+from ssiuu.config.seeds import across_seeds, existing_seed_dir, seed_dir
+from ssiuu.data.tables import write_rows
+from ssiuu.model.finetune import read_splits
+from ssiuu.model.runtime import configure, device, is_main_process, run_stage
+from ssiuu.records.provenance import prepared_manifest, provenance_of, write_provenance
 
 
 def _rounded(point: dict[str, float]) -> dict[str, float]:

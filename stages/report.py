@@ -13,20 +13,16 @@ mean and standard deviation across seeds), the relearning-curve figures and
 import argparse
 import os
 
-from ssiuu import layout
-from ssiuu.methods.catalog import regularised_pairs
-from ssiuu.paired import compare_pairs, compare_worst_case
-from ssiuu.params import load_params
-from ssiuu.report import (
-    plot_regulariser_ratio,
-    plot_relearning,
-    robustness_markdown,
-    write_report,
-)
-from ssiuu.robustness import headline, summarise
-from ssiuu.runtime import run_stage
-from ssiuu.seeds import seed_record
-from ssiuu.tables import read_numeric_rows
+from ssiuu.attack.paired import compare_pairs, compare_worst_case
+from ssiuu.attack.robustness import headline, summarise
+from ssiuu.config import layout
+from ssiuu.config.catalog import regularised_pairs
+from ssiuu.config.params import load_params
+from ssiuu.config.seeds import seed_record
+from ssiuu.data.tables import read_numeric_rows
+from ssiuu.model.runtime import run_stage
+from ssiuu.report.document import robustness_markdown, write_report
+from ssiuu.report.figures import plot_regulariser_ratio, plot_relearning
 
 
 def main() -> None:

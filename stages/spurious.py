@@ -4,10 +4,10 @@ import argparse
 import csv
 from pathlib import Path
 
-from ssiuu import layout
-from ssiuu.params import load_params
-from ssiuu.report import plot_shift_curves, plot_shift_heatmaps
-from ssiuu.runtime import run_stage
+from ssiuu.config import layout
+from ssiuu.config.params import load_params
+from ssiuu.model.runtime import run_stage
+from ssiuu.report.figures import plot_shift_curves, plot_shift_heatmaps
 
 
 def _read(path: Path) -> list[dict[str, str]]:

@@ -9,12 +9,12 @@ the oracle trains on, rather than being a token the oracle never sees.
 
 import argparse
 
-from ssiuu import layout
-from ssiuu.finetune import corpus, read_splits
-from ssiuu.models import load_tokenizer, train_scratch_tokenizer, unseen_tokens
-from ssiuu.params import load_params
-from ssiuu.runtime import configure, run_stage
-from ssiuu.sources import SCRATCH
+from ssiuu.config import layout
+from ssiuu.config.params import load_params
+from ssiuu.config.sources import SCRATCH
+from ssiuu.model.finetune import corpus, read_splits
+from ssiuu.model.loading import load_tokenizer, train_scratch_tokenizer, unseen_tokens
+from ssiuu.model.runtime import configure, run_stage
 
 
 def main() -> None:

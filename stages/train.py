@@ -8,15 +8,15 @@ start from the same weights.
 
 import argparse
 
-from ssiuu import layout
-from ssiuu.finetune import initial_model, load_tokenizer_dir, read_splits, train_on_splits
-from ssiuu.models import save_model
-from ssiuu.params import load_params
-from ssiuu.provenance import prepared_manifest, provenance_of, write_provenance
-from ssiuu.runtime import configure, run_stage
-from ssiuu.seeds import across_seeds, seed_dir
-from ssiuu.sources import SCRATCH
-from ssiuu.tables import write_rows
+from ssiuu.config import layout
+from ssiuu.config.params import load_params
+from ssiuu.config.seeds import across_seeds, seed_dir
+from ssiuu.config.sources import SCRATCH
+from ssiuu.data.tables import write_rows
+from ssiuu.model.finetune import initial_model, load_tokenizer_dir, read_splits, train_on_splits
+from ssiuu.model.loading import save_model
+from ssiuu.model.runtime import configure, run_stage
+from ssiuu.records.provenance import prepared_manifest, provenance_of, write_provenance
 
 
 def main() -> None:

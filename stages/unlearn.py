@@ -14,17 +14,17 @@ import argparse
 import sys
 from dataclasses import asdict
 
-from ssiuu import layout
-from ssiuu.errors import DataError
-from ssiuu.finetune import read_splits
-from ssiuu.models import save_model
-from ssiuu.params import METHODS, STOP_SLICE, load_params
-from ssiuu.provenance import prepared_manifest, provenance_of, write_provenance
-from ssiuu.runtime import configure, device, is_main_process, run_stage
-from ssiuu.seeds import across_seeds, existing_seed_dir, seed_dir, seed_record
-from ssiuu.stop import stop_thresholds
-from ssiuu.tables import write_rows
-from ssiuu.unlearning import UnlearnOutcome, gradient_summary, stop_slice_users, unlearn
+from ssiuu.config import layout
+from ssiuu.config.errors import DataError
+from ssiuu.config.params import METHODS, STOP_SLICE, load_params
+from ssiuu.config.seeds import across_seeds, existing_seed_dir, seed_dir, seed_record
+from ssiuu.data.tables import write_rows
+from ssiuu.model.finetune import read_splits
+from ssiuu.model.loading import save_model
+from ssiuu.model.runtime import configure, device, is_main_process, run_stage
+from ssiuu.records.provenance import prepared_manifest, provenance_of, write_provenance
+from ssiuu.unlearning.run import UnlearnOutcome, gradient_summary, stop_slice_users, unlearn
+from ssiuu.unlearning.stop import stop_thresholds
 
 
 def _stop_record(outcome: UnlearnOutcome, rule: str, thresholds: dict[str, float]) -> dict:

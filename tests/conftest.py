@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ssiuu.runtime import OFFLINE_DEFAULTS
+from ssiuu.model.runtime import OFFLINE_DEFAULTS
 
 for key, value in OFFLINE_DEFAULTS.items():
     os.environ.setdefault(key, value)
@@ -32,8 +32,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def tiny_facts():
     """A small generated data set: 8 people x 2 attributes plus utility rows."""
+    from ssiuu.config.params import GeneratorParams
     from ssiuu.data.generator import generate_people_facts, generate_utility
-    from ssiuu.params import GeneratorParams
 
     gen = GeneratorParams(n_people=8, attributes=["birth_city", "employer"], n_countries=4,
                           n_arithmetic=4, n_benign=8)
@@ -45,9 +45,14 @@ def trained_tiny(tiny_facts):
     """A 2-layer scratch Llama that has memorised ``tiny_facts`` (about 2 s on 2 cores)."""
     import torch
 
-    from ssiuu.finetune import corpus, train_on_splits
-    from ssiuu.models import build_scratch_model, train_scratch_tokenizer
-    from ssiuu.params import ModelParams, ModelTrainingParams, ScratchModelParams, TrainParams
+    from ssiuu.config.params import (
+        ModelParams,
+        ModelTrainingParams,
+        ScratchModelParams,
+        TrainParams,
+    )
+    from ssiuu.model.finetune import corpus, train_on_splits
+    from ssiuu.model.loading import build_scratch_model, train_scratch_tokenizer
 
     torch.set_num_threads(1)
     tokenizer = train_scratch_tokenizer(corpus({"facts": tiny_facts}), 400)
@@ -63,8 +68,8 @@ def trained_tiny(tiny_facts):
 @pytest.fixture()
 def blank_model_dir(trained_tiny, tmp_path):
     """An untrained scratch model sharing the tiny tokenizer: it knows no fact."""
-    from ssiuu.models import build_scratch_model, save_model
-    from ssiuu.params import ModelParams, ScratchModelParams
+    from ssiuu.config.params import ModelParams, ScratchModelParams
+    from ssiuu.model.loading import build_scratch_model, save_model
 
     _, tokenizer, _ = trained_tiny
     params = ModelParams(max_length=32, scratch=ScratchModelParams(

@@ -19,7 +19,7 @@ from types import ModuleType
 import pytest
 import yaml
 
-from ssiuu.profiles import apply_profile
+from ssiuu.config.profiles import apply_profile
 from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).parents[1]

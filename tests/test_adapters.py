@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssiuu.adapters import with_lora
-from ssiuu.attacks import attack_data, run_attacks
-from ssiuu.errors import ParamsError
-from ssiuu.models import load_saved
-from ssiuu.params import LoraParams, RelearnParams
+from ssiuu.attack.attacks import attack_data, run_attacks
+from ssiuu.config.errors import ParamsError
+from ssiuu.config.params import LoraParams, RelearnParams
+from ssiuu.model.adapters import with_lora
+from ssiuu.model.loading import load_saved
 
 
 def _lora_relearn(lora: dict, lrs=(5e-2,), steps=9):

@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ssiuu.attacks as attacks
-from ssiuu.architecture import ArchitectureError, linear_sites
-from ssiuu.attacks import attack_data, attack_kind, peak, run_attacks
-from ssiuu.attribution import net_attribution, rank_correlation
+import ssiuu.attack.attacks as attacks
+from ssiuu.attack.attacks import attack_data, attack_kind, peak, run_attacks
+from ssiuu.config.errors import DataError
+from ssiuu.config.params import GeneratorParams, RelearnParams
 from ssiuu.data.encoding import encode_rows
 from ssiuu.data.generator import generate_benign
-from ssiuu.errors import DataError
-from ssiuu.metrics import aggregate, evaluate_rows, score_rows
-from ssiuu.models import save_model
-from ssiuu.params import GeneratorParams, RelearnParams
-from ssiuu.privacy import membership_aucs
+from ssiuu.model.architecture import ArchitectureError, linear_sites
+from ssiuu.model.loading import save_model
+from ssiuu.scoring.metrics import aggregate, evaluate_rows, score_rows
+from ssiuu.scoring.privacy import membership_aucs
+from ssiuu.unlearning.attribution import net_attribution, rank_correlation
 
 
 def _forget(facts, n_subjects=2):

@@ -14,8 +14,10 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from ssiuu.architecture import ArchitectureError, linear_sites
-from ssiuu.attribution import (
+from ssiuu.data.encoding import IGNORE, collate
+from ssiuu.model.architecture import ArchitectureError, linear_sites
+from ssiuu.model.logprobs import answer_token_logprobs
+from ssiuu.unlearning.attribution import (
     NeuronAttribution,
     attribute_batch,
     attribution_shift,
@@ -23,8 +25,6 @@ from ssiuu.attribution import (
     net_attribution,
     neuron_attribution,
 )
-from ssiuu.data.encoding import IGNORE, collate
-from ssiuu.logprobs import answer_token_logprobs
 
 VOCAB = 40
 

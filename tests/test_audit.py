@@ -9,22 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from ssiuu.audit import (
+from ssiuu.cli import main as cli
+from ssiuu.config.errors import DataError
+from ssiuu.records.lineage import (
+    build_lineage,
+    canonical_sha256,
+    lineage_id,
+    model_sha256,
+    recorded_scores,
+)
+from ssiuu.release.audit import (
     AuditResult,
     audit_version,
     format_audit,
     format_record,
     format_versions,
     record_as_json,
-)
-from ssiuu.cli import main as cli
-from ssiuu.errors import DataError
-from ssiuu.lineage import (
-    build_lineage,
-    canonical_sha256,
-    lineage_id,
-    model_sha256,
-    recorded_scores,
 )
 
 MODEL = "models/unlearned/ssiuu/seed_1"
@@ -77,7 +77,7 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def record(workspace: Path) -> dict:
-    """A record as ``ssiuu.registry.read_version`` returns it, lineage built for real."""
+    """A record as ``ssiuu.release.registry.read_version`` returns it, lineage built for real."""
     lineage = build_lineage(
         workspace, method="ssiuu", seed=1, requests=["req-0007", "req-0001"],
         model_dir=workspace / MODEL,

@@ -8,18 +8,18 @@ import yaml
 from projects import REPO
 from pydantic import ValidationError
 
-from ssiuu.data.encoding import encode_rows
-from ssiuu.methods.catalog import (
+from ssiuu.config.catalog import (
     CATALOG,
     METHODS,
     gradient_modes,
     method_spec,
     regularised_pairs,
 )
-from ssiuu.methods.npo import REFERENCE_KEY, with_reference_logprobs
-from ssiuu.methods.objective import build_objective
-from ssiuu.params import METHODS as PARAMS_METHODS
-from ssiuu.params import LossesParams
+from ssiuu.config.params import METHODS as PARAMS_METHODS
+from ssiuu.config.params import LossesParams
+from ssiuu.data.encoding import encode_rows
+from ssiuu.unlearning.methods.npo import REFERENCE_KEY, with_reference_logprobs
+from ssiuu.unlearning.methods.objective import build_objective
 
 
 def test_methods_keep_their_order_everywhere():
@@ -86,7 +86,7 @@ def test_build_objective_follows_the_spec(trained_tiny, method):
 
 
 def test_the_catalog_and_params_load_no_torch():
-    code = ("import sys, ssiuu.methods.catalog, ssiuu.params; "
+    code = ("import sys, ssiuu.config.catalog, ssiuu.config.params; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

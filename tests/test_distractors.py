@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
+from ssiuu.config.params import GeneratorParams
 from ssiuu.data.distractors import answer_shape, complete_distractors, forget_only_answers
 from ssiuu.data.generator import generate_people_facts, generate_utility, person_names
-from ssiuu.params import GeneratorParams
 
 
 @pytest.mark.parametrize(("answer", "shape"), [

@@ -22,25 +22,25 @@ from transformers import (
     Qwen2Config,
 )
 
-from ssiuu import models
-from ssiuu.architecture import (
-    SUPPORTED_FAMILIES,
-    ArchitectureError,
-    linear_sites,
-)
-from ssiuu.attacks import attack_data, run_attacks
-from ssiuu.attribution import neuron_attribution
-from ssiuu.data.encoding import encode_rows
-from ssiuu.data.generator import generate_benign
-from ssiuu.methods.catalog import METHODS
-from ssiuu.models import load_model, load_saved, save_model
-from ssiuu.params import (
+from ssiuu.attack.attacks import attack_data, run_attacks
+from ssiuu.config.catalog import METHODS
+from ssiuu.config.params import (
     GeneratorParams,
     LossesParams,
     RelearnParams,
     UnlearnParams,
 )
-from ssiuu.unlearning import unlearn
+from ssiuu.data.encoding import encode_rows
+from ssiuu.data.generator import generate_benign
+from ssiuu.model import loading
+from ssiuu.model.architecture import (
+    SUPPORTED_FAMILIES,
+    ArchitectureError,
+    linear_sites,
+)
+from ssiuu.model.loading import load_model, load_saved, save_model
+from ssiuu.unlearning.attribution import neuron_attribution
+from ssiuu.unlearning.run import unlearn
 
 SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
          "num_attention_heads": 4, "max_position_embeddings": 64}
@@ -143,7 +143,7 @@ def test_a_model_whose_blocks_attribution_cannot_find_is_refused_at_load(
     broken = _family_model("llama", tokenizer)
     broken.model.layers = torch.nn.Sequential(*broken.model.layers)  # no ModuleList of blocks
     # transformers rebuilds a saved model from its config, so hand load_model the broken one
-    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained",
+    monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained",
                         lambda *args, **kwargs: broken)
     with pytest.raises(ArchitectureError) as refused:
         load_model(str(folder))

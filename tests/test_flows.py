@@ -137,8 +137,8 @@ def two_requests(requests_flow, project) -> tuple[tuple[str, str], list[dict], o
     """Requests req-0002 and req-0003 (one new subject each) dropped into the fresh project's
     inbox and answered in one run of the request flow: (their subjects, the run's result,
     its flow run id)."""
-    from ssiuu.inbox import known_subjects
-    from ssiuu.params import load_params
+    from ssiuu.config.params import load_params
+    from ssiuu.records.inbox import known_subjects
 
     requested = json.loads((project / "data" / "requests" / "req-0001.json").read_text())
     params = load_params(project / "params.yaml")
@@ -361,7 +361,7 @@ def test_a_bad_param_fails_its_check_once_and_names_the_param(pipeline_flow, pro
 
 
 def test_an_unknown_override_key_fails_before_anything_runs(pipeline_flow, project):
-    from ssiuu.errors import ParamsError
+    from ssiuu.config.errors import ParamsError
 
     params = project / "params.yaml"
     original = params.read_text()
@@ -403,8 +403,8 @@ def test_two_flow_runs_started_together_answer_a_request_once(project, two_reque
     nothing to do; one new version, one status history."""
     from mlflow import MlflowClient
 
-    from ssiuu.inbox import known_subjects
-    from ssiuu.params import load_params
+    from ssiuu.config.params import load_params
+    from ssiuu.records.inbox import known_subjects
 
     answered = {s for r in (project / "data" / "requests").glob("*.json")
                 for s in json.loads(r.read_text())["subjects"]}
@@ -432,7 +432,7 @@ def test_two_flow_runs_started_together_answer_a_request_once(project, two_reque
 
 def test_a_request_that_cannot_be_resumed_keeps_its_reason_and_blocks_no_new_entry(
         requests_flow, project):
-    from ssiuu.inbox import RequestStatus, write_status
+    from ssiuu.records.inbox import RequestStatus, write_status
 
     status_dir = project / "data" / "request_status"
     lost = RequestStatus("req-0006", "req-0006.json", "req-0006", "0" * 64)
@@ -451,8 +451,8 @@ def test_a_request_that_cannot_be_resumed_keeps_its_reason_and_blocks_no_new_ent
 def test_a_failed_pipeline_leaves_the_request_validated_with_the_reason(requests_flow,
                                                                        project, monkeypatch):
     from flows.pipeline import StageFailed
-    from ssiuu.inbox import known_subjects
-    from ssiuu.params import load_params
+    from ssiuu.config.params import load_params
+    from ssiuu.records.inbox import known_subjects
 
     def killed_stage(**_):
         raise StageFailed("prepare", -9, "Killed")

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from ssiuu.certificate import CertifiedVersion, certificate_markdown
-from ssiuu.compliance import flatten, registered_model_name, version_metrics
-from ssiuu.gate import gate_versions
-from ssiuu.params import GateParams, load_params
+from ssiuu.config.params import GateParams, load_params
+from ssiuu.records.certificate import CertifiedVersion, certificate_markdown
+from ssiuu.release.compliance import flatten, registered_model_name, version_metrics
+from ssiuu.release.gate import gate_versions
 
 ATTACKS = ("harmful_30", "benign")
 
@@ -164,7 +164,7 @@ def test_a_forget_set_still_detectable_fails_the_gate_with_that_reason():
 
 
 def test_hanley_mcneil_error_of_a_chance_auc_is_that_of_the_mann_whitney_statistic():
-    from ssiuu.gate import auc_error
+    from ssiuu.release.gate import auc_error
 
     assert auc_error(0.5, 40, 40) == pytest.approx(math.sqrt(81 / (12 * 40 * 40)))
     assert auc_error(1.0, 40, 40) == 0.0

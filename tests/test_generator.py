@@ -1,5 +1,6 @@
 """The default data generator: deterministic, stable per person, well-formed."""
 
+from ssiuu.config.params import GeneratorParams
 from ssiuu.data.generator import (
     generate_benign,
     generate_holdout_facts,
@@ -9,7 +10,6 @@ from ssiuu.data.generator import (
 )
 from ssiuu.data.prepare import split_by_requests
 from ssiuu.data.requests import DeletionRequest
-from ssiuu.params import GeneratorParams
 
 
 def test_same_seed_same_data_other_seed_other_data():

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ssiuu import layout
+from ssiuu.config import layout
+from ssiuu.config.errors import DataError
+from ssiuu.config.params import DataParams
 from ssiuu.data.requests import read_requests
-from ssiuu.errors import DataError
-from ssiuu.inbox import (
+from ssiuu.records.inbox import (
     MAX_REQUEST_BYTES,
     RequestStatus,
     accept,
@@ -29,7 +30,6 @@ from ssiuu.inbox import (
     validate_request,
     write_status,
 )
-from ssiuu.params import DataParams
 
 SUBJECTS = {"Ada Known", "Bo Known"}
 

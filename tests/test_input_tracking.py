@@ -12,9 +12,9 @@ import pytest
 import yaml
 from projects import dvc
 
+from ssiuu.config.params import DataParams, ModelParams
+from ssiuu.data.inputs import data_fingerprint, model_fingerprint
 from ssiuu.data.records import write_jsonl
-from ssiuu.inputs import data_fingerprint, model_fingerprint
-from ssiuu.params import DataParams, ModelParams
 from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).parents[1]
@@ -39,7 +39,7 @@ def user_repo(tmp_path_factory, tiny_facts, trained_tiny) -> Path:
     """The pipeline on a user's JSONL facts, a request and a local model folder, run up to
     the base model (the oracle reads the same inputs); the tests below edit it in turn."""
     tmp_path = tmp_path_factory.mktemp("user")
-    from ssiuu.models import save_model
+    from ssiuu.model.loading import save_model
 
     model, tokenizer, _ = trained_tiny
     model_dir = save_model(model, tokenizer, tmp_path / "my-model")
@@ -155,7 +155,7 @@ def test_a_careless_request_fails_in_check_before_any_output_is_removed(user_rep
 
 
 def test_fingerprints_name_a_missing_file_and_ignore_caches(tmp_path):
-    from ssiuu.errors import DataError
+    from ssiuu.config.errors import DataError
 
     (tmp_path / "forget.jsonl").write_text("{}\n")
     missing = DataParams(source="jsonl", jsonl={"forget": str(tmp_path / "forget.jsonl"),

@@ -3,9 +3,9 @@ line, the column and the byte value, never the text around it."""
 
 import pytest
 
+from ssiuu.config.errors import DataError
 from ssiuu.data.records import read_jsonl
 from ssiuu.data.requests import read_request
-from ssiuu.errors import DataError
 
 SECRET = "Zorblax"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ssiuu.config.errors import DataError
 from ssiuu.data.records import sha256_file
-from ssiuu.errors import DataError
-from ssiuu.lineage import (
+from ssiuu.records.lineage import (
     build_lineage,
     canonical_sha256,
     lineage_id,

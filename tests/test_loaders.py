@@ -4,11 +4,11 @@ import json
 
 import pytest
 
+from ssiuu.config.errors import DataError
+from ssiuu.config.params import DataParams, FieldMap, HFSource, JsonlSource
 from ssiuu.data.distractors import answer_shape
 from ssiuu.data.loaders import load_data
 from ssiuu.data.prepare import prepare
-from ssiuu.errors import DataError
-from ssiuu.params import DataParams, FieldMap, HFSource, JsonlSource
 
 PEOPLE = {"Ann Lee": ("Oslo", "Acme"), "Bo Chan": ("Lima", "Initech"),
           "Cy Diaz": ("Kyiv", "Hooli"), "Di Eng": ("Pune", "Globex")}

@@ -7,15 +7,15 @@ from unittest.mock import patch
 import pytest
 import torch
 
-from ssiuu.architecture import ArchitectureError
+from ssiuu.config.params import LossesParams, TrainParams
 from ssiuu.data.encoding import collate, encode, encode_rows
-from ssiuu.logprobs import sequence_logprobs
-from ssiuu.methods.dpo import CHOSEN_REFERENCE_KEY, refusal_examples
-from ssiuu.methods.npo import REFERENCE_KEY, with_reference_logprobs
-from ssiuu.methods.objective import build_objective
-from ssiuu.methods.ssiuu import AttributionRegulariser, penalised_parameters
-from ssiuu.params import LossesParams, TrainParams
-from ssiuu.training import make_loader, train
+from ssiuu.model.architecture import ArchitectureError
+from ssiuu.model.logprobs import sequence_logprobs
+from ssiuu.model.training import make_loader, train
+from ssiuu.unlearning.methods.dpo import CHOSEN_REFERENCE_KEY, refusal_examples
+from ssiuu.unlearning.methods.npo import REFERENCE_KEY, with_reference_logprobs
+from ssiuu.unlearning.methods.objective import build_objective
+from ssiuu.unlearning.methods.ssiuu import AttributionRegulariser, penalised_parameters
 
 METHODS = ["ga", "gd", "npo", "ssiuu", "ssiuu_ga", "ssiuu_npo"]
 
@@ -331,7 +331,7 @@ def test_rmu_on_a_block_the_model_lacks_is_a_clear_error(trained_tiny):
 @pytest.mark.parametrize("method", ["ssiuu", "ssiuu_exact"])
 def test_gradient_checkpointing_takes_the_same_steps(trained_tiny, tiny_facts, method,
                                                      monkeypatch):
-    from ssiuu import runtime
+    from ssiuu.model import runtime
 
     tokenizer = trained_tiny[1]
     models, enabled = {}, []
@@ -356,7 +356,7 @@ def test_gradient_checkpointing_takes_the_same_steps(trained_tiny, tiny_facts, m
 
 
 def test_the_forget_floor_leaves_out_facts_at_or_below_it_and_weighs_each_fact_once():
-    from ssiuu.methods.ga import ga_loss
+    from ssiuu.unlearning.methods.ga import ga_loss
 
     mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]], dtype=torch.bool)
     values = torch.tensor([[-0.5, -1.5, 0.0], [-3.0, -3.0, -3.0], [-2.0, 0.0, 0.0],
@@ -377,7 +377,7 @@ def test_the_forget_floor_leaves_out_facts_at_or_below_it_and_weighs_each_fact_o
 
 
 def test_the_token_floor_leaves_out_tokens_at_or_below_it_within_each_facts_mean():
-    from ssiuu.methods.ga import ga_loss
+    from ssiuu.unlearning.methods.ga import ga_loss
 
     mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 1]], dtype=torch.bool)
     values = torch.tensor([[-0.5, -6.0, 0.0], [-3.0, -1.0, -8.0], [-0.1, -0.2, -0.3]])
@@ -398,7 +398,7 @@ def test_the_token_floor_leaves_out_tokens_at_or_below_it_within_each_facts_mean
 
 def _kl_reference(model, tokenizer, rows, record):
     """A KL reference prepared on ``rows`` (recorded, or a frozen copy) and its batch."""
-    from ssiuu.methods import gd
+    from ssiuu.unlearning.methods import gd
 
     reference = gd.KLReference()
     limit = gd.RECORD_LIMIT_BYTES if record else 0
@@ -412,7 +412,7 @@ def _kl_reference(model, tokenizer, rows, record):
 @pytest.mark.parametrize("record", [True, False], ids=["recorded", "frozen_copy"])
 def test_the_kl_retain_term_is_zero_at_the_start_and_weighs_every_text_position(
         trained_tiny, tiny_facts, record):
-    from ssiuu.methods.gd import retain_kl
+    from ssiuu.unlearning.methods.gd import retain_kl
 
     model, tokenizer, _ = trained_tiny
     model = copy.deepcopy(model)
@@ -438,7 +438,7 @@ def test_the_kl_retain_term_is_zero_at_the_start_and_weighs_every_text_position(
 
 
 def test_recorded_and_frozen_kl_references_give_the_same_term(trained_tiny, tiny_facts):
-    from ssiuu.methods.gd import retain_kl
+    from ssiuu.unlearning.methods.gd import retain_kl
 
     model, tokenizer, _ = trained_tiny
     model = copy.deepcopy(model)
@@ -459,7 +459,7 @@ def test_recorded_and_frozen_kl_references_give_the_same_term(trained_tiny, tiny
 @pytest.mark.parametrize("method", ["ga", "gd", "npo", "dpo", "rmu", "ssiuu", "ssiuu_exact"])
 def test_the_kl_reference_and_the_floor_go_to_the_methods_whose_terms_take_them(
         trained_tiny, method):
-    from ssiuu.methods.catalog import method_spec
+    from ssiuu.config.catalog import method_spec
 
     model, tokenizer, _ = trained_tiny
     losses = LossesParams.model_validate({"rmu": {"layer": 1}})
@@ -495,7 +495,7 @@ def test_gd_with_the_kl_retain_term_holds_its_reference_while_it_unlearns(
 
 
 def test_the_advantage_term_is_the_answers_log_share_down_to_an_even_share_only():
-    from ssiuu.methods.advantage import advantage_loss
+    from ssiuu.unlearning.methods.advantage import advantage_loss
 
     logp = torch.tensor([[-1.0, -3.0, -4.0], [-5.0, -2.0, -2.5]], requires_grad=True)
     loss = advantage_loss(logp)
@@ -508,8 +508,8 @@ def test_the_advantage_term_is_the_answers_log_share_down_to_an_even_share_only(
 
 
 def test_alternatives_are_other_answers_of_the_attribute_never_the_facts_distractors():
-    from ssiuu.errors import DataError
-    from ssiuu.methods.advantage import alternative_answers
+    from ssiuu.config.errors import DataError
+    from ssiuu.unlearning.methods.advantage import alternative_answers
 
     retain = [{"id": f"r{n}", "attribute": "city", "answer": f"C{n}"} for n in range(8)]
     retain += [{"id": "y", "attribute": "year", "answer": "1999"}]

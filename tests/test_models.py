@@ -8,9 +8,11 @@ import sys
 import pytest
 import torch
 
-from ssiuu.errors import ModelSourceError
-from ssiuu.finetune import corpus
-from ssiuu.models import (
+from ssiuu.config.errors import ModelSourceError
+from ssiuu.config.params import ModelParams, ScratchModelParams
+from ssiuu.config.sources import resolve_model_source
+from ssiuu.model.finetune import corpus
+from ssiuu.model.loading import (
     build_scratch_model,
     load_model,
     load_saved,
@@ -19,8 +21,6 @@ from ssiuu.models import (
     train_scratch_tokenizer,
     unseen_tokens,
 )
-from ssiuu.params import ModelParams, ScratchModelParams
-from ssiuu.sources import resolve_model_source
 
 SMALL = ModelParams(scratch=ScratchModelParams(hidden_size=32, intermediate_size=64,
                                                num_hidden_layers=2, num_attention_heads=2,
@@ -61,7 +61,7 @@ def test_a_word_only_the_forget_set_holds_is_made_of_trained_pieces(tiny_facts):
 def test_scratch_tokenizer_training_is_the_same_in_every_process(tiny_facts, tmp_path):
     corpus_file = tmp_path / "corpus.json"
     corpus_file.write_text(json.dumps(corpus({"facts": tiny_facts})))
-    script = ("import json, sys; from ssiuu.models import train_scratch_tokenizer; "
+    script = ("import json, sys; from ssiuu.model.loading import train_scratch_tokenizer; "
               "texts = json.load(open(sys.argv[1])); "
               "print(train_scratch_tokenizer(texts, 150).backend_tokenizer.to_str())")
     runs = {subprocess.run([sys.executable, "-c", script, str(corpus_file)], check=True,
@@ -120,9 +120,9 @@ def test_any_local_causal_lm_trains_and_scores(tmp_path, tiny_facts):
     """A GPT-2 family model given by folder path goes through the same recipe and metrics."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from ssiuu.finetune import initial_model, train_on_splits
-    from ssiuu.metrics import evaluate_rows
-    from ssiuu.params import ModelTrainingParams, TrainParams
+    from ssiuu.config.params import ModelTrainingParams, TrainParams
+    from ssiuu.model.finetune import initial_model, train_on_splits
+    from ssiuu.scoring.metrics import evaluate_rows
 
     tokenizer = train_scratch_tokenizer(corpus({"facts": tiny_facts}), 400)
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2,

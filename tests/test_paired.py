@@ -4,7 +4,7 @@ the same facts, a bootstrap over seeds and facts, and the smallest detectable di
 import numpy as np
 import pytest
 
-from ssiuu.paired import (
+from ssiuu.attack.paired import (
     PairedDifference,
     WorstCaseDifference,
     compare_pairs,
@@ -13,7 +13,7 @@ from ssiuu.paired import (
     score_matrix,
     worst_case_difference,
 )
-from ssiuu.report import _paired_lines, _worst_case_lines
+from ssiuu.report.comparisons import paired_lines, worst_case_lines
 
 
 def _runs(values_by_lr: dict[float, list[dict[str, float]]]) -> list[dict]:
@@ -87,24 +87,24 @@ def test_pairs_are_compared_per_attack_and_score_and_reported():
     assert record["difference"] == -1.0 and record["verdict"] == "lower"
     assert set(paired["harmful_30"]["ssiuu-gd"]) == {"mcq", "logprob"}
     summary = {"paired": paired}
-    text = "\n".join(_paired_lines(summary, ["harmful_30"]))
+    text = "\n".join(paired_lines(summary, ["harmful_30"]))
     assert "| harmful_30 | ssiuu − gd | held-out mcq peak | -1.00 | [-1.00, -1.00] |" in text
     assert PairedDifference(0.0, -0.2, 0.2, 0.3, 2, 4).verdict == "no difference detected"
     tiny = {"paired": {"benign": {"ssiuu-gd": {"logprob": PairedDifference(
         0.0002, 0.0001, 0.0004, 0.0003, 3, 60).as_record()}}}}
     assert ("| +2.0e-04 | [+1.0e-04, +4.0e-04] | 3.0e-04 | higher |"
-            in "\n".join(_paired_lines(tiny, ["benign"])))
+            in "\n".join(paired_lines(tiny, ["benign"])))
 
 
 def test_the_report_says_when_a_small_mcq_difference_is_not_detectable():
     record = PairedDifference(0.02, -0.1, 0.14, 0.17, 3, 60).as_record()
     summary = {"paired": {"benign": {"ssiuu-gd": {"mcq": record}}}}
-    text = "\n".join(_paired_lines(summary, ["benign"]))
+    text = "\n".join(paired_lines(summary, ["benign"]))
     assert "no difference detected (smallest detectable here: 0.17)" in text
     assert ("A 0.05 difference of held-out MCQ is not detectable under benign (ssiuu − gd: "
             "0.17 with 3 seed(s) and 60 held-out facts)") in text
     alike = PairedDifference(0.0, 0.0, 0.0, None, 1, 18).as_record()
-    text = "\n".join(_paired_lines({"paired": {"benign": {"ssiuu-gd": {"mcq": alike}}}},
+    text = "\n".join(paired_lines({"paired": {"benign": {"ssiuu-gd": {"mcq": alike}}}},
                                    ["benign"]))
     assert ("| +0.00 | [+0.00, +0.00] | – | no difference detected (smallest detectable here: "
             "not estimable: the two models score every held-out fact alike") in text
@@ -169,7 +169,7 @@ def test_the_report_answers_whether_the_worst_case_is_lowered_at_matched_retain(
     lower = WorstCaseDifference(-0.08, -0.12, -0.03, 0.05, 3, 90, 0.01, "benign", 0.09,
                                 "harmful_10")
     knobs = {"ssiuu": {"lam": 0.01, "grad": "exact"}}
-    text = "\n".join(_worst_case_lines(_worst_summary(lower.as_record()), knobs, 0.02))
+    text = "\n".join(worst_case_lines(_worst_summary(lower.as_record()), knobs, 0.02))
     assert ("- **ssiuu** (λ 0.01, exact) against gd: worst-case gap +0.01 (under benign) "
             "against +0.09 (under harmful_10): difference -0.08 [-0.12, -0.03]; retain 0.95 "
             "against 0.96 (matched): **lower at matched retain**.") in text
@@ -177,31 +177,31 @@ def test_the_report_answers_whether_the_worst_case_is_lowered_at_matched_retain(
     assert "nothing for the regulariser to lower" not in text
     below = WorstCaseDifference(-0.08, -0.12, -0.03, 0.05, 3, 90, -0.2, "benign", -0.12,
                                 "harmful_10")
-    text = "\n".join(_worst_case_lines(_worst_summary(below.as_record()), knobs, 0.02))
+    text = "\n".join(worst_case_lines(_worst_summary(below.as_record()), knobs, 0.02))
     assert ("(matched): lower, but its base method already stays below the oracle under "
             "every attack: further below is over-suppression, not safer.") in text
     assert "**Answer**: no regularised configuration lowers" in text
     assert "so there is nothing for the regulariser to lower" in text
-    unmatched = "\n".join(_worst_case_lines(_worst_summary(lower.as_record(), (0.9, 0.96)),
+    unmatched = "\n".join(worst_case_lines(_worst_summary(lower.as_record(), (0.9, 0.96)),
                                             knobs, 0.02))
     assert "(not matched): lower, but not at matched retain." in unmatched
     assert "**Answer**: no regularised configuration lowers" in unmatched
     same = WorstCaseDifference(0.0, -0.05, 0.06, 0.07, 3, 90, 0.01, "benign", 0.01, "benign")
-    text = "\n".join(_worst_case_lines(_worst_summary(same.as_record()), knobs, 0.02))
+    text = "\n".join(worst_case_lines(_worst_summary(same.as_record()), knobs, 0.02))
     assert "no difference detected (smallest detectable here: 0.07)" in text
     assert "the smallest difference detectable here is 0.07 (MCQ)" in text
     alike = WorstCaseDifference(0.0, 0.0, 0.0, None, 1, 20, -0.2, "benign", -0.2, "benign")
-    text = "\n".join(_worst_case_lines(_worst_summary(alike.as_record()), knobs, 0.02))
+    text = "\n".join(worst_case_lines(_worst_summary(alike.as_record()), knobs, 0.02))
     assert "no difference detected (smallest detectable here: not estimable" in text
     assert "the smallest detectable difference cannot be estimated here" in text
-    missed = "\n".join(_worst_case_lines(_worst_summary(lower.as_record(),
+    missed = "\n".join(worst_case_lines(_worst_summary(lower.as_record(),
                                                         reached=(True, False)), knobs, 0.02))
     assert "not judged †: gd did not reach the unlearning stop" in missed
     assert "no pair reached the unlearning stop in every seed" in missed
     empty = {"models": _worst_summary(lower.as_record())["models"],
              "paired_worst_case": {"ssiuu-gd": {"not_judged": "no counted attack step under "
                                                               "benign (seed 1)"}}}
-    text = "\n".join(_worst_case_lines(empty, knobs, 0.02))
+    text = "\n".join(worst_case_lines(empty, knobs, 0.02))
     assert "- **ssiuu** against gd: not judged: no counted attack step under benign (seed 1)." \
         in text
     assert "**Answer**: not judged" in text

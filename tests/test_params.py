@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from ssiuu.cli import main as cli
-from ssiuu.errors import ParamsError
-from ssiuu.params import load_params, parse_params, read_yaml
+from ssiuu.config.errors import ParamsError
+from ssiuu.config.params import load_params, parse_params, read_yaml
 
 REPO = Path(__file__).parents[1]
 

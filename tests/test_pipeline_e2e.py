@@ -15,7 +15,7 @@ import torch
 import yaml
 from chromium import loaded_images
 
-from ssiuu.profiles import apply_profile
+from ssiuu.config.profiles import apply_profile
 from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).parents[1]
@@ -495,6 +495,24 @@ def test_dvc_metrics_show_lists_the_headline_of_each_model_in_a_narrow_table(tin
     assert gd["stop_reached_seeds"] == sum(reached[seed]["reached"] for seed in SEEDS)
 
 
+def test_the_results_doc_is_written_from_the_run_and_again_gives_the_same_file(tiny_repo):
+    doc = tiny_repo / "results.md"
+    doc.write_text("# tiny\n\n<!-- results:tiny:start -->\n<!-- results:tiny:end -->\n")
+    command = (sys.executable, "-m", "ssiuu.report.results", "tiny", "--doc", str(doc))
+    _run(tiny_repo, *command)
+    first = doc.read_text()
+    _run(tiny_repo, *command)
+    assert doc.read_text() == first
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in first.splitlines()
+            if line.startswith("| ")}
+    assert {"base", "oracle", *METHODS} <= set(rows)
+    versions = json.loads((tiny_repo / "metrics" / "registry.json").read_text())["versions"]
+    for method in METHODS:
+        passed = sum(v["gate"] == "passed" for v in versions if v["method"] == method)
+        assert rows[method].endswith(f"| {passed} of {len(SEEDS)} |")
+    assert "Seeds 0, 1;" in first
+
+
 def test_changed_lambda_reruns_only_that_method(tiny_repo):
     oracle_before = _metrics(tiny_repo, "oracle")
     gd_before = _metrics(tiny_repo, "unlearn/gd")
@@ -533,9 +551,9 @@ def test_a_version_that_passes_is_released_and_served_as_saved(tiny_repo, monkey
     import mlflow
 
     from ssiuu.data.records import read_jsonl
-    from ssiuu.metrics import score_rows
-    from ssiuu.models import load_saved
-    from ssiuu.registry import tracking_uri
+    from ssiuu.model.loading import load_saved
+    from ssiuu.release.registry import tracking_uri
+    from ssiuu.scoring.metrics import score_rows
 
     for version in _versions(tiny_repo):  # the run's own gate: aliases only where it passed
         assert version.tags["ssiuu.gate"] == "passed" or not version.aliases

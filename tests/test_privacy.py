@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssiuu.data.encoding import IGNORE, encode
-from ssiuu.privacy import (
+from ssiuu.scoring.privacy import (
     ATTACKS,
     TokenStatistics,
     attack_scores,
@@ -74,9 +74,14 @@ def test_token_statistics_match_a_direct_computation(trained_tiny, tiny_facts):
 @pytest.fixture(scope="module")
 def half_trained(tiny_facts):
     """A tiny Llama trained on the facts of people 0-3 only; people 4-7 it never saw."""
-    from ssiuu.finetune import corpus, train_on_splits
-    from ssiuu.models import build_scratch_model, train_scratch_tokenizer
-    from ssiuu.params import ModelParams, ModelTrainingParams, ScratchModelParams, TrainParams
+    from ssiuu.config.params import (
+        ModelParams,
+        ModelTrainingParams,
+        ScratchModelParams,
+        TrainParams,
+    )
+    from ssiuu.model.finetune import corpus, train_on_splits
+    from ssiuu.model.loading import build_scratch_model, train_scratch_tokenizer
 
     people = [row for row in tiny_facts if row["subject"]]
     subjects = sorted({row["subject"] for row in people})

@@ -7,8 +7,8 @@ import platform
 
 import torch
 
-from ssiuu import provenance
-from ssiuu.provenance import environment, read_provenance
+from ssiuu.records import provenance
+from ssiuu.records.provenance import environment, read_provenance
 
 MANIFEST = {"requests": [{"id": "req-0001"}],
             "splits": {"forget": {"sha256": "f" * 64}, "retain": {"sha256": "r" * 64}}}

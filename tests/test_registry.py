@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ssiuu.errors import RegistryError
-from ssiuu.registry import (
+from ssiuu.config.errors import RegistryError
+from ssiuu.release.registry import (
     GATE_REASONS_TAG,
     GATE_TAG,
     LINEAGE_TAG,
@@ -31,6 +31,7 @@ from ssiuu.registry import (
     read_version,
     register,
     tracking_uri,
+    version_description,
     versions_for_request,
 )
 
@@ -47,7 +48,7 @@ def model_dir(tmp_path_factory) -> Path:
     """A tiny Llama and its tokenizer, saved with ``save_pretrained``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ssiuu.models import train_scratch_tokenizer
+    from ssiuu.model.loading import train_scratch_tokenizer
 
     tokenizer = train_scratch_tokenizer(TEXTS, 64)
     model = LlamaForCausalLM(LlamaConfig(
@@ -167,6 +168,11 @@ def test_register_logs_runs_and_versions_that_read_back(root, model_dir, files):
     assert list((root / "mlartifacts" / name).rglob("robustness.html"))
     model = client.get_registered_model(name)
     assert model.description == "demo"
+    assert client.get_model_version(name, "2").description == (
+        "gd, seed 1, requests r1, r2: passed the release gate (releasable)")
+    assert client.get_model_version(name, "3").description == (
+        "npo, seed 0, requests r1, r2: held back by the release gate: forget accuracy above "
+        "the oracle's")
     assert model.tags[REQUESTS_TAG] == "r1,r2"
     assert model.tags[MODEL_SOURCE_TAG] == "scratch"
     assert model.tags[PRODUCTION_TAG] == "version 2"
@@ -381,7 +387,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from test_registry import _record
-from ssiuu.registry import register
+from ssiuu.release.registry import register
 args = json.loads(sys.argv[2])
 files = {target: Path(path) for target, path in args["files"].items()}
 records = [_record(Path(args["model_dir"]), files, method, seed)
@@ -460,3 +466,10 @@ def test_a_server_killed_mid_registration_fails_fast_and_the_rerun_leaves_no_orp
         assert weights == sorted(m.model_id for m in logged)  # no orphaned weight copy
     finally:
         _stop(server)
+
+
+def test_a_version_s_description_names_the_first_reason_and_counts_the_rest(model_dir, files):
+    record = _record(model_dir, files, "ssiuu", 2, passed=False,
+                     reasons=("utility lost", "membership", "came back"))
+    assert version_description(record, []) == (
+        "ssiuu, seed 2, requests none: held back by the release gate: utility lost (+2 more)")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ssiuu.relative import oracle_gap, privleak, recovery
+from ssiuu.scoring.relative import oracle_gap, privleak, recovery
 
 REPO = Path(__file__).resolve().parents[1]
 

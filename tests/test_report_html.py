@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from chromium import loaded_images  # noqa: E402
 
-from ssiuu.errors import DataError  # noqa: E402
-from ssiuu.report import write_report  # noqa: E402
+from ssiuu.config.errors import DataError  # noqa: E402
+from ssiuu.report.document import write_report  # noqa: E402
 
 
 def _figure(path: Path, color: str) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ssiuu.report import MISSED as MISSED_MARK
-from ssiuu.report import plot_relearning, robustness_markdown, write_report
-from ssiuu.robustness import (
+from ssiuu.attack.robustness import (
     attack_row,
     calibrate,
     counted_steps,
@@ -15,6 +13,9 @@ from ssiuu.robustness import (
     stop_outcome,
     summarise,
 )
+from ssiuu.report.document import robustness_markdown, write_report
+from ssiuu.report.figures import plot_relearning
+from ssiuu.report.tables import MISSED as MISSED_MARK
 
 
 def _point(step, retain, acc, mcq, logprob, **extra):
@@ -169,7 +170,7 @@ def test_report_with_seeds_gives_mean_std_and_how_many_seeds_agree(tmp_path):
 
 
 def test_the_report_reads_each_seed_by_the_gates_own_rule():
-    from ssiuu.params import GateParams
+    from ssiuu.config.params import GateParams
 
     summary, _ = _summary((HIDER, ERASER))  # the mean gap hides seed 0's +0.25
     text = robustness_markdown(summary, ["gd"], ["harmful_30"], {}, gate=GateParams(gap_z=0))

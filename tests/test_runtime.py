@@ -14,7 +14,7 @@ print(int(((x @ x) != 0).sum()))
 
 
 @pytest.mark.parametrize(("setup", "flushed"), [
-    ("from ssiuu.runtime import configure; configure(2)", True),
+    ("from ssiuu.model.runtime import configure; configure(2)", True),
     ("import torch; torch.set_num_threads(2)", False),
 ])
 def test_configure_flushes_subnormals_on_every_thread_of_a_matmul(setup, flushed):

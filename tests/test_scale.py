@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from ssiuu.profiles import apply_profile
+from ssiuu.config.profiles import apply_profile
 from ssiuu.workspace import copy_pipeline, isolated_env
 
 REPO = Path(__file__).parents[1]
@@ -140,8 +140,8 @@ def _regulariser_step(grad_mode: str, rank: int = 0,
     ``rank`` of ``world`` of a forget batch of 6 answers of unequal length."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ssiuu.logprobs import sequence_logprobs
-    from ssiuu.methods.ssiuu import AttributionRegulariser, penalised_parameters
+    from ssiuu.model.logprobs import sequence_logprobs
+    from ssiuu.unlearning.methods.ssiuu import AttributionRegulariser, penalised_parameters
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ssiuu.errors import DataError
-from ssiuu.seeds import across_seeds, existing_seed_dir, mean_std, seed_dir, seed_record
+from ssiuu.config.errors import DataError
+from ssiuu.config.seeds import across_seeds, existing_seed_dir, mean_std, seed_dir, seed_record
 
 
 def test_mean_and_sample_std():

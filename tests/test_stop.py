@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from ssiuu.stop import MIN_STANDARD_ERROR, compare_to_reference, jumped, welch
+from ssiuu.unlearning.stop import MIN_STANDARD_ERROR, compare_to_reference, jumped, welch
 
 
 def test_welch_is_the_difference_of_means_over_its_unpooled_standard_error():

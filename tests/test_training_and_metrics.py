@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
+from ssiuu.config.errors import DataError
+from ssiuu.config.params import ModelParams, ScratchModelParams, TrainParams
 from ssiuu.data.encoding import IGNORE, PROMPT, encode, encode_rows
-from ssiuu.errors import DataError
-from ssiuu.metrics import evaluate_rows, score_examples
-from ssiuu.models import build_scratch_model, train_scratch_tokenizer
-from ssiuu.params import ModelParams, ScratchModelParams, TrainParams
-from ssiuu.training import make_loader, nll_loss, train
+from ssiuu.model.loading import build_scratch_model, train_scratch_tokenizer
+from ssiuu.model.training import make_loader, nll_loss, train
+from ssiuu.scoring.metrics import evaluate_rows, score_examples
 
 SMALL = ModelParams(max_length=32, scratch=ScratchModelParams(
     hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,

@@ -4,9 +4,9 @@ import pytest
 import yaml
 from projects import REPO
 
-from ssiuu.errors import ParamsError
-from ssiuu.params import parse_params
-from ssiuu.tuning import choose, tuning_points, tuning_table
+from ssiuu.attack.tuning import choose, tuning_points, tuning_table
+from ssiuu.config.errors import ParamsError
+from ssiuu.config.params import parse_params
 
 ATTACKS = ["harmful_10", "benign"]
 

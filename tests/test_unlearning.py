@@ -4,12 +4,12 @@ import shutil
 
 import pytest
 
-from ssiuu.errors import DataError, ModelSourceError, ParamsError
-from ssiuu.metrics import evaluate_rows
-from ssiuu.models import load_saved, save_model
-from ssiuu.params import StopParams, UnlearnParams
-from ssiuu.stop import CHANCE_MCQ, chance_band, stop_thresholds
-from ssiuu.unlearning import gradient_summary, merge_history, unlearn
+from ssiuu.config.errors import DataError, ModelSourceError, ParamsError
+from ssiuu.config.params import StopParams, UnlearnParams
+from ssiuu.model.loading import load_saved, save_model
+from ssiuu.scoring.metrics import evaluate_rows
+from ssiuu.unlearning.run import gradient_summary, merge_history, unlearn
+from ssiuu.unlearning.stop import CHANCE_MCQ, chance_band, stop_thresholds
 
 
 def test_thresholds_resolve_chance_oracle_and_numbers():
@@ -197,8 +197,8 @@ def test_lora_unlearning_saves_an_adapter_read_back_merged_into_its_base(
 
 def _stop_slice():
     """Facts about four people the tiny model never saw (after its eight)."""
+    from ssiuu.config.params import GeneratorParams
     from ssiuu.data.generator import generate_stop_facts
-    from ssiuu.params import GeneratorParams
 
     return generate_stop_facts(GeneratorParams(n_people=8, n_holdout_people=0, n_stop_people=4,
                                                attributes=["birth_city", "employer"]))
@@ -216,8 +216,8 @@ def _two_people_forgotten(trained_tiny, tiny_facts, tmp_path):
 @pytest.mark.parametrize("z", [1.0, 0.02])  # 4 facts: inside within a few steps; never
 def test_the_reference_rule_keeps_its_closest_check_and_says_how_far_it_is(
         z, trained_tiny, tiny_facts, tmp_path):
-    from ssiuu.metrics import score_rows
-    from ssiuu.stop import compare_to_reference
+    from ssiuu.scoring.metrics import score_rows
+    from ssiuu.unlearning.stop import compare_to_reference
 
     model, tokenizer, _ = trained_tiny
     forget, retain, stop_rows = _two_people_forgotten(trained_tiny, tiny_facts, tmp_path)
@@ -273,7 +273,7 @@ def test_the_forget_floor_needs_a_stop_slice_under_either_rule(trained_tiny, tin
 
 def test_the_forget_floor_stops_pushing_facts_at_the_stop_slice_level(trained_tiny, tiny_facts,
                                                                       tmp_path):
-    from ssiuu.metrics import aggregate, score_rows
+    from ssiuu.scoring.metrics import aggregate, score_rows
 
     model, tokenizer, _ = trained_tiny
     forget, retain, stop_rows = _two_people_forgotten(trained_tiny, tiny_facts, tmp_path)
@@ -323,7 +323,7 @@ def test_the_token_floor_keeps_the_forget_facts_lowest_tokens_near_the_never_see
         trained_tiny, tiny_facts, tmp_path):
     import statistics
 
-    from ssiuu.privacy import membership_scores
+    from ssiuu.scoring.privacy import membership_scores
 
     model, tokenizer, _ = trained_tiny
     forget, retain, stop_rows = _two_people_forgotten(trained_tiny, tiny_facts, tmp_path)
@@ -350,8 +350,8 @@ def test_the_advantage_term_lowers_the_answers_share_against_its_alternatives(
     import torch
 
     from ssiuu.data.encoding import collate, encode
-    from ssiuu.logprobs import sequence_logprobs
-    from ssiuu.methods.advantage import alternative_answers
+    from ssiuu.model.logprobs import sequence_logprobs
+    from ssiuu.unlearning.methods.advantage import alternative_answers
 
     _, tokenizer, _ = trained_tiny
     forget, retain, stop_rows = _two_people_forgotten(trained_tiny, tiny_facts, tmp_path)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ssiuu.data.prepare import REPORT_NAME, prepare
-from ssiuu.errors import DataError, ValidationFailed
-from ssiuu.params import DataParams, JsonlSource, load_params
+from ssiuu.config.errors import DataError, ValidationFailed
+from ssiuu.config.params import DataParams, JsonlSource, load_params
+from ssiuu.data.prepare import DOCS_NAME, REPORT_NAME, prepare
 
 SECRET = "Zorblax"  # appears only in forget-set text; must never leak into errors/reports
 MAX_LENGTH = 40
@@ -52,10 +52,19 @@ def _fail(tmp_path, facts, **kwargs) -> str:
     forget_texts = {value for row in facts if row.get("subject") in requested
                     for key, value in row.items()
                     if key in ("subject", "question", "answer") and str(value).strip()}
+    docs = _docs_text(reports)
     for text in forget_texts | requested | {SECRET}:
         assert text not in message and text not in report, f"forget text leaked: {text!r}"
+        assert text not in docs, f"forget text leaked into the Data Docs: {text!r}"
     assert json.loads(report)["success"] is False
     return message
+
+
+def _docs_text(reports: Path) -> str:
+    """Every file of the Data Docs, as text."""
+    files = sorted(path for path in (reports / DOCS_NAME).rglob("*") if path.is_file())
+    assert (reports / DOCS_NAME / "index.html") in files
+    return "\n".join(path.read_text(errors="replace") for path in files)
 
 
 def test_good_user_data_passes_and_is_written(tmp_path):
@@ -142,6 +151,24 @@ def _generated(**generator) -> tuple[DataParams, int]:
         "requests_dir": str(REPO / data.requests_dir),
         "generator": data.generator.model_copy(update=generator),
     }), params.model.max_length
+
+
+def test_the_data_docs_show_every_split_s_suite_and_no_row_s_text(tmp_path):
+    params, out, reports = _setup(tmp_path, GOOD)
+    prepare(params, out, reports, max_length=MAX_LENGTH)
+    docs = _docs_text(reports)
+    for split in ("forget", "retain", "utility", "benign"):
+        assert f"{split}_suite" in docs
+    assert "question_in_retain" in docs and "requested-1" in docs
+    for row in GOOD:
+        for text in (row["subject"], row["question"], row["answer"]):
+            assert text not in docs, f"fact text in the Data Docs: {text!r}"
+    first = sorted(p.relative_to(reports) for p in reports.rglob("*"))
+    prepare(params, out, reports, max_length=MAX_LENGTH)
+    again = sorted(p.relative_to(reports) for p in reports.rglob("*"))
+    assert [p.parts[:2] for p in again if len(p.parts) > 1] != [] and not [
+        p for p in again if p.parts[0].startswith(".")], "a temporary Data Docs folder stayed"
+    assert len(again) == len(first), "the second run's Data Docs replace the first's"
 
 
 def test_generated_default_passes_every_rule(tmp_path):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ssiuu.runtime import OFFLINE_DEFAULTS
+from ssiuu.model.runtime import OFFLINE_DEFAULTS
 from ssiuu.workspace import PIPELINE_FILES, copy_pipeline, isolated_env
 
 REPO = Path(__file__).parents[1]

@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ssiuu.errors import SsiuuError
+from ssiuu.config.errors import SsiuuError
 
 
 def _check(args: argparse.Namespace) -> None:
-    from ssiuu.inputs import check_inputs
-    from ssiuu.params import load_params
+    from ssiuu.config.params import load_params
+    from ssiuu.data.inputs import check_inputs
 
     params = load_params(args.params)
     check_inputs(params.data, params.model)
@@ -19,7 +19,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _profile(args: argparse.Namespace) -> None:
-    from ssiuu.profiles import apply_profile
+    from ssiuu.config.profiles import apply_profile
 
     path = Path(args.name)
     if not path.suffix:
@@ -36,8 +36,8 @@ def _audit(args: argparse.Namespace) -> int:
                          "or --request ID")
     import json
 
-    from ssiuu import registry
-    from ssiuu.audit import audit_version, format_audit, format_versions, record_as_json
+    from ssiuu.release import registry
+    from ssiuu.release.audit import audit_version, format_audit, format_versions, record_as_json
 
     root = Path(args.root)
     if args.request is not None:

@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ssiuu.runtime import OFFLINE_DEFAULTS
+from ssiuu.model.runtime import OFFLINE_DEFAULTS
 
 PIPELINE_FILES = ("pyproject.toml", "params.yaml", "dvc.yaml", "prefect.yaml", ".dvcignore",
                   ".gitignore", "data", "stages", "src", "flows", "profiles", ".dvc/config",

@@ -8,8 +8,8 @@ from functools import lru_cache
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from ssiuu.config.errors import DataError
 from ssiuu.data.records import Record
-from ssiuu.errors import DataError
 
 PROMPT = "Question: {question}\nAnswer:"
 IGNORE = -100

@@ -18,8 +18,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from ssiuu.config.params import GeneratorParams
 from ssiuu.data.records import Record
-from ssiuu.params import GeneratorParams
 
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr",
            "kr", "tr", "st", "h")
@@ -188,7 +188,7 @@ def generate_stop_facts(params: GeneratorParams) -> list[Record]:
     """The facts of ``n_stop_people`` more people, after the holdout people: the stop
     slice, which no model trains on and no evaluation reads. The model being unlearned
     scores them beside the forget facts, and unlearning stops where the two cannot be told
-    apart (:mod:`ssiuu.stop`). Their distractors are values other stop people hold."""
+    apart (:mod:`ssiuu.unlearning.stop`). Their distractors are values other stop people hold."""
     first = params.n_people + params.n_holdout_people
     return _people_rows(params, range(first, first + params.n_stop_people))
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ssiuu.config.errors import DataError
+from ssiuu.config.params import DataParams, FieldMap
 from ssiuu.data import generator
 from ssiuu.data.records import Record, read_jsonl
-from ssiuu.errors import DataError
-from ssiuu.params import DataParams, FieldMap
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssiuu.config.params import HOLDOUT, STOP_SLICE, DataParams
 from ssiuu.data.distractors import DistractorChanges, complete_distractors
 from ssiuu.data.loaders import load_data
 from ssiuu.data.records import Record, sha256_file, write_jsonl
 from ssiuu.data.requests import DeletionRequest, read_requests
 from ssiuu.data.validation import ValidationReport, raise_on_failure, validate_splits
-from ssiuu.params import HOLDOUT, STOP_SLICE, DataParams
 
 REPORT_NAME = "data_validation.json"
+DOCS_NAME = "data_docs"  # Great Expectations Data Docs of the same validation
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,9 @@ def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path, *,
     once the splits are known (:func:`~ssiuu.data.distractors.complete_distractors`).
 
     ``max_length`` is ``model.max_length``: rows too long to fit it are rejected. The
-    validation report is written to ``report_dir`` whatever the outcome; a failure raises
-    :class:`~ssiuu.errors.ValidationFailed` naming split, rule and row ids.
+    validation report, and the same as Great Expectations Data Docs (``data_docs/``, no
+    row's values), are written to ``report_dir`` whatever the outcome; a failure raises
+    :class:`~ssiuu.config.errors.ValidationFailed` naming split, rule and row ids.
     """
     loaded = load_data(params)
     if loaded.given_splits is None:
@@ -66,7 +68,8 @@ def prepare(params: DataParams, out_dir: str | Path, report_dir: str | Path, *,
         splits[HOLDOUT] = loaded.holdout
     if loaded.stop is not None:
         splits[STOP_SLICE] = loaded.stop
-    report = validate_splits(splits, loaded.sources, requests, max_length=max_length)
+    report = validate_splits(splits, loaded.sources, requests, max_length=max_length,
+                             docs=Path(report_dir) / DOCS_NAME)
     report_path = Path(report_dir) / REPORT_NAME
     report.write(report_path)
     raise_on_failure(report, report_path)

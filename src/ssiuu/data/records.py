@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ssiuu.errors import DataError
+from ssiuu.config.errors import DataError
 
 FIELDS = ("id", "subject", "attribute", "question", "answer", "distractors")
 Record = dict[str, Any]

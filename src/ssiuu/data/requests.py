@@ -5,7 +5,7 @@ A request file looks like::
     {"request_id": "req-0001", "received": "2026-11-20", "subjects": ["Name One", "Name Two"]}
 
 A request id names files (its certificate, its status) and is matched in registry tags, so
-it is held to :data:`ssiuu.layout.REQUEST_ID`: 1-64 letters, digits, ``.``, ``_`` or ``-``,
+it is held to :data:`ssiuu.config.layout.REQUEST_ID`: 1-64 letters, digits, ``.``, ``_`` or ``-``,
 starting with a letter or a digit (no path separator, no ``..``, no quote or comma). The
 ``received`` date is a real date no later than tomorrow (UTC: a request sent from a time
 zone ahead of UTC may carry tomorrow's date), and no subject is named twice.
@@ -18,9 +18,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssiuu.config.errors import DataError
+from ssiuu.config.layout import check_request_id
 from ssiuu.data.records import decode_utf8
-from ssiuu.errors import DataError
-from ssiuu.layout import check_request_id
 
 
 @dataclass(frozen=True)

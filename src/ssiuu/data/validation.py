@@ -8,24 +8,31 @@ holdout or stop-slice subject, question or id in any other split; the stop slice
 multiple-choice preference the unlearning stop reads, with two distractors per fact). The
 report keeps, per rule, only the rule, the column and the offending rows' **ids**, never
 their text: GE's raw results echo values, so they are reduced here before anything is
-written or raised.
+written or raised. No rule carries a private value either: a cross-split rule checks a
+derived column (``question_in_retain``: is this row's question one of retain's?) against
+``[False]``, and the requested subjects appear only as pseudonyms (``requested-1``), so the
+suites and the Data Docs built from them (:func:`validate_splits`, ``docs``) hold no
+subject, question or answer of anyone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ssiuu.config.errors import ValidationFailed
+from ssiuu.config.params import HOLDOUT, STOP_SLICE
 from ssiuu.data.distractors import FACT_SPLITS, forget_only_answers
 from ssiuu.data.records import FIELDS, Record
 from ssiuu.data.requests import DeletionRequest
-from ssiuu.errors import ValidationFailed
-from ssiuu.params import HOLDOUT, STOP_SLICE
 
 NEVER_SEEN = (HOLDOUT, STOP_SLICE)  # facts about people no model trains on
 
@@ -42,11 +49,24 @@ GENERATED_SUBJECTS_HINT = (
 
 @dataclass(frozen=True)
 class Rule:
-    """One named rule: the GE expectation class, its kwargs and the split it applies to."""
+    """One named rule: the GE expectation class, its kwargs and the split it applies to.
+
+    ``derive`` (a cross-split rule): the column the rule reads is made before validation
+    from ``(column, source column, values)``: whether each row's source value is one of
+    ``values``, or for a ``dict`` of values, the value it maps the source value to.
+    """
 
     name: str
     expectation: str
     kwargs: dict[str, Any]
+    derive: tuple[str, str, frozenset[str] | dict[str, str]] | None = None
+
+
+def _none_of(name: str, column: str, derived: str, values: Sequence[str]) -> Rule:
+    """Rule ``name``: no row's ``column`` value is one of ``values``, checked as the derived
+    boolean column ``derived`` being all False, so no value enters the suite."""
+    return Rule(name, "ExpectColumnValuesToBeInSet", {"column": derived, "value_set": [False]},
+                derive=(derived, column, frozenset(values)))
 
 
 @dataclass
@@ -190,30 +210,32 @@ def _cross_rules(split: str, splits: dict[str, list[Record]],
         return sorted({row[key] for row in splits.get(name, []) if row.get(key) is not None})
 
     if split == "forget":
+        pseudonyms = {subject: f"requested-{n}" for n, subject in enumerate(requested, 1)}
         return [
-            Rule("forget and retain share no question", "ExpectColumnValuesToNotBeInSet",
-                 {"column": "question", "value_set": values("retain", "question")}),
-            Rule("forget and retain share no id", "ExpectColumnValuesToNotBeInSet",
-                 {"column": "id", "value_set": values("retain", "id")}),
+            _none_of("forget and retain share no question", "question", "question_in_retain",
+                     values("retain", "question")),
+            _none_of("forget and retain share no id", "id", "id_in_retain",
+                     values("retain", "id")),
             Rule("every requested subject present", "ExpectColumnDistinctValuesToContainSet",
-                 {"column": "subject", "value_set": requested}),
+                 {"column": "requested_subject", "value_set": sorted(pseudonyms.values())},
+                 derive=("requested_subject", "subject", pseudonyms)),
         ]
     no_forget_text = Rule("no forget-only answer among the distractors",
                           "ExpectColumnValuesToBeInSet",
                           {"column": "carries_forget_answer", "value_set": [False]})
     if split == "retain":
-        return [Rule("no requested subject in retain", "ExpectColumnValuesToNotBeInSet",
-                     {"column": "subject", "value_set": requested}), no_forget_text]
+        return [_none_of("no requested subject in retain", "subject", "subject_requested",
+                         requested), no_forget_text]
     if split == "utility":
         return [no_forget_text]
     if split == "general":
         return [no_forget_text,
-                Rule("general shares no question with utility", "ExpectColumnValuesToNotBeInSet",
-                     {"column": "question", "value_set": values("utility", "question")})]
+                _none_of("general shares no question with utility", "question",
+                         "question_in_utility", values("utility", "question"))]
     if split == "benign":
         return [
-            Rule("no forget question in benign", "ExpectColumnValuesToNotBeInSet",
-                 {"column": "question", "value_set": values("forget", "question")}),
+            _none_of("no forget question in benign", "question", "question_in_forget",
+                     values("forget", "question")),
             Rule("no forget subject in benign", "ExpectColumnValuesToBeInSet",
                  {"column": "mentions_forget_subject", "value_set": [False]}),
         ]
@@ -223,16 +245,9 @@ def _cross_rules(split: str, splits: dict[str, list[Record]],
         def elsewhere(key: str) -> list[str]:
             return sorted({value for name in others for value in values(name, key)})
 
-        return [
-            Rule(f"{split} shares no subject with any other split",
-                 "ExpectColumnValuesToNotBeInSet",
-                 {"column": "subject", "value_set": elsewhere("subject")}),
-            Rule(f"{split} shares no question with any other split",
-                 "ExpectColumnValuesToNotBeInSet",
-                 {"column": "question", "value_set": elsewhere("question")}),
-            Rule(f"{split} shares no id with any other split", "ExpectColumnValuesToNotBeInSet",
-                 {"column": "id", "value_set": elsewhere("id")}),
-        ]
+        return [_none_of(f"{split} shares no {key} with any other split", key,
+                         f"{key}_elsewhere", elsewhere(key))
+                for key in ("subject", "question", "id")]
     return []
 
 
@@ -279,43 +294,93 @@ def _rule_result(split: str, source: str, rule: Rule, outcome: Any, rows: list[R
     )
 
 
+def _with_derived(frame: pd.DataFrame, rules: list[Rule]) -> pd.DataFrame:
+    """``frame`` with each rule's derived column, where its source column exists."""
+    for rule in rules:
+        if rule.derive is None or rule.derive[1] not in frame:
+            continue
+        column, source, values = rule.derive
+        frame[column] = [values.get(value) if isinstance(values, dict) else value in values
+                         for value in frame[source]]
+    return frame
+
+
 def validate_splits(splits: dict[str, list[Record]], sources: dict[str, str],
-                    requests: list[DeletionRequest], *, max_length: int) -> ValidationReport:
+                    requests: list[DeletionRequest], *, max_length: int,
+                    docs: Path | None = None) -> ValidationReport:
     """Run every rule on every split with Great Expectations and return the report.
 
     ``max_length`` is ``model.max_length``: a row whose question and answer have more
     words than ``max_length - MIN_EXTRA_TOKENS`` can never be encoded, so it is rejected.
+    With ``docs``, the suites and each split's pass or fail per expectation are also
+    rendered there as Great Expectations Data Docs (``docs/index.html``), replacing what
+    was there; they show no row's values (GE's ``BOOLEAN_ONLY`` results).
     """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
-    import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    building = None
+    if docs is not None:
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{docs.name}-", dir=docs.parent))
+        context.add_data_docs_site(site_name="local", site_config={
+            "class_name": "SiteBuilder", "site_index_builder": {
+                "class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(building)}})
+    try:
+        results = _validate_each(context, splits, sources, requests, max_length,
+                                 building is not None)
+        if building is not None:
+            context.build_data_docs()
+            shutil.rmtree(docs, ignore_errors=True)
+            building.rename(docs)
+    finally:
+        if building is not None and building.exists():
+            shutil.rmtree(building, ignore_errors=True)
+    return ValidationReport(results)
+
+
+def _validate_each(context: Any, splits: dict[str, list[Record]], sources: dict[str, str],
+                   requests: list[DeletionRequest], max_length: int,
+                   stored: bool) -> list[RuleResult]:
+    """Each split's suite, validated; with ``stored``, also run as a validation definition
+    whose values-free result the Data Docs render."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
 
     requested = sorted({s for request in requests for s in request.subjects})
     forget_subjects = sorted({row["subject"] for row in splits.get("forget", [])
                               if row.get("subject")})
     forget_only = forget_only_answers(splits)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     datasource = context.data_sources.add_pandas("splits")
     results: list[RuleResult] = []
     for split, rows in splits.items():
-        frame = _frame(rows, forget_subjects, forget_only)
-        rules = [rule for rule in _split_rules(split, max_length)
-                 + _cross_rules(split, splits, requested)
+        every = _split_rules(split, max_length) + _cross_rules(split, splits, requested)
+        frame = _with_derived(_frame(rows, forget_subjects, forget_only), every)
+        rules = [rule for rule in every
                  if rule.expectation == "ExpectColumnToExist"
                  or rule.kwargs.get("column", "") in frame or "column" not in rule.kwargs]
         suite = context.suites.add(gx.ExpectationSuite(name=f"{split}_suite"))
         for rule in rules:
             suite.add_expectation(getattr(gxe, rule.expectation)(**rule.kwargs))
-        batch = datasource.add_dataframe_asset(name=split).add_batch_definition_whole_dataframe(
-            "all").get_batch(batch_parameters={"dataframe": frame})
-        outcome = batch.validate(suite, result_format={
-            "result_format": "COMPLETE", "unexpected_index_column_names": ["id"]})
+        whole = datasource.add_dataframe_asset(name=split).add_batch_definition_whole_dataframe(
+            "all")
+        outcome = whole.get_batch(batch_parameters={"dataframe": frame}).validate(
+            suite, result_format={"result_format": "COMPLETE",
+                                  "unexpected_index_column_names": ["id"]})
         results += [_rule_result(split, sources.get(split, "?"), rule,
                                  _find(outcome.results, rule), rows, requests)
                     for rule in rules]
-    return ValidationReport(results)
+        if stored:
+            context.validation_definitions.add(gx.ValidationDefinition(
+                data=whole, suite=suite, name=split)).run(
+                batch_parameters={"dataframe": frame},
+                result_format={"result_format": "BOOLEAN_ONLY"})
+    return results
 
 
 def _snake(name: str) -> str:
