@@ -153,8 +153,10 @@ def _generated(**generator) -> tuple[DataParams, int]:
     }), params.model.max_length
 
 
-def test_the_data_docs_show_every_split_s_suite_and_no_row_s_text(tmp_path):
+def test_the_data_docs_show_every_split_s_suite_and_no_row_s_text(tmp_path, monkeypatch):
     params, out, reports = _setup(tmp_path, GOOD)
+    monkeypatch.chdir(tmp_path)  # the stage's folders are relative to the project
+    out, reports = out.relative_to(tmp_path), reports.relative_to(tmp_path)
     prepare(params, out, reports, max_length=MAX_LENGTH)
     docs = _docs_text(reports)
     for split in ("forget", "retain", "utility", "benign"):

@@ -23,7 +23,6 @@ REQUESTS = Path("data/requests")
 TOKENIZER = Path("models/tokenizer")
 PRETRAINED = Path("models/pretrained")  # model.name converted once, in model.dtype
 DATA_VALIDATION = Path("reports/data_validation.json")
-DATA_DOCS = Path("reports/data_docs")  # the same as Great Expectations Data Docs (index.html)
 SUMMARY = Path("metrics/summary.json")
 REGISTRY = Path("metrics/registry.json")
 ROBUSTNESS_REPORT = Path("reports/robustness.md")

@@ -330,7 +330,7 @@ def validate_splits(splits: dict[str, list[Record]], sources: dict[str, str],
             "class_name": "SiteBuilder", "site_index_builder": {
                 "class_name": "DefaultSiteIndexBuilder"},
             "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                              "base_directory": str(building)}})
+                              "base_directory": str(building.resolve())}})
     try:
         results = _validate_each(context, splits, sources, requests, max_length,
                                  building is not None)

@@ -104,7 +104,6 @@ def _artifacts() -> dict[str, Path]:
              layout.ROBUSTNESS_REPORT.with_suffix(".html"),
              f"report/{layout.ROBUSTNESS_REPORT.name}": layout.ROBUSTNESS_REPORT,
              f"data/{layout.DATA_VALIDATION.name}": layout.DATA_VALIDATION,
-             f"data/{layout.DATA_DOCS.name}": layout.DATA_DOCS,
              f"data/{layout.MANIFEST.name}": layout.MANIFEST}
     files.update({f"plots/{path.name}": path
                   for path in [*figures, layout.SPURIOUS_CURVES, layout.SPURIOUS_HEATMAP,

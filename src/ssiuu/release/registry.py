@@ -85,7 +85,7 @@ class VersionRecord:
     """One unlearned model (a method and a seed) to register.
 
     ``artifacts``: where each file goes in the run (``report/robustness.html``; the file
-    keeps its own name) → the local file; a local folder's files go under the target.
+    keeps its own name) → the local file.
     """
 
     method: str
@@ -304,10 +304,7 @@ def _create_version(client: MlflowClient, name: str, experiment_id: str, record:
                             if value is not None})
         for target, path in record.artifacts.items():
             folder = str(PurePosixPath(target).parent)
-            if path.is_dir():  # a folder's files under the target's name
-                mlflow.log_artifacts(str(path), artifact_path=target)
-            else:
-                mlflow.log_artifact(str(path), artifact_path=None if folder == "." else folder)
+            mlflow.log_artifact(str(path), artifact_path=None if folder == "." else folder)
         mlflow.log_dict(record.lineage, LINEAGE_ARTIFACT)
         model_id = None
         if log_weights:
