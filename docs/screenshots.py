@@ -2,9 +2,10 @@
 
 ``python docs/screenshots.py`` (from the project root, after ``make demo``):
 
-- ``docs/img/mlflow-model.png``: the registered model of ``metrics/registry.json`` in the
-  MLflow UI, from a ``mlflow server`` on this project's store (``mlflow.db``,
-  ``mlartifacts/``);
+- ``docs/img/mlflow-model.png``: the version of the registered model of
+  ``metrics/registry.json`` that the last registration made ``candidate`` (else its first),
+  in the MLflow UI (description, aliases, source run, tags), from a ``mlflow server`` on
+  this project's store (``mlflow.db``, ``mlartifacts/``);
 - ``docs/img/prefect-flow-run.png``: a ``deletion-requests`` flow run in the Prefect UI,
   from a temporary ``prefect server`` and a copy of the pipeline whose inbox holds one entry
   (a request reusing a registered id, which the flow rejects without touching a model).
@@ -89,15 +90,17 @@ def _shoot(url: str, out: Path, work: Path) -> None:
 
 
 def mlflow_picture(project: Path, out: Path, work: Path) -> None:
-    """The registered model's page, versions with their descriptions below its tags."""
-    name = json.loads((project / "metrics" / "registry.json").read_text())["model"]
+    """The page of the version the last registration made ``candidate``."""
+    registry = json.loads((project / "metrics" / "registry.json").read_text())
+    name, versions = registry["model"], registry["versions"]
+    shown = next((v for v in versions if "candidate" in v["aliases"]), versions[0])["version"]
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     with _server([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                   "--backend-store-uri", f"sqlite:///{project / 'mlflow.db'}",
                   "--default-artifact-root", str(project / "mlartifacts")],
                  project, env, f"http://127.0.0.1:{port}/health", work / "mlflow.log"):
-        _shoot(f"http://127.0.0.1:{port}/#/models/{name}", out, work)
+        _shoot(f"http://127.0.0.1:{port}/#/models/{name}/versions/{shown}", out, work)
 
 
 def prefect_picture(project: Path, out: Path, work: Path) -> None:
