@@ -19,7 +19,7 @@ from ssiuu.config.errors import DataError
 from ssiuu.report.tables import MIA_REPORTED, Table, fmt
 
 COLUMNS = ("model", "forget acc", "forget MCQ", "forget log-prob", "retain acc", "utility acc",
-           "privleak (Min-K%)", "stop inside the band", "worst held-out gap (MCQ)",
+           "privleak (Min-K%)", "stop reached", "worst held-out gap (MCQ)",
            "gate passed")
 UNLEARNED = ("forget_acc", "forget_mcq", "forget_logprob", "retain_acc", "utility_acc")
 
