@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,16 +34,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ssiuu.workspace import copy_pipeline, isolated_env  # noqa: E402
+from ssiuu.workspace import copy_pipeline, free_port, isolated_env  # noqa: E402
 
 BIN = Path(sys.executable).parent
 WINDOW = "1600,1100"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -94,7 +87,7 @@ def mlflow_picture(project: Path, out: Path, work: Path) -> None:
     registry = json.loads((project / "metrics" / "registry.json").read_text())
     name, versions = registry["model"], registry["versions"]
     shown = next((v for v in versions if "candidate" in v["aliases"]), versions[0])["version"]
-    port = _free_port()
+    port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     with _server([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                   "--backend-store-uri", f"sqlite:///{project / 'mlflow.db'}",
@@ -112,7 +105,7 @@ def prefect_picture(project: Path, out: Path, work: Path) -> None:
     inbox = repo / "data" / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     (inbox / "again.json").write_text(json.dumps(taken))
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**isolated_env(work / "prefect-home"), "PREFECT_API_URL": api}
     with _server([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",

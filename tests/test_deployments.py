@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import pytest
 import yaml
 from projects import reduced_project
 
-from ssiuu.workspace import isolated_env
+from ssiuu.workspace import free_port, isolated_env
 
 REPO = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -80,13 +79,6 @@ def test_each_entrypoint_loads_the_flow_its_deployment_names():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.splitlines()[-1]) == dict(FLOWS.values())
-
-
-def _free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _run(cwd: Path, env: dict[str, str], *args: str) -> str:
@@ -171,7 +163,7 @@ def test_a_local_worker_runs_the_pipeline_deployment(project, tmp_path):
     )
     from prefect.client.schemas.objects import FlowRun
 
-    port = str(_free_port())
+    port = str(free_port())
     api_url = f"http://127.0.0.1:{port}/api"
     env = {**isolated_env(tmp_path / "prefect-home"), "PREFECT_API_URL": api_url}
     prefect = str(BIN / "prefect")

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from ssiuu.release.registry import (
     version_description,
     versions_for_request,
 )
+from ssiuu.workspace import free_port
 
 TEXTS = ["alice lives in paris", "bob works at acme", "the cat sat on the mat"]
 
@@ -288,12 +288,6 @@ def test_versions_for_request(root, model_dir, files):
     assert versions_for_request("gamma", root=root) == []
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_server(folder: Path, port: int) -> subprocess.Popen:
     """A real ``mlflow server`` on ``port`` with its store and artifacts in ``folder``,
     answering /health (its own process group)."""
@@ -336,7 +330,7 @@ def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 @pytest.fixture(scope="module")
 def server_uri(tmp_path_factory):
     """A real ``mlflow server`` on a free port, stopped (its process group) at the end."""
-    port = _free_port()
+    port = free_port()
     process = _start_server(tmp_path_factory.mktemp("server"), port)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -426,7 +420,7 @@ def test_two_registrations_at_once_on_a_fresh_store_make_one_version_per_lineage
 
 def test_a_server_killed_mid_registration_fails_fast_and_the_rerun_leaves_no_orphan(
         tmp_path, model_dir, files):
-    folder, port = tmp_path / "server", _free_port()
+    folder, port = tmp_path / "server", free_port()
     folder.mkdir()
     uri = f"http://127.0.0.1:{port}"
     records = [("gd", 0), ("gd", 1), ("npo", 0), ("npo", 1)]

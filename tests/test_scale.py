@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 import yaml
 
 from ssiuu.config.profiles import apply_profile
-from ssiuu.workspace import copy_pipeline, isolated_env
+from ssiuu.workspace import copy_pipeline, free_port, isolated_env
 
 REPO = Path(__file__).parents[1]
 LAUNCH = Path(sys.executable).parent / "accelerate"
@@ -37,19 +36,13 @@ GRAD_MODES = ("first_order", "exact")
 BF16_STEPS = 60  # bfloat16 matrix products are slow on a CPU without native support
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _stage(root: Path, processes: int, script: str, *args: str) -> str:
     """Run a stage in ``root`` under 1 plain process or ``accelerate launch`` of several."""
     env = {**isolated_env(), "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable] if processes == 1 else [
         str(LAUNCH), "launch", "--multi_gpu", "--num_processes", str(processes),
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port())]
+        "--main_process_port", str(free_port())]
     done = subprocess.run([*launcher, f"stages/{script}", *args], cwd=root, env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -52,3 +53,10 @@ def isolated_env(prefect_home: str | Path | None = None) -> dict[str, str]:
     if prefect_home is not None:
         env["PREFECT_HOME"] = str(prefect_home)
     return env
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now, for a local server a run starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

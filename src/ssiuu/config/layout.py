@@ -151,8 +151,11 @@ def write_json(data: Any, path: str | Path) -> Path:
 
 def read_json(path: str | Path) -> Any:
     """Read a JSON artefact, or raise :class:`~ssiuu.config.errors.DataError` naming the missing
-    file and how to make it."""
+    file and how to make it, or the file that is not readable JSON."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found (run `dvc repro` for the stage that writes it)")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: not a readable JSON file: {error}") from error

@@ -11,26 +11,17 @@ metrics gives the same documents, and a table cannot drift from the run it shows
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ssiuu.config.errors import DataError
+from ssiuu.config.layout import read_json
 from ssiuu.report.tables import MIA_REPORTED, Table, fmt
 
 COLUMNS = ("model", "forget acc", "forget MCQ", "forget log-prob", "retain acc", "utility acc",
            "privleak (Min-K%)", "stop reached", "worst held-out gap (MCQ)",
            "gate passed")
 UNLEARNED = ("forget_acc", "forget_mcq", "forget_logprob", "retain_acc", "utility_acc")
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise DataError(f"{path}: no such file (run the pipeline first)") from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: not a readable JSON file: {error}") from error
 
 
 def _gate_passed(registry: Mapping | None, method: str) -> str:
@@ -95,9 +86,9 @@ def replace_block(text: str, profile: str, block: str, where: str) -> str:
 
 def write_results(profile: str, metrics: Path, docs: Sequence[Path]) -> list[Path]:
     """Write ``profile``'s table from ``metrics`` into each of ``docs`` (all checked first)."""
-    summary = _read(metrics / "summary.json")
+    summary = read_json(metrics / "summary.json")
     registry_file = metrics / "registry.json"
-    registry = _read(registry_file) if registry_file.is_file() else None
+    registry = read_json(registry_file) if registry_file.is_file() else None
     block = results_table(summary, registry)
     texts = {}
     for doc in docs:
